@@ -1,0 +1,341 @@
+//! The auction itself: per imp, pick the best eligible bid of the preferred class, price it,
+//! charge its campaign (falling back to the next bid when that fails) and settle every other bid.
+
+use crate::filter::{self, Class};
+use crate::{
+    impression_cost_micros, AuctionType, BidResult, Candidate, Imp, ImpResult, Ledger, LossReason,
+    Outcome, Request, Rules,
+};
+
+/// Up to this many candidates the per-bid scratch lives on the stack; beyond it, one `Vec` per
+/// auction. 32 covers a typical fan-out many times over.
+const INLINE_BIDS: usize = 32;
+
+/// A candidate's standing while its imp is being settled.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// Filtered out or already settled.
+    Out,
+    /// Eligible and not settled yet.
+    In(Class),
+}
+
+/// Placeholder for eligible bids until their imp is settled; `settle` overwrites every one.
+const PENDING: BidResult = BidResult::Lost {
+    reason: LossReason::LostToHigherBid,
+    min_to_win_micros: None,
+};
+
+/// Runs the auction of every imp in `req` over `bids`, charging winners through `ledger`.
+/// The rules, loss reasons and pricing are described in the crate documentation.
+pub fn run<L: Ledger>(
+    req: &Request<'_>,
+    bids: &[Candidate<'_, L::Campaign>],
+    rules: &Rules,
+    ledger: &L,
+) -> Outcome {
+    let mut results = Vec::with_capacity(bids.len());
+    let mut inline = [Slot::Out; INLINE_BIDS];
+    let mut heap = Vec::new();
+    let slots: &mut [Slot] = match inline.get_mut(..bids.len()) {
+        Some(slots) => slots,
+        None => {
+            heap.resize(bids.len(), Slot::Out);
+            &mut heap
+        }
+    };
+    for (bid, slot) in bids.iter().zip(slots.iter_mut()) {
+        match filter::eligibility(req, bid, ledger) {
+            Ok(class) => {
+                *slot = Slot::In(class);
+                results.push(PENDING);
+            }
+            Err(reason) => results.push(BidResult::Lost {
+                reason,
+                min_to_win_micros: None,
+            }),
+        }
+    }
+    let imps = req
+        .imps
+        .iter()
+        .enumerate()
+        .map(|(i, imp)| {
+            let mut auction = ImpAuction {
+                req,
+                imp_index: i,
+                imp,
+                bids,
+                slots: &mut *slots,
+                results: &mut results,
+            };
+            auction.settle(rules, ledger)
+        })
+        .collect();
+    Outcome {
+        imps,
+        bids: results,
+    }
+}
+
+/// One imp's auction over the shared per-bid state.
+struct ImpAuction<'r, 'a, C> {
+    req: &'r Request<'a>,
+    imp_index: usize,
+    imp: &'r Imp<'a>,
+    bids: &'r [Candidate<'a, C>],
+    slots: &'r mut [Slot],
+    results: &'r mut [BidResult],
+}
+
+impl<'r, 'a, C> ImpAuction<'r, 'a, C> {
+    fn settle<L: Ledger<Campaign = C>>(&mut self, rules: &Rules, ledger: &L) -> ImpResult {
+        loop {
+            let (deals, open) = self.races();
+            // Deal bids are preferred: the open market only competes when no deal bid is left.
+            let (race, deal_won) = if deals.lead.is_some() {
+                (deals, true)
+            } else {
+                (open, false)
+            };
+            let Some(lead) = race.lead else {
+                return ImpResult::UNSOLD;
+            };
+            let floor = filter::floor_of(self.imp, lead.class);
+            let at = match lead.class {
+                Class::Deal(k) => self.imp.deals.get(k).and_then(|d| d.at),
+                Class::Open => None,
+            }
+            .unwrap_or(self.req.at);
+            let price = lead.bid.price_micros;
+            let clearing = clearing_price(at, price, race.runner_up, floor, rules.increment_micros);
+            let charged = match &lead.bid.campaign {
+                None => 0,
+                Some(campaign) => {
+                    let cost = impression_cost_micros(clearing);
+                    if !ledger.try_charge(campaign, cost) {
+                        // Drained by a concurrent auction since `can_cover`: drop this bid and
+                        // rerun the race over what remains, so the price is recomputed too.
+                        // In range: `lead.index` enumerates `bids`, which `slots` and
+                        // `results` parallel.
+                        self.slots[lead.index] = Slot::Out;
+                        self.results[lead.index] = BidResult::Lost {
+                            reason: LossReason::CampaignBudgetExhausted,
+                            min_to_win_micros: None,
+                        };
+                        continue;
+                    }
+                    cost
+                }
+            };
+            // Under a fixed price every bid pays the floor, so only the winner's bid tells a
+            // loser what it would have taken.
+            let loser_min_to_win = if at == AuctionType::FixedPrice {
+                price
+            } else {
+                clearing
+            };
+            self.close(lead.index, clearing, deal_won, loser_min_to_win);
+            return ImpResult {
+                winner: Some(lead.index),
+                clearing_micros: clearing,
+                charged_micros: charged,
+                min_to_win_micros: race.runner_up.map_or(floor, |r| r.max(floor)),
+                deal: match lead.class {
+                    Class::Deal(k) => Some(k),
+                    Class::Open => None,
+                },
+            };
+        }
+    }
+
+    /// The deal-class race and the open-market race among this imp's unsettled bids.
+    fn races(&self) -> (Race<'r, 'a, C>, Race<'r, 'a, C>) {
+        let seed = self.req.tie_seed;
+        let mut deals = Race::default();
+        let mut open = Race::default();
+        let bids: &'r [Candidate<'a, C>] = self.bids;
+        for (index, (bid, slot)) in bids.iter().zip(self.slots.iter()).enumerate() {
+            match *slot {
+                Slot::In(class) if bid.imp == self.imp_index => {
+                    let race = match class {
+                        Class::Deal(_) => &mut deals,
+                        Class::Open => &mut open,
+                    };
+                    race.enter(index, bid, class, seed);
+                }
+                _ => {}
+            }
+        }
+        (deals, open)
+    }
+
+    /// Settles every unsettled bid of this imp once `winner` is charged.
+    fn close(&mut self, winner: usize, clearing: u64, deal_won: bool, loser_min_to_win: u64) {
+        let entries = self
+            .bids
+            .iter()
+            .zip(self.slots.iter_mut())
+            .zip(self.results.iter_mut())
+            .enumerate();
+        for (index, ((bid, slot), result)) in entries {
+            let Slot::In(class) = *slot else { continue };
+            if bid.imp != self.imp_index {
+                continue;
+            }
+            *slot = Slot::Out;
+            *result = if index == winner {
+                BidResult::Won {
+                    clearing_micros: clearing,
+                }
+            } else if matches!(class, Class::Deal(_)) == deal_won {
+                BidResult::Lost {
+                    reason: LossReason::LostToHigherBid,
+                    min_to_win_micros: Some(loser_min_to_win),
+                }
+            } else {
+                BidResult::Lost {
+                    reason: LossReason::LostToDealBid,
+                    min_to_win_micros: None,
+                }
+            };
+        }
+    }
+}
+
+/// The winner's clearing price, CPM micros. Never above its bid; never below `floor`, because
+/// eligibility already rejected bids under their floor.
+fn clearing_price(
+    at: AuctionType,
+    bid: u64,
+    runner_up: Option<u64>,
+    floor: u64,
+    increment: u64,
+) -> u64 {
+    match at {
+        AuctionType::FirstPrice => bid,
+        AuctionType::SecondPrice => runner_up
+            .map_or(floor, |r| r.max(floor))
+            .saturating_add(increment)
+            .min(bid),
+        AuctionType::FixedPrice => floor,
+    }
+}
+
+/// The highest bid of one class so far.
+struct Lead<'r, 'a, C> {
+    index: usize,
+    bid: &'r Candidate<'a, C>,
+    class: Class,
+    /// Tie rank, computed only once a tie needs it.
+    rank: Option<u64>,
+}
+
+/// One class's best bid and the highest price among the rest of the class.
+struct Race<'r, 'a, C> {
+    lead: Option<Lead<'r, 'a, C>>,
+    runner_up: Option<u64>,
+}
+
+// Manual impl: a derive would demand `C: Default`.
+impl<C> Default for Race<'_, '_, C> {
+    fn default() -> Self {
+        Self {
+            lead: None,
+            runner_up: None,
+        }
+    }
+}
+
+impl<'r, 'a, C> Race<'r, 'a, C> {
+    fn enter(&mut self, index: usize, bid: &'r Candidate<'a, C>, class: Class, seed: u64) {
+        let price = bid.price_micros;
+        let Some(lead) = &mut self.lead else {
+            self.lead = Some(Lead {
+                index,
+                bid,
+                class,
+                rank: None,
+            });
+            return;
+        };
+        let lead_price = lead.bid.price_micros;
+        let (takes_lead, rank) = if price != lead_price {
+            (price > lead_price, None)
+        } else {
+            let lead_rank = *lead.rank.get_or_insert_with(|| tie_rank(seed, lead.index));
+            let rank = tie_rank(seed, index);
+            (rank > lead_rank, Some(rank))
+        };
+        let beaten = if takes_lead {
+            *lead = Lead {
+                index,
+                bid,
+                class,
+                rank,
+            };
+            lead_price
+        } else {
+            price
+        };
+        self.runner_up = Some(self.runner_up.map_or(beaten, |r| r.max(beaten)));
+    }
+}
+
+/// Orders tied bids for one seed: a SplitMix64 mix of the seed and the bid's index, so each
+/// seed gives an unrelated order and, over many seeds, every tied bid leads equally often.
+fn tie_rank(seed: u64, index: usize) -> u64 {
+    let mut z = seed.wrapping_add(
+        (index as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{clearing_price, tie_rank};
+    use crate::AuctionType::{FirstPrice, FixedPrice, SecondPrice};
+
+    #[test]
+    fn second_price_is_runner_up_or_floor_plus_increment_capped_at_bid() {
+        assert_eq!(
+            clearing_price(SecondPrice, 1_000_000, Some(900_000), 850_000, 10_000),
+            910_000
+        );
+        assert_eq!(
+            clearing_price(SecondPrice, 1_000_000, Some(500_000), 850_000, 10_000),
+            860_000
+        );
+        assert_eq!(
+            clearing_price(SecondPrice, 1_000_000, None, 850_000, 10_000),
+            860_000
+        );
+        assert_eq!(
+            clearing_price(SecondPrice, 905_000, Some(900_000), 0, 10_000),
+            905_000
+        );
+        assert_eq!(
+            clearing_price(SecondPrice, u64::MAX, Some(u64::MAX - 1), 0, 10),
+            u64::MAX
+        );
+        assert_eq!(
+            clearing_price(FirstPrice, 1_000_000, Some(900_000), 0, 10_000),
+            1_000_000
+        );
+        assert_eq!(
+            clearing_price(FixedPrice, 1_000_000, Some(900_000), 700_000, 10_000),
+            700_000
+        );
+    }
+
+    #[test]
+    fn tie_ranks_differ_between_bids_and_between_seeds() {
+        assert_ne!(tie_rank(7, 0), tie_rank(7, 1));
+        assert_ne!(tie_rank(7, 0), tie_rank(8, 0));
+        assert_eq!(tie_rank(7, 3), tie_rank(7, 3));
+    }
+}

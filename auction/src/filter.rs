@@ -1,0 +1,228 @@
+//! Eligibility: the publisher's blocks, seats, deals, floors and budgets a bid must pass before
+//! it competes, each failure mapped to its loss reason.
+
+use std::borrow::Cow;
+
+use crate::{impression_cost_micros, Candidate, Imp, Ledger, LossReason, Request};
+
+/// Where an eligible bid competes within its imp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Open,
+    /// Index into the imp's `deals`.
+    Deal(usize),
+}
+
+/// Checks one bid in the documented order; the first failed check is the loss reason.
+pub(crate) fn eligibility<L: Ledger>(
+    req: &Request<'_>,
+    bid: &Candidate<'_, L::Campaign>,
+    ledger: &L,
+) -> Result<Class, LossReason> {
+    let Some(imp) = req.imps.get(bid.imp) else {
+        return Err(LossReason::InternalError);
+    };
+    if contains_exact(req.bseat, bid.seat)
+        || (!req.wseat.is_empty() && !contains_exact(req.wseat, bid.seat))
+    {
+        return Err(LossReason::BuyerSeatBlocked);
+    }
+    let class = classify(imp, bid.deal_id, bid.seat)?;
+    if bid
+        .adomain
+        .iter()
+        .any(|adv| req.badv.iter().any(|blocked| domain_blocked(blocked, adv)))
+    {
+        return Err(LossReason::AdvertiserExclusions);
+    }
+    if let Some(bundle) = bid.bundle.filter(|b| !b.is_empty()) {
+        if req.bapp.iter().any(|b| b.eq_ignore_ascii_case(bundle)) {
+            return Err(LossReason::AppStoreIdExclusions);
+        }
+    }
+    if bid.cat.iter().any(|cat| {
+        req.bcat
+            .iter()
+            .any(|blocked| category_blocked(blocked, cat))
+    }) {
+        return Err(LossReason::CategoryExclusions);
+    }
+    if bid.attr.iter().any(|a| imp.battr.contains(a)) {
+        return Err(LossReason::CreativeAttributeExclusions);
+    }
+    match class {
+        Class::Open if bid.price_micros < imp.floor_micros => {
+            return Err(LossReason::BelowAuctionFloor)
+        }
+        Class::Deal(k) if bid.price_micros < floor_of(imp, Class::Deal(k)) => {
+            return Err(LossReason::BelowDealFloor)
+        }
+        _ => {}
+    }
+    if let Some(campaign) = &bid.campaign {
+        if !ledger.is_active(campaign) {
+            return Err(LossReason::CampaignInactive);
+        }
+        // The bid is the most the winner can be charged, so a campaign that covers it can pay
+        // whatever the clearing price turns out to be.
+        if !ledger.can_cover(campaign, impression_cost_micros(bid.price_micros)) {
+            return Err(LossReason::CampaignBudgetExhausted);
+        }
+    }
+    Ok(class)
+}
+
+/// The floor a bid of `class` must meet on `imp`: a deal's floor replaces the imp floor.
+pub(crate) fn floor_of(imp: &Imp<'_>, class: Class) -> u64 {
+    match class {
+        Class::Open => imp.floor_micros,
+        Class::Deal(k) => imp
+            .deals
+            .get(k)
+            .map_or(imp.floor_micros, |d| d.floor_micros),
+    }
+}
+
+/// Resolves the bid's deal. A deal bid from a seat the deal does not allow is blocked rather
+/// than demoted to the open market: the DSP priced it under the deal's terms.
+fn classify(imp: &Imp<'_>, deal_id: Option<&str>, seat: &str) -> Result<Class, LossReason> {
+    let deal_id = deal_id.filter(|d| !d.is_empty());
+    let found = deal_id.and_then(|id| imp.deals.iter().enumerate().find(|(_, d)| d.id == id));
+    match found {
+        Some((k, deal)) => {
+            if deal.wseat.is_empty() || contains_exact(deal.wseat, seat) {
+                Ok(Class::Deal(k))
+            } else {
+                Err(LossReason::BuyerSeatBlocked)
+            }
+        }
+        None if !imp.private_auction => Ok(Class::Open),
+        None if deal_id.is_some() => Err(LossReason::InvalidDealId),
+        None => Err(LossReason::NotAllowedInDeal),
+    }
+}
+
+/// Seat IDs are opaque identifiers, compared exactly.
+fn contains_exact(list: &[Cow<'_, str>], item: &str) -> bool {
+    list.iter().any(|x| x == item)
+}
+
+/// Whether advertiser domain `adv` falls under the blocked domain `blocked`: both reduced to a
+/// bare host (scheme, path, port, trailing dot and a leading `www.` dropped), compared
+/// ASCII-case-insensitively, and `adv` also blocked when it is a subdomain of `blocked`
+/// (`badv: ["ford.com"]` blocks `ford.com`, `www.ford.com`, `shop.ford.com`, not `myford.com`;
+/// `badv: ["shop.ford.com"]` does not block `ford.com`).
+pub(crate) fn domain_blocked(blocked: &str, adv: &str) -> bool {
+    let blocked = bare_host(blocked);
+    let adv = bare_host(adv);
+    if blocked.is_empty() {
+        return false;
+    }
+    match adv.len().checked_sub(blocked.len()) {
+        Some(0) => adv.eq_ignore_ascii_case(blocked),
+        Some(extra) => adv[extra - 1] == b'.' && adv[extra..].eq_ignore_ascii_case(blocked),
+        None => false,
+    }
+}
+
+/// Bytes, not `str`, so that cutting at any position can never split a character and panic.
+fn bare_host(domain: &str) -> &[u8] {
+    let mut host = domain.trim().as_bytes();
+    if let Some(at) = host.windows(3).position(|w| w == b"://") {
+        host = &host[at + 3..];
+    }
+    if let Some(end) = host
+        .iter()
+        .position(|&c| matches!(c, b'/' | b'?' | b'#' | b':'))
+    {
+        host = &host[..end];
+    }
+    while let [rest @ .., b'.'] = host {
+        host = rest;
+    }
+    if host.len() > 4 && host[..4].eq_ignore_ascii_case(b"www.") {
+        host = &host[4..];
+    }
+    host
+}
+
+/// Whether category `cat` falls under the blocked `blocked`: equal ASCII-case-insensitively, or
+/// an IAB 1.0 subcategory of it (`bcat: ["IAB25"]` blocks `IAB25-3`, not `IAB2`).
+pub(crate) fn category_blocked(blocked: &str, cat: &str) -> bool {
+    let (blocked, cat) = (blocked.as_bytes(), cat.as_bytes());
+    if blocked.is_empty() {
+        return false;
+    }
+    match cat.len().checked_sub(blocked.len()) {
+        Some(0) => cat.eq_ignore_ascii_case(blocked),
+        Some(_) => cat[blocked.len()] == b'-' && cat[..blocked.len()].eq_ignore_ascii_case(blocked),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{category_blocked, domain_blocked};
+
+    #[test]
+    fn domains_match_across_case_www_scheme_and_subdomains() {
+        for (blocked, adv) in [
+            ("ford.com", "ford.com"),
+            ("ford.com", "FORD.com"),
+            ("ford.com", "www.ford.com"),
+            ("www.ford.com", "ford.com"),
+            ("WWW.Ford.Com", "www.ford.com"),
+            ("ford.com", "shop.ford.com"),
+            ("ford.com", "https://www.ford.com/cars?x=1"),
+            ("http://ford.com/", "ford.com."),
+            ("ford.com", "ford.com:443"),
+            (" ford.com ", "ford.com"),
+        ] {
+            assert!(
+                domain_blocked(blocked, adv),
+                "{blocked:?} should block {adv:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn domains_do_not_overmatch() {
+        for (blocked, adv) in [
+            ("ford.com", "myford.com"),
+            ("ford.com", "ford.co"),
+            ("shop.ford.com", "ford.com"),
+            ("ford.com", "ford.com.evil.net"),
+            ("", "ford.com"),
+            ("www.", "ford.com"),
+            ("ford.com", ""),
+            ("ford.com", "wwwford.com"),
+            ("é.com", "xé.com"),
+        ] {
+            assert!(
+                !domain_blocked(blocked, adv),
+                "{blocked:?} must not block {adv:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn multibyte_domains_never_panic_and_match_exactly() {
+        assert!(domain_blocked("bücher.de", "www.bücher.de"));
+        assert!(domain_blocked("bücher.de", "shop.bücher.de"));
+        assert!(!domain_blocked("ücher.de", "bücher.de"));
+    }
+
+    #[test]
+    fn categories_block_their_iab_subcategories() {
+        assert!(category_blocked("IAB25", "IAB25"));
+        assert!(category_blocked("IAB25", "iab25"));
+        assert!(category_blocked("IAB25", "IAB25-3"));
+        assert!(category_blocked("IAB7-39", "IAB7-39"));
+        assert!(!category_blocked("IAB2", "IAB25"));
+        assert!(!category_blocked("IAB25-3", "IAB25"));
+        assert!(!category_blocked("IAB7-3", "IAB7-39"));
+        assert!(!category_blocked("", "IAB1"));
+        assert!(category_blocked("1234", "1234"));
+        assert!(!category_blocked("123", "1234"));
+    }
+}

@@ -1,0 +1,226 @@
+//! Budget configuration as the exchange embeds it in its TOML file, with documented defaults.
+
+use crate::store::MAX_MICROS;
+use crate::Error;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// What to do with a bid that names no campaign (`cid` absent) or one this node does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownPolicy {
+    /// The bid takes part without a budget counter (nothing is charged for it).
+    #[default]
+    Allow,
+    /// The bid does not take part.
+    Reject,
+}
+
+impl UnknownPolicy {
+    /// Whether a bid without a known campaign may take part.
+    pub fn allows(self) -> bool {
+        self == UnknownPolicy::Allow
+    }
+}
+
+/// A campaign budget from the config file. It is created in the store only if absent, so an
+/// operator's later changes through the admin API are not undone by a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignSeed {
+    /// The DSP's configured name.
+    pub dsp: String,
+    /// The campaign id the DSP's bids carry in `cid`.
+    pub cid: String,
+    /// Total budget in micros.
+    pub budget_micros: u64,
+    /// Created paused.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// Budget settings. Every field has a default, so an empty `[budget]` table is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Redis URL (`redis://host:port/db`). Absent: budgets live in process ([`crate::MemoryStore`]).
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so several exchanges can share one Redis. Default `budget`.
+    pub key_prefix: String,
+    /// This node's name in the store; a random suffix per process start is appended, so a
+    /// restarted node never inherits the counters of its previous life. Default `exchange`.
+    pub node_id: String,
+    /// How often a node reports spend and renews leases. Default 100 ms.
+    pub sync_interval_ms: u64,
+    /// Bound on every store call (connect and response included). Default 100 ms.
+    pub redis_timeout_ms: u64,
+    /// How often every campaign is synced (also the idle and exhausted ones) and the campaign
+    /// list is re-read. Between full rounds only campaigns with activity are synced. Default 1000 ms.
+    pub full_sync_ms: u64,
+    /// A campaign without spend or unmet demand for this long hands its lease back. Default 5000 ms.
+    pub idle_return_ms: u64,
+    /// A lease is sized to last this many sync intervals at the recent spend rate. Default 3.
+    pub lease_intervals: u32,
+    /// The smallest lease an active campaign asks for. Default 50_000 micros ($0.05).
+    pub min_lease_micros: u64,
+    /// The largest lease a node holds per campaign; absent means no cap. Default none.
+    pub max_lease_micros: Option<u64>,
+    /// Policy for bids without `cid` or with an unknown campaign. Default `allow`.
+    pub unknown_campaign: UnknownPolicy,
+    /// Label metrics with the campaign id as well as the DSP (cardinality!). Default false.
+    pub per_campaign_metrics: bool,
+    /// How long a graceful shutdown keeps trying to hand leases back. Default 2000 ms.
+    pub shutdown_timeout_ms: u64,
+    /// Unknown campaign ids queued for discovery per sync round, at most. Default 256.
+    pub max_probes_per_round: usize,
+    /// Budgets created in the store when absent.
+    pub campaigns: Vec<CampaignSeed>,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            redis_url: None,
+            key_prefix: "budget".to_owned(),
+            node_id: "exchange".to_owned(),
+            sync_interval_ms: 100,
+            redis_timeout_ms: 100,
+            full_sync_ms: 1000,
+            idle_return_ms: 5000,
+            lease_intervals: 3,
+            min_lease_micros: 50_000,
+            max_lease_micros: None,
+            unknown_campaign: UnknownPolicy::Allow,
+            per_campaign_metrics: false,
+            shutdown_timeout_ms: 2000,
+            max_probes_per_round: 256,
+            campaigns: Vec::new(),
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// The sync period.
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_millis(self.sync_interval_ms)
+    }
+
+    /// The bound on each store call.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// Rejects settings that cannot work (zero periods, empty names, amounts past [`MAX_MICROS`]).
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |msg: &str| Err(Error::Config(msg.to_owned()));
+        if self.sync_interval_ms == 0 {
+            return bad("sync_interval_ms must be > 0");
+        }
+        if self.redis_timeout_ms == 0 {
+            return bad("redis_timeout_ms must be > 0");
+        }
+        if self.full_sync_ms < self.sync_interval_ms {
+            return bad("full_sync_ms must be >= sync_interval_ms");
+        }
+        if self.lease_intervals == 0 {
+            return bad("lease_intervals must be >= 1");
+        }
+        if self.node_id.is_empty() || self.node_id.chars().any(|c| c.is_whitespace()) {
+            return bad("node_id must be non-empty without whitespace");
+        }
+        if self.key_prefix.is_empty() {
+            return bad("key_prefix must be non-empty");
+        }
+        if self.min_lease_micros > MAX_MICROS {
+            return Err(Error::TooLarge(self.min_lease_micros));
+        }
+        if let Some(max) = self.max_lease_micros {
+            if max < self.min_lease_micros {
+                return bad("max_lease_micros must be >= min_lease_micros");
+            }
+        }
+        for seed in &self.campaigns {
+            if seed.budget_micros > MAX_MICROS {
+                return Err(Error::TooLarge(seed.budget_micros));
+            }
+            if seed.dsp.is_empty() || seed.cid.is_empty() {
+                return bad("campaign dsp and cid must be non-empty");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sync rounds between full rounds (at least 1).
+    pub(crate) fn full_every_rounds(&self) -> u64 {
+        (self.full_sync_ms / self.sync_interval_ms.max(1)).max(1)
+    }
+
+    /// Rounds without activity before a lease is handed back (at least 1).
+    pub(crate) fn idle_rounds(&self) -> u32 {
+        let rounds = (self.idle_return_ms / self.sync_interval_ms.max(1)).max(1);
+        u32::try_from(rounds).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_table_gives_defaults() {
+        let cfg: BudgetConfig = toml::from_str("").unwrap();
+        assert_eq!(cfg, BudgetConfig::default());
+        assert!(cfg.validate().is_ok());
+        assert_eq!(cfg.full_every_rounds(), 10);
+        assert_eq!(cfg.idle_rounds(), 50);
+        assert!(cfg.unknown_campaign.allows());
+    }
+
+    #[test]
+    fn parses_a_full_table() {
+        let cfg: BudgetConfig = toml::from_str(
+            r#"
+            redis_url = "redis://127.0.0.1:6379"
+            sync_interval_ms = 50
+            unknown_campaign = "reject"
+            max_lease_micros = 1000000
+            [[campaigns]]
+            dsp = "acme"
+            cid = "c1"
+            budget_micros = 5000000
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.unknown_campaign, UnknownPolicy::Reject);
+        assert!(!cfg.unknown_campaign.allows());
+        assert_eq!(cfg.sync_interval(), Duration::from_millis(50));
+        assert_eq!(cfg.campaigns.len(), 1);
+        assert!(!cfg.campaigns[0].paused);
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_values() {
+        assert!(toml::from_str::<BudgetConfig>("sync_interval = 5").is_err());
+        let zero = BudgetConfig {
+            sync_interval_ms: 0,
+            ..BudgetConfig::default()
+        };
+        assert!(zero.validate().is_err());
+        let huge = BudgetConfig {
+            campaigns: vec![CampaignSeed {
+                dsp: "d".into(),
+                cid: "c".into(),
+                budget_micros: MAX_MICROS + 1,
+                paused: false,
+            }],
+            ..BudgetConfig::default()
+        };
+        assert!(matches!(huge.validate(), Err(Error::TooLarge(_))));
+        let inverted = BudgetConfig {
+            max_lease_micros: Some(1),
+            ..BudgetConfig::default()
+        };
+        assert!(inverted.validate().is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! Real-time campaign budgets: per-node spend counters fed by leases from a central store.
+//!
+//! This crate owns the per-campaign counters every exchange node charges winners against
+//! ([`Campaign`]), the index that finds them ([`Budgets`]), the loop that reports spend and takes
+//! new leases ([`Budgets::sync_once`], [`SyncTask`]) and the [`Store`] that keeps the campaign
+//! totals: [`RedisStore`] across nodes, [`MemoryStore`] in process.
+//!
+//! It must never hold a lock across `.await`, never call the store on the request path
+//! (lookups and charges touch only local atomics), and never let a Redis call run without its
+//! own timeout. Money is integer micros throughout.
+//!
+//! The guarantee: for every campaign, `spent + Σ leases held by nodes ≤ budget` in the store, and
+//! a node only charges what its lease holds, so total spend never exceeds the budget however
+//! many nodes share the store. See `ARCHITECTURE.md` ("Budgets") for the argument and its costs.
+
+mod budgets;
+mod campaign;
+mod config;
+mod key;
+mod lease;
+pub mod metrics;
+mod store;
+
+pub use budgets::{Budgets, BudgetView, LocalState, Lookup, ReleaseReport, SyncReport, SyncTask};
+pub use campaign::{Campaign, CampaignHandle};
+pub use config::{BudgetConfig, CampaignSeed, UnknownPolicy};
+pub use key::CampaignKey;
+pub use store::memory::MemoryStore;
+pub use store::redis::RedisStore;
+pub use store::{open_store, CampaignState, Grant, NodeHold, Store, SyncItem, MAX_MICROS};
+
+use std::time::Duration;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Redis answered with an error or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A store call did not finish within its timeout.
+    #[error("store call timed out after {0:?}")]
+    Timeout(Duration),
+    /// The store answered something this crate did not write.
+    #[error("unexpected store reply: {0}")]
+    Protocol(String),
+    /// The campaign does not exist in the store.
+    #[error("campaign {0} not found")]
+    NotFound(CampaignKey),
+    /// Lowering a budget below what is already spent or leased out would break the guarantee.
+    #[error("budget {budget} is below the {committed} micros already spent or leased")]
+    BelowCommitted {
+        /// The budget that was asked for.
+        budget: u64,
+        /// `spent + held` at the time of the request.
+        committed: u64,
+    },
+    /// An amount past [`MAX_MICROS`] (the store keeps exact integers only up to 2^53).
+    #[error("{0} micros exceeds the maximum of {MAX_MICROS}")]
+    TooLarge(u64),
+    /// The configuration cannot work.
+    #[error("invalid budget config: {0}")]
+    Config(String),
+    /// The node has released its leases and takes no new ones.
+    #[error("budgets are closed: leases were released")]
+    Closed,
+}

@@ -1,0 +1,31 @@
+-- Creates a campaign or changes its budget. KEYS[1]: campaign hash, KEYS[2]: campaign set.
+-- ARGV: mode ('seed' | 'set' | 'add'), amount, paused for a new campaign ('0' | '1'), max.
+-- Reply {code, n}: {1, budget} done, {0, 0} seed found it present,
+-- {-1, budget} past max, {-2, committed} below spent + held.
+local function int(x) return string.format('%d', x) end
+local mode = ARGV[1]
+local amount = tonumber(ARGV[2])
+local max = tonumber(ARGV[4])
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if mode == 'seed' and exists then
+  return {0, 0}
+end
+local v = redis.call('HMGET', KEYS[1], 'budget', 'spent', 'held')
+local budget = amount
+if mode == 'add' then
+  budget = (tonumber(v[1]) or 0) + amount
+end
+if budget > max then
+  return {-1, budget}
+end
+local committed = (tonumber(v[2]) or 0) + (tonumber(v[3]) or 0)
+if budget < committed then
+  return {-2, committed}
+end
+if exists then
+  redis.call('HSET', KEYS[1], 'budget', int(budget))
+else
+  redis.call('HSET', KEYS[1], 'budget', int(budget), 'spent', '0', 'held', '0', 'paused', ARGV[3])
+end
+redis.call('SADD', KEYS[2], KEYS[1])
+return {1, budget}

@@ -1,0 +1,307 @@
+//! The central store of campaign totals: the `Store` trait, its message types and the
+//! per-campaign sync rule both stores implement (Redis in Lua, memory in Rust).
+//!
+//! A node's session reports cumulative numbers, never deltas: what it was granted so far, what
+//! it charged so far, what it handed back so far, plus the lease it wants to hold. The store
+//! keeps the same three numbers per session and applies only the increase, so a report sent
+//! twice (a reply lost to a timeout, then a retry) counts once, and a report that never arrived
+//! is covered by the next one. The store's `held` is the sum over sessions of
+//! `granted - spent - returned`; a grant is at most `budget - spent - held`, which keeps
+//! `spent + held ≤ budget` after every sync.
+
+pub mod memory;
+pub mod redis;
+
+use crate::config::BudgetConfig;
+use crate::key::CampaignKey;
+use crate::Error;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The largest amount the store keeps exactly (Redis Lua numbers are doubles: 2^53 - 1 micros,
+/// about nine billion dollars).
+pub const MAX_MICROS: u64 = (1 << 53) - 1;
+
+/// One campaign in a node's sync report. All amounts are cumulative for the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncItem {
+    /// The campaign.
+    pub key: CampaignKey,
+    /// Micros granted to this session that the node has received.
+    pub granted: u64,
+    /// Micros this session has charged.
+    pub spent: u64,
+    /// Micros this session has handed back.
+    pub returned: u64,
+    /// The lease the node wants to hold after this sync (the store tops it up to this).
+    pub want: u64,
+}
+
+/// The store's answer for one campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    /// Micros granted to this session so far (cumulative); the node credits the increase.
+    pub granted: u64,
+    /// The campaign's budget.
+    pub budget: u64,
+    /// Spent across all nodes, as reported.
+    pub spent: u64,
+    /// Held in leases across all nodes.
+    pub held: u64,
+    /// Paused campaigns get no new money.
+    pub paused: bool,
+}
+
+/// One session's share of a campaign, as the store sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeHold {
+    /// `{node_id}-{incarnation}`.
+    pub session: String,
+    /// Granted to it so far.
+    pub granted: u64,
+    /// Reported spent so far.
+    pub spent: u64,
+    /// Handed back so far.
+    pub returned: u64,
+    /// Still held: `granted - spent - returned`.
+    pub held: u64,
+    /// An operator reclaimed its lease (the session gets no more money).
+    pub reclaimed: bool,
+}
+
+/// A campaign as the store sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CampaignState {
+    /// The campaign.
+    pub key: CampaignKey,
+    /// Total budget.
+    pub budget: u64,
+    /// Spent across all nodes, as reported.
+    pub spent: u64,
+    /// Held in leases across all nodes.
+    pub held: u64,
+    /// No new leases while paused.
+    pub paused: bool,
+    /// Per session, sorted by name.
+    pub nodes: Vec<NodeHold>,
+}
+
+/// The central store of budgets. Every method is one bounded call: implementations must finish
+/// or fail within their own timeout and must not block the calling thread.
+pub trait Store: Send + Sync + 'static {
+    /// Applies a node's cumulative report and tops its leases up, atomically per campaign, in
+    /// one round trip. Answers in item order; `None` for a campaign the store does not have.
+    fn sync<'a>(
+        &'a self,
+        session: &'a str,
+        items: &'a [SyncItem],
+    ) -> BoxFuture<'a, Result<Vec<Option<Grant>>, Error>>;
+
+    /// Forgets a session's per-campaign records where it holds nothing (after a final sync with
+    /// everything handed back). Records still holding money are kept for an operator to see.
+    fn end_session<'a>(
+        &'a self,
+        session: &'a str,
+        keys: &'a [CampaignKey],
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// Every campaign the store knows.
+    fn campaigns(&self) -> BoxFuture<'_, Result<Vec<CampaignKey>, Error>>;
+
+    /// Creates the campaign unless it exists; `true` if it was created.
+    fn seed_if_absent<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+        budget: u64,
+        paused: bool,
+    ) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// Creates the campaign or sets its budget. Refuses a budget below `spent + held`.
+    fn set_budget<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+        budget: u64,
+    ) -> BoxFuture<'a, Result<CampaignState, Error>>;
+
+    /// Creates the campaign or raises its budget by `micros`.
+    fn add_budget<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+        micros: u64,
+    ) -> BoxFuture<'a, Result<CampaignState, Error>>;
+
+    /// Pauses or resumes a campaign ([`Error::NotFound`] if absent).
+    fn set_paused<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+        paused: bool,
+    ) -> BoxFuture<'a, Result<CampaignState, Error>>;
+
+    /// The campaign's totals and per-session holdings, `None` if absent.
+    fn state<'a>(&'a self, key: &'a CampaignKey)
+        -> BoxFuture<'a, Result<Option<CampaignState>, Error>>;
+
+    /// Writes off a dead session's lease: its held money becomes available again and the session
+    /// gets no more. Returns the micros released. Only for sessions known to be gone: a live
+    /// one could still spend what it holds, which would then exceed the budget.
+    fn reclaim<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+        session: &'a str,
+    ) -> BoxFuture<'a, Result<u64, Error>>;
+}
+
+/// The store the config asks for: Redis when `redis_url` is set, else in process.
+pub fn open_store(cfg: &BudgetConfig) -> Result<Arc<dyn Store>, Error> {
+    match &cfg.redis_url {
+        Some(url) => Ok(Arc::new(redis::RedisStore::open(
+            url,
+            &cfg.key_prefix,
+            cfg.redis_timeout(),
+        )?)),
+        None => Ok(Arc::new(memory::MemoryStore::new())),
+    }
+}
+
+/// A campaign's totals, as the sync rule reads and writes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub budget: u64,
+    pub spent: u64,
+    pub held: u64,
+    pub paused: bool,
+}
+
+/// A session's record within a campaign.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Session {
+    pub granted: u64,
+    pub spent: u64,
+    pub returned: u64,
+    pub reclaimed: bool,
+}
+
+impl Session {
+    pub fn held(&self) -> u64 {
+        self.granted
+            .saturating_sub(self.spent)
+            .saturating_sub(self.returned)
+    }
+}
+
+/// The sync rule for one campaign and one session. `sync.lua` is a line-by-line copy; keep the
+/// two in step (the store contract tests run both).
+pub(crate) fn apply_sync(totals: &mut Totals, session: &mut Session, item: &SyncItem) -> Grant {
+    // A node can know of a grant the store has lost (Redis restored from an older snapshot):
+    // count it as held again rather than hand the same money out twice.
+    if item.granted > session.granted && !session.reclaimed {
+        totals.held = totals.held.saturating_add(item.granted - session.granted);
+        session.granted = item.granted;
+    }
+    let mut held = session.held();
+    let new_spent = item.spent.saturating_sub(session.spent);
+    let new_returned = item.returned.saturating_sub(session.returned);
+    session.spent = session.spent.max(item.spent);
+    session.returned = session.returned.max(item.returned);
+    totals.spent = totals.spent.saturating_add(new_spent);
+    let gone = new_spent.saturating_add(new_returned).min(held);
+    totals.held = totals.held.saturating_sub(gone);
+    held -= gone;
+    let mut grant = 0;
+    if !totals.paused && !session.reclaimed && item.want > held {
+        let available = totals
+            .budget
+            .saturating_sub(totals.spent)
+            .saturating_sub(totals.held);
+        grant = (item.want - held).min(available);
+    }
+    session.granted += grant;
+    totals.held = totals.held.saturating_add(grant);
+    Grant {
+        granted: session.granted,
+        budget: totals.budget,
+        spent: totals.spent,
+        held: totals.held,
+        paused: totals.paused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(granted: u64, spent: u64, returned: u64, want: u64) -> SyncItem {
+        SyncItem {
+            key: CampaignKey::new("d", "c"),
+            granted,
+            spent,
+            returned,
+            want,
+        }
+    }
+
+    #[test]
+    fn grants_are_capped_by_what_is_left() {
+        let mut totals = Totals {
+            budget: 1_000,
+            ..Totals::default()
+        };
+        let (mut a, mut b) = (Session::default(), Session::default());
+        assert_eq!(apply_sync(&mut totals, &mut a, &item(0, 0, 0, 700)).granted, 700);
+        assert_eq!(apply_sync(&mut totals, &mut b, &item(0, 0, 0, 700)).granted, 300);
+        assert_eq!(totals.held, 1_000);
+        // a spent 200 and hands 100 back: b may top up by the 100, not by what a still holds.
+        let g = apply_sync(&mut totals, &mut a, &item(700, 200, 100, 0));
+        assert_eq!((g.spent, g.held), (200, 700));
+        assert_eq!(apply_sync(&mut totals, &mut b, &item(300, 0, 0, 700)).granted, 400);
+        assert_eq!(totals.held, 800);
+        assert_eq!(totals.spent + totals.held, 1_000);
+    }
+
+    #[test]
+    fn a_repeated_report_counts_once() {
+        let mut totals = Totals {
+            budget: 1_000,
+            ..Totals::default()
+        };
+        let mut s = Session::default();
+        apply_sync(&mut totals, &mut s, &item(0, 0, 0, 500));
+        let first = apply_sync(&mut totals, &mut s, &item(500, 300, 0, 500));
+        let again = apply_sync(&mut totals, &mut s, &item(500, 300, 0, 500));
+        assert_eq!(first, again);
+        assert_eq!((totals.spent, totals.held), (300, 500));
+    }
+
+    #[test]
+    fn a_lost_grant_is_held_again() {
+        let mut totals = Totals {
+            budget: 1_000,
+            ..Totals::default()
+        };
+        let mut s = Session::default();
+        // The store forgot everything, the node still holds 400 of which it spent 100.
+        let g = apply_sync(&mut totals, &mut s, &item(400, 100, 0, 300));
+        assert_eq!((g.spent, g.held, g.granted), (100, 300, 400));
+    }
+
+    #[test]
+    fn paused_and_reclaimed_get_nothing() {
+        let mut totals = Totals {
+            budget: 1_000,
+            paused: true,
+            ..Totals::default()
+        };
+        let mut s = Session::default();
+        assert_eq!(apply_sync(&mut totals, &mut s, &item(0, 0, 0, 500)).granted, 0);
+        totals.paused = false;
+        let mut dead = Session {
+            reclaimed: true,
+            ..Session::default()
+        };
+        assert_eq!(
+            apply_sync(&mut totals, &mut dead, &item(0, 0, 0, 500)).granted,
+            0
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! Typed configuration: a TOML file, environment overrides, documented defaults, and a
+//! validation pass that reports every problem at once.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::Error;
+
+/// The whole configuration of one exchange node. Every field has a default, so an empty
+/// file is a valid configuration (an exchange with no DSPs, which answers 204 to everything).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auction: AuctionConfig,
+    pub notices: NoticeConfig,
+    #[serde(rename = "dsp")]
+    pub dsps: Vec<DspConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the publisher endpoint listens on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, after gzip inflation too. Default 256 KiB; above it: 413.
+    pub max_body_bytes: usize,
+    /// Auctions running at once on this node; one more is answered 204 at once, because a
+    /// late answer is worth nothing to a publisher. Default 20 000.
+    pub max_in_flight_auctions: usize,
+    /// Open publisher connections; further ones wait in the kernel backlog. Default 20 000.
+    pub max_connections: usize,
+    /// How long a client may take to send a request head. Default 10 000 ms.
+    pub header_read_timeout_ms: u64,
+    /// How long shutdown waits for open connections to finish. Default 10 000 ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 256 * 1024,
+            max_in_flight_auctions: 20_000,
+            max_connections: 20_000,
+            header_read_timeout_ms: 10_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuctionConfig {
+    /// The longest any DSP is waited for. Default 30 ms.
+    pub dsp_timeout_ms: u64,
+    /// The `tmax` assumed when a request has none. Default 100 ms.
+    pub default_tmax_ms: u64,
+    /// Time kept back from `tmax` for the exchange's own work and the trip back to the
+    /// publisher. Default 5 ms.
+    pub reserve_ms: u64,
+    /// Second-price increment, CPM. Default 0.01.
+    pub price_increment: f64,
+    /// The auction currency (ISO-4217); bids in another currency are rejected. Default USD.
+    pub currency: String,
+    /// Auction type when the request has no `at`: 1 first price, 2 second price plus. Default 2.
+    pub default_at: u8,
+    /// Largest DSP answer read, in bytes; a larger one is rejected. Default 1 MiB.
+    pub max_response_bytes: usize,
+    /// How long a DSP call that missed its deadline may still run in the background so its
+    /// lateness can be measured (and its pooled connection kept). Default 1 000 ms.
+    pub late_grace_ms: u64,
+    /// Late calls allowed to run in the background at once; past it they are abandoned and
+    /// counted. Default 10 000.
+    pub max_late_in_flight: usize,
+}
+
+impl Default for AuctionConfig {
+    fn default() -> Self {
+        Self {
+            dsp_timeout_ms: 30,
+            default_tmax_ms: 100,
+            reserve_ms: 5,
+            price_increment: 0.01,
+            currency: "USD".to_owned(),
+            default_at: 2,
+            max_response_bytes: 1024 * 1024,
+            late_grace_ms: 1_000,
+            max_late_in_flight: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoticeConfig {
+    /// Timeout of one win or loss notice call. Default 2 000 ms.
+    pub timeout_ms: u64,
+    /// Notice calls in flight at once across all DSPs; past it notices are dropped and
+    /// counted rather than queued without bound. Default 4 096.
+    pub max_in_flight: usize,
+}
+
+impl Default for NoticeConfig {
+    fn default() -> Self {
+        Self { timeout_ms: 2_000, max_in_flight: 4_096 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DspConfig {
+    /// Unique name; used in metrics, logs and as the default seat.
+    pub name: String,
+    /// Bid endpoint, `http://host:port/path`.
+    pub url: String,
+    /// This DSP's own timeout; never above `auction.dsp_timeout_ms` (the default).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Calls to this DSP in flight at once; past it the DSP is skipped for that auction and
+    /// the skip is counted. Default 1 024.
+    #[serde(default = "default_dsp_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Fire this DSP's loss notices (`lurl`). Default true.
+    #[serde(default = "yes")]
+    pub loss_notices: bool,
+    /// Fraction of loss notices fired, 0.0–1.0, since they multiply outbound traffic.
+    /// Default 1.0.
+    #[serde(default = "one")]
+    pub loss_notice_sample: f64,
+    /// A disabled DSP stays configured but gets no traffic. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_dsp_max_in_flight() -> usize {
+    1024
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> f64 {
+    1.0
+}
+
+impl DspConfig {
+    /// A DSP with every optional key at its default.
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            timeout_ms: None,
+            max_in_flight: default_dsp_max_in_flight(),
+            loss_notices: true,
+            loss_notice_sample: 1.0,
+            enabled: true,
+        }
+    }
+}
+
+/// Environment variables that override the file, applied after it is read.
+pub const ENV_LISTEN: &str = "EXCHANGE_LISTEN";
+
+impl Config {
+    /// Reads a TOML file, applies the environment overrides and validates the result.
+    pub fn from_file(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(vec![format!("cannot read {}: {e}", path.display())]))?;
+        let mut config = Config::from_toml(&text)?;
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text without validating it.
+    pub fn from_toml(text: &str) -> Result<Config, Error> {
+        toml::from_str(text).map_err(|e| Error::Config(vec![e.to_string()]))
+    }
+
+    /// Applies environment overrides read through `var` (a parameter so tests need not touch
+    /// the process environment).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+        if let Some(listen) = var(ENV_LISTEN) {
+            self.server.listen = listen
+                .parse()
+                .map_err(|e| Error::Config(vec![format!("{ENV_LISTEN}={listen:?}: {e}")]))?;
+        }
+        Ok(())
+    }
+
+    /// Checks every rule and reports all broken ones together.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut errors = Vec::new();
+        let a = &self.auction;
+        if a.dsp_timeout_ms == 0 {
+            errors.push("auction.dsp_timeout_ms must be above 0".to_owned());
+        }
+        if a.default_tmax_ms <= a.reserve_ms {
+            errors.push(format!(
+                "auction.default_tmax_ms ({}) must be above auction.reserve_ms ({})",
+                a.default_tmax_ms, a.reserve_ms
+            ));
+        }
+        if !(a.price_increment.is_finite() && a.price_increment >= 0.0 && a.price_increment < 1000.0) {
+            errors.push(format!(
+                "auction.price_increment must be a CPM between 0 and 1000, not {}",
+                a.price_increment
+            ));
+        }
+        if a.currency.len() != 3 || !a.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            errors.push(format!(
+                "auction.currency must be an ISO-4217 code like \"USD\", not {:?}",
+                a.currency
+            ));
+        }
+        if !matches!(a.default_at, 1 | 2) {
+            errors.push(format!("auction.default_at must be 1 or 2, not {}", a.default_at));
+        }
+        if a.max_response_bytes == 0 {
+            errors.push("auction.max_response_bytes must be above 0".to_owned());
+        }
+        if self.server.max_body_bytes == 0 {
+            errors.push("server.max_body_bytes must be above 0".to_owned());
+        }
+        if self.server.max_in_flight_auctions == 0 {
+            errors.push("server.max_in_flight_auctions must be above 0".to_owned());
+        }
+        if self.server.max_connections == 0 {
+            errors.push("server.max_connections must be above 0".to_owned());
+        }
+        if self.notices.max_in_flight == 0 {
+            errors.push("notices.max_in_flight must be above 0".to_owned());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, dsp) in self.dsps.iter().enumerate() {
+            let at = format!("dsp[{i}] ({:?})", dsp.name);
+            if dsp.name.trim().is_empty() {
+                errors.push(format!("dsp[{i}]: name must not be empty"));
+            } else if !seen.insert(dsp.name.as_str()) {
+                errors.push(format!("{at}: name is used by another dsp"));
+            }
+            if let Err(e) = parse_dsp_url(&dsp.url) {
+                errors.push(format!("{at}: url {:?}: {e}", dsp.url));
+            }
+            match dsp.timeout_ms {
+                Some(0) => errors.push(format!("{at}: timeout_ms must be above 0")),
+                Some(t) if t > a.dsp_timeout_ms => errors.push(format!(
+                    "{at}: timeout_ms ({t}) must not exceed auction.dsp_timeout_ms ({})",
+                    a.dsp_timeout_ms
+                )),
+                _ => {}
+            }
+            if dsp.max_in_flight == 0 {
+                errors.push(format!("{at}: max_in_flight must be above 0"));
+            }
+            if !(0.0..=1.0).contains(&dsp.loss_notice_sample) {
+                errors.push(format!(
+                    "{at}: loss_notice_sample must be between 0.0 and 1.0, not {}",
+                    dsp.loss_notice_sample
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(errors))
+        }
+    }
+
+    /// The timeout of DSP `dsp`: its own, or the auction-wide one.
+    pub fn dsp_timeout_ms(&self, dsp: &DspConfig) -> u64 {
+        dsp.timeout_ms.unwrap_or(self.auction.dsp_timeout_ms).min(self.auction.dsp_timeout_ms)
+    }
+}
+
+/// DSP endpoints are plain HTTP for now: TLS needs a connector this build does not carry.
+pub(crate) fn parse_dsp_url(url: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("https DSP endpoints are not supported yet; use http".into()),
+        _ => return Err("must start with http://".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::from_toml(text).and_then(|c| c.validate()) {
+            Err(Error::Config(e)) => e,
+            other => panic!("expected config errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_the_documented_default() {
+        let c = Config::from_toml("").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.auction.dsp_timeout_ms, 30);
+        assert_eq!(c.auction.default_tmax_ms, 100);
+        assert_eq!(c.auction.price_increment, 0.01);
+        assert_eq!(c.auction.currency, "USD");
+        assert!(c.dsps.is_empty());
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = Config::from_toml(
+            r#"
+            [server]
+            listen = "127.0.0.1:8080"
+            [auction]
+            dsp_timeout_ms = 30
+            default_tmax_ms = 100
+            price_increment = 0.01
+            currency = "USD"
+            [[dsp]]
+            name = "alpha"
+            url = "http://127.0.0.1:9001/bid"
+            timeout_ms = 30
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.dsps.len(), 1);
+        assert_eq!(c.dsp_timeout_ms(&c.dsps[0]), 30);
+        assert!(c.dsps[0].loss_notices);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = errors(
+            r#"
+            [auction]
+            dsp_timeout_ms = 20
+            currency = "usd"
+            price_increment = -1.0
+            [[dsp]]
+            name = "a"
+            url = "ftp://x/bid"
+            [[dsp]]
+            name = "a"
+            url = "http://127.0.0.1:1/bid"
+            timeout_ms = 50
+            loss_notice_sample = 2.0
+            "#,
+        );
+        let all = e.join("\n");
+        for needle in [
+            "auction.currency",
+            "auction.price_increment",
+            "must start with http://",
+            "name is used by another dsp",
+            "must not exceed auction.dsp_timeout_ms",
+            "loss_notice_sample",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(e.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_rather_than_ignored() {
+        let e = errors("[auction]\ndsp_timeout = 30\n");
+        assert!(e[0].contains("dsp_timeout"), "{e:?}");
+    }
+
+    #[test]
+    fn environment_overrides_the_listen_address() {
+        let mut c = Config::default();
+        c.apply_env(|k| (k == ENV_LISTEN).then(|| "0.0.0.0:9999".to_owned())).unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9999".parse().unwrap());
+        assert!(c.apply_env(|_| Some("nonsense".into())).is_err());
+    }
+}

@@ -1,0 +1,269 @@
+//! The DSP side: one pooled HTTP client, the per-DSP state, and the parallel fan-out under
+//! one deadline per auction.
+//!
+//! A DSP call that misses its deadline is not dropped: hyper closes an HTTP/1.1 connection
+//! whose request future is dropped, which would empty the pool exactly when a DSP is slow.
+//! Instead the call moves to a background task that lets it finish within a bounded grace
+//! period and records how late it was.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use http::{header, Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::config::{parse_dsp_url, Config, DspConfig};
+use crate::metrics::DspMetrics;
+use crate::Error;
+
+/// The client every outbound call (bids and notices) goes through.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Builds the pooled keep-alive client. TCP_NODELAY because a bid request is one small
+/// write that must not wait for Nagle.
+pub fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    connector.set_connect_timeout(Some(Duration::from_secs(1)));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(4096)
+        .build(connector)
+}
+
+/// One configured DSP, with what the hot path needs already parsed.
+pub struct Dsp {
+    pub index: u32,
+    pub name: Arc<str>,
+    pub uri: Uri,
+    pub timeout: Duration,
+    pub loss_notices: bool,
+    pub loss_notice_sample: f64,
+    in_flight: Arc<Semaphore>,
+    pub metrics: DspMetrics,
+}
+
+impl Dsp {
+    pub fn from_config(index: u32, dsp: &DspConfig, config: &Config) -> Result<Dsp, Error> {
+        let uri = parse_dsp_url(&dsp.url)
+            .map_err(|e| Error::Config(vec![format!("dsp {:?}: {e}", dsp.name)]))?;
+        Ok(Dsp {
+            index,
+            name: Arc::from(dsp.name.as_str()),
+            uri,
+            timeout: Duration::from_millis(config.dsp_timeout_ms(dsp)),
+            loss_notices: dsp.loss_notices,
+            loss_notice_sample: dsp.loss_notice_sample,
+            in_flight: Arc::new(Semaphore::new(dsp.max_in_flight)),
+            metrics: DspMetrics::new(&dsp.name),
+        })
+    }
+}
+
+/// What became of one DSP call, as far as the auction is concerned.
+pub enum CallOutcome {
+    /// The DSP answered in time. The body is bounded by `auction.max_response_bytes`.
+    Answered { status: u16, body: Bytes },
+    /// Transport failure or an oversized answer, within the deadline.
+    Failed(CallError),
+    /// The deadline passed first; the call may still finish in the background.
+    TimedOut,
+    /// The DSP already had `max_in_flight` calls running: it was not called.
+    Throttled,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("request: {0}")]
+    Request(#[from] hyper_util::client::legacy::Error),
+    #[error("reading the answer: {0}")]
+    Body(String),
+    #[error("building the request: {0}")]
+    Build(#[from] http::Error),
+}
+
+impl CallError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallError::Request(_) => "transport",
+            CallError::Body(_) => "body",
+            CallError::Build(_) => "build",
+        }
+    }
+}
+
+/// Fan-out settings and the bound on late calls left running in the background.
+pub struct FanOut {
+    client: HttpClient,
+    max_response_bytes: usize,
+    late_grace: Duration,
+    late_slots: Arc<Semaphore>,
+    late_abandoned: metrics::Counter,
+}
+
+impl FanOut {
+    pub fn new(client: HttpClient, config: &Config, late_abandoned: metrics::Counter) -> Self {
+        Self {
+            client,
+            max_response_bytes: config.auction.max_response_bytes,
+            late_grace: Duration::from_millis(config.auction.late_grace_ms),
+            late_slots: Arc::new(Semaphore::new(config.auction.max_late_in_flight)),
+            late_abandoned,
+        }
+    }
+
+    /// Calls every DSP in `dsps` at once and returns, in the same order, what each one did by
+    /// its deadline: `min(auction_deadline, start + dsp.timeout)`. `render(tmax_ms)` builds the
+    /// body a DSP receives; `tmax_ms` is that DSP's own remaining time.
+    pub async fn call_all(
+        &self,
+        dsps: &[Arc<Dsp>],
+        start: Instant,
+        auction_deadline: Instant,
+        render: impl Fn(u32) -> Bytes,
+    ) -> Vec<CallOutcome> {
+        let now = Instant::now();
+        let calls = dsps.iter().map(|dsp| {
+            let deadline = auction_deadline.min(start + dsp.timeout);
+            let permit = dsp.in_flight.clone().try_acquire_owned();
+            let remaining = deadline.saturating_duration_since(now);
+            let prepared = match permit {
+                Err(_) => Err(CallOutcome::Throttled),
+                Ok(_) if remaining.is_zero() => Err(CallOutcome::TimedOut),
+                Ok(permit) => {
+                    // A DSP told "0 ms" would drop the request; 1 ms is the honest floor.
+                    let tmax = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX).max(1);
+                    Ok((permit, render(tmax)))
+                }
+            };
+            async move {
+                let (permit, body) = match prepared {
+                    Ok(p) => p,
+                    Err(CallOutcome::Throttled) => {
+                        dsp.metrics.throttled.increment(1);
+                        return CallOutcome::Throttled;
+                    }
+                    Err(outcome) => {
+                        dsp.metrics.timeouts.increment(1);
+                        return outcome;
+                    }
+                };
+                dsp.metrics.requests.increment(1);
+                let sent = Instant::now();
+                let mut call = Box::pin(call(
+                    self.client.clone(),
+                    dsp.uri.clone(),
+                    body,
+                    self.max_response_bytes,
+                ));
+                tokio::select! {
+                    result = &mut call => {
+                        drop(permit);
+                        dsp.metrics.latency_seconds.record(sent.elapsed().as_secs_f64());
+                        match result {
+                            Ok((status, body)) => CallOutcome::Answered { status, body },
+                            Err(e) => {
+                                dsp.metrics.errors.increment(1);
+                                tracing::debug!(dsp = %dsp.name, error = %e, "dsp call failed");
+                                CallOutcome::Failed(e)
+                            }
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        dsp.metrics.timeouts.increment(1);
+                        self.finish_late(dsp.clone(), call, deadline, permit);
+                        CallOutcome::TimedOut
+                    }
+                }
+            }
+        });
+        join_all(calls).await
+    }
+
+    /// Lets a call that missed its deadline finish in the background, bounded in number and
+    /// in time, and records its lateness. The DSP's in-flight permit stays held until then,
+    /// so a DSP that keeps hanging is throttled instead of piling up calls.
+    fn finish_late<F>(
+        &self,
+        dsp: Arc<Dsp>,
+        call: std::pin::Pin<Box<F>>,
+        deadline: Instant,
+        dsp_permit: tokio::sync::OwnedSemaphorePermit,
+    ) where
+        F: std::future::Future<Output = Result<(u16, Bytes), CallError>> + Send + 'static,
+    {
+        let Ok(slot) = self.late_slots.clone().try_acquire_owned() else {
+            self.late_abandoned.increment(1);
+            return;
+        };
+        let grace = self.late_grace;
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(grace, call).await;
+            let late_by = deadline.elapsed();
+            match result {
+                Ok(Ok((status, body))) => {
+                    dsp.metrics.late_answers.increment(1);
+                    dsp.metrics.late_seconds.record(late_by.as_secs_f64());
+                    tracing::info!(
+                        target: "exchange::late",
+                        dsp = %dsp.name,
+                        late_by_ms = late_by.as_secs_f64() * 1e3,
+                        status,
+                        bytes = body.len(),
+                        "late dsp answer"
+                    );
+                }
+                Ok(Err(e)) => {
+                    dsp.metrics.late_answers.increment(1);
+                    dsp.metrics.late_seconds.record(late_by.as_secs_f64());
+                    tracing::info!(
+                        target: "exchange::late",
+                        dsp = %dsp.name,
+                        late_by_ms = late_by.as_secs_f64() * 1e3,
+                        error = %e,
+                        "late dsp failure"
+                    );
+                }
+                Err(_) => {
+                    tracing::info!(
+                        target: "exchange::late",
+                        dsp = %dsp.name,
+                        grace_ms = grace.as_millis() as u64,
+                        "dsp call abandoned after the late grace period"
+                    );
+                }
+            }
+            drop(dsp_permit);
+            drop(slot);
+        });
+    }
+}
+
+async fn call(
+    client: HttpClient,
+    uri: Uri,
+    body: Bytes,
+    max_response_bytes: usize,
+) -> Result<(u16, Bytes), CallError> {
+    let request = Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-openrtb-version", "2.6")
+        .body(Full::new(body))?;
+    let response = client.request(request).await?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), max_response_bytes)
+        .collect()
+        .await
+        .map_err(|e| CallError::Body(e.to_string()))?
+        .to_bytes();
+    Ok((status, body))
+}

@@ -1,0 +1,20 @@
+//! The exchange: the hyper server publishers talk to, the DSP fan-out, and the glue that
+//! runs an auction per request.
+//!
+//! This crate owns IO and time: sockets, the HTTP client, deadlines, metrics, config. It
+//! must never wait for a DSP past the auction deadline, hold a lock across `.await`, or let
+//! any queue grow without a bound. The auction rules live in `auction`, the wire format in
+//! `openrtb`.
+
+pub mod config;
+pub mod fanout;
+pub mod metrics;
+pub mod notices;
+mod pipeline;
+pub mod server;
+
+mod error;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::run;

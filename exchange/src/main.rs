@@ -1,0 +1,103 @@
+//! The `exchange` binary: reads the config (or uses the embedded default with demo DSPs),
+//! binds the listener, and serves until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use exchange::config::DspConfig;
+use exchange::Config;
+use loadtest::mockdsp::{demo_fleet, MockFleet};
+use tokio::net::TcpListener;
+
+/// An OpenRTB 2.5/2.6 ad exchange.
+///
+/// With no arguments it runs the embedded default: in-memory stores and three demo DSPs on
+/// loopback, listening on 127.0.0.1:8080.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// A TOML config file (see the README's config reference).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address; overrides `server.listen` and EXCHANGE_LISTEN.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    let args = Args::parse();
+
+    let (mut config, demo) = match &args.config {
+        Some(path) => (Config::from_file(path)?, None),
+        None => {
+            let fleet = MockFleet::start(demo_fleet())
+                .await
+                .context("starting the demo DSPs")?;
+            let mut config = Config::default();
+            config.apply_env(|k| std::env::var(k).ok())?;
+            for (name, url) in fleet.endpoints() {
+                println!("demo dsp {name} at {url}");
+                config.dsps.push(DspConfig::new(name, url));
+            }
+            (config, Some(fleet))
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    config.validate()?;
+
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    println!("listening on http://{}", listener.local_addr()?);
+
+    exchange::run(listener, config, shutdown_signal()).await?;
+    if let Some(fleet) = demo {
+        fleet.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Logs go to stderr, human-readable by default; `EXCHANGE_LOG_FORMAT=json` gives one JSON
+/// object per line for log pipelines, and `RUST_LOG` filters as usual.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("EXCHANGE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    eprintln!("shutting down");
+}

@@ -1,0 +1,117 @@
+//! Win and loss notices: fired after the publisher has its answer, bounded in number and
+//! in time, never retried (a notice is a courtesy; billing is the impression's job).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use tokio::sync::Semaphore;
+
+use crate::fanout::{Dsp, HttpClient};
+
+/// What kind of notice a URL is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeKind {
+    Win,
+    Loss,
+}
+
+impl NoticeKind {
+    fn label(self) -> &'static str {
+        match self {
+            NoticeKind::Win => "win",
+            NoticeKind::Loss => "loss",
+        }
+    }
+}
+
+/// One notice to fire: the URL already has its macros substituted.
+pub struct Notice {
+    pub dsp: Arc<Dsp>,
+    pub kind: NoticeKind,
+    pub url: String,
+}
+
+pub struct Notifier {
+    client: HttpClient,
+    slots: Arc<Semaphore>,
+    capacity: u32,
+    timeout: Duration,
+    dropped: metrics::Counter,
+}
+
+impl Notifier {
+    pub fn new(
+        client: HttpClient,
+        max_in_flight: usize,
+        timeout: Duration,
+        dropped: metrics::Counter,
+    ) -> Self {
+        // A semaphore's permits are counted in u32 for acquire_many; clamp so that drain()
+        // can always ask for all of them.
+        let capacity = u32::try_from(max_in_flight).unwrap_or(u32::MAX).min(1 << 20);
+        Self {
+            client,
+            slots: Arc::new(Semaphore::new(capacity as usize)),
+            capacity,
+            timeout,
+            dropped,
+        }
+    }
+
+    /// Fires each notice in the background. A notice that finds no free slot is dropped and
+    /// counted: queueing them would turn a slow DSP into unbounded memory.
+    pub fn fire(&self, notices: Vec<Notice>) {
+        for notice in notices {
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                self.dropped.increment(1);
+                notice.dsp.metrics.notice(notice.kind.label(), "dropped");
+                continue;
+            };
+            let uri: Uri = match notice.url.parse() {
+                Ok(uri) => uri,
+                Err(_) => {
+                    notice.dsp.metrics.notice(notice.kind.label(), "bad_url");
+                    continue;
+                }
+            };
+            if uri.scheme_str() != Some("http") {
+                notice.dsp.metrics.notice(notice.kind.label(), "unsupported_scheme");
+                continue;
+            }
+            let client = self.client.clone();
+            let timeout = self.timeout;
+            tokio::spawn(async move {
+                let result = tokio::time::timeout(timeout, get(client, uri)).await;
+                let label = match result {
+                    Ok(Ok(status)) if (200..400).contains(&status) => "ok",
+                    Ok(Ok(_)) => "bad_status",
+                    Ok(Err(())) => "error",
+                    Err(_) => "timeout",
+                };
+                notice.dsp.metrics.notice(notice.kind.label(), label);
+                drop(permit);
+            });
+        }
+    }
+
+    /// Waits, at most `limit`, for the notices in flight to finish.
+    pub async fn drain(&self, limit: Duration) {
+        let all = self.slots.acquire_many(self.capacity);
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("shutdown: notices still in flight after {limit:?}, leaving them");
+        }
+    }
+}
+
+async fn get(client: HttpClient, uri: Uri) -> Result<u16, ()> {
+    let request = Request::get(uri).body(Full::new(Bytes::new())).map_err(|_| ())?;
+    let response = client.request(request).await.map_err(|_| ())?;
+    let status = response.status().as_u16();
+    // Read the body so the connection goes back to the pool; a win notice may answer with
+    // the markup itself, hence a bound rather than an assumption that it is small.
+    let _ = Limited::new(response.into_body(), 1 << 20).collect().await;
+    Ok(status)
+}

@@ -1,0 +1,302 @@
+//! The HTTP server: accept loop, routing, request bodies, and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::fanout::{http_client, Dsp, FanOut};
+use crate::metrics::{AuctionOutcome, ServerMetrics};
+use crate::notices::Notifier;
+use crate::Error;
+
+pub(crate) type Body = Full<Bytes>;
+
+/// Everything a request handler needs, shared by all connections.
+pub(crate) struct App {
+    pub config: Config,
+    pub dsps: Vec<Arc<Dsp>>,
+    pub fanout: FanOut,
+    pub notifier: Notifier,
+    pub rules: auction::Rules,
+    pub metrics: ServerMetrics,
+    prometheus: PrometheusHandle,
+    in_flight: AtomicUsize,
+}
+
+impl App {
+    fn new(config: Config, prometheus: PrometheusHandle) -> Result<App, Error> {
+        let metrics = ServerMetrics::new();
+        let client = http_client();
+        let dsps = config
+            .dsps
+            .iter()
+            .filter(|d| d.enabled)
+            .enumerate()
+            .map(|(i, d)| Dsp::from_config(i as u32, d, &config).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fanout = FanOut::new(client.clone(), &config, metrics.late_abandoned.clone());
+        let notifier = Notifier::new(
+            client,
+            config.notices.max_in_flight,
+            Duration::from_millis(config.notices.timeout_ms),
+            metrics.notices_dropped.clone(),
+        );
+        let rules = auction::Rules {
+            increment_micros: (config.auction.price_increment * 1e6).round() as u64,
+        };
+        Ok(App {
+            config,
+            dsps,
+            fanout,
+            notifier,
+            rules,
+            metrics,
+            prometheus,
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// Admits one more auction unless `server.max_in_flight_auctions` are running.
+    fn admit(&self) -> Option<InFlight<'_>> {
+        let limit = self.config.server.max_in_flight_auctions;
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight(self);
+        if now >= limit {
+            return None;
+        }
+        self.metrics.in_flight.set((now + 1) as f64);
+        Some(guard)
+    }
+}
+
+/// Counts one admitted auction until dropped.
+struct InFlight<'a>(&'a App);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves the exchange on `listener` until `shutdown` completes, then stops accepting, lets
+/// open requests finish (bounded by `server.shutdown_grace_ms`) and waits for notices in
+/// flight. The caller binds the listener, so tests can use `127.0.0.1:0`.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    config.validate()?;
+    let prometheus = crate::metrics::install()?;
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let header_timeout = Duration::from_millis(config.server.header_read_timeout_ms);
+    let connections = Arc::new(Semaphore::new(config.server.max_connections));
+    let app = Arc::new(App::new(config, prometheus)?);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning on the error.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(handle(&app, req).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("shutdown: connections still open after {grace:?}, closing them");
+    }
+    app.notifier.drain(grace).await;
+    Ok(())
+}
+
+async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/openrtb2/auction") => auction(app, start, req).await,
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics") => {
+            let mut r = text(StatusCode::OK, app.prometheus.render());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (_, "/openrtb2/auction") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST", ""),
+        (_, "/healthz" | "/metrics") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET", ""),
+        _ => error(StatusCode::NOT_FOUND, "no such endpoint", ""),
+    }
+}
+
+async fn auction(app: &App, start: Instant, req: Request<Incoming>) -> Response<Body> {
+    let Some(_in_flight) = app.admit() else {
+        app.metrics.outcome(AuctionOutcome::Overloaded);
+        return no_bid();
+    };
+    let body = match read_body(req, app.config.server.max_body_bytes).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            app.metrics.outcome(AuctionOutcome::TooLarge);
+            let limit = app.config.server.max_body_bytes;
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body is over the {limit} byte limit"),
+                "",
+            );
+        }
+        Err(BodyError::Bad(msg)) => {
+            app.metrics.outcome(AuctionOutcome::Invalid);
+            return error(StatusCode::BAD_REQUEST, &msg, "");
+        }
+        Err(BodyError::Unsupported(msg)) => {
+            app.metrics.outcome(AuctionOutcome::Invalid);
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &msg, "");
+        }
+    };
+    let response = crate::pipeline::run_auction(app, start, &body).await;
+    app.metrics.auction_seconds.record(start.elapsed().as_secs_f64());
+    response
+}
+
+enum BodyError {
+    TooLarge,
+    Bad(String),
+    Unsupported(String),
+}
+
+/// Reads the body under `limit`, inflating gzip under the same limit so a small compressed
+/// body cannot expand into an unbounded one.
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let gzip = match req.headers().get(header::CONTENT_ENCODING).map(|v| v.to_str()) {
+        None => false,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("gzip") => true,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("identity") => false,
+        Some(v) => {
+            return Err(BodyError::Unsupported(format!(
+                "content-encoding {:?} is not supported; send identity or gzip",
+                v.unwrap_or("(not text)")
+            )))
+        }
+    };
+    let raw = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                BodyError::TooLarge
+            } else {
+                BodyError::Bad(format!("reading the request body failed: {e}"))
+            }
+        })?
+        .to_bytes();
+    if !gzip {
+        return Ok(raw);
+    }
+    let mut inflated = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    flate2::read::GzDecoder::new(&raw[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| BodyError::Bad(format!("the gzip body does not inflate: {e}")))?;
+    if inflated.len() > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(Bytes::from(inflated))
+}
+
+pub(crate) fn with_openrtb_headers(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert("x-openrtb-version", HeaderValue::from_static("2.6"));
+    response
+}
+
+/// 204: the OpenRTB way of saying "no bid".
+pub(crate) fn no_bid() -> Response<Body> {
+    let mut r = Response::new(Body::default());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    with_openrtb_headers(r)
+}
+
+pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    with_openrtb_headers(r)
+}
+
+/// An error answer `{"error": message, "field": field}`.
+pub(crate) fn error(status: StatusCode, message: &str, field: &str) -> Response<Body> {
+    let mut out = Vec::with_capacity(message.len() + field.len() + 32);
+    out.extend_from_slice(b"{\"error\":");
+    openrtb::json::write_str(&mut out, message);
+    out.extend_from_slice(b",\"field\":");
+    openrtb::json::write_str(&mut out, field);
+    out.push(b'}');
+    json(status, out)
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}

@@ -1,0 +1,265 @@
+//! End-to-end auctions: the exchange in process on loopback, real mock DSPs over HTTP.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{banner_request, config_for, eventually, TestExchange};
+use http::StatusCode;
+use loadtest::mockdsp::{Behavior, Latency, MockDsp, NoticeKind, Price};
+
+fn fixed(name: &str, cpm: f64) -> loadtest::mockdsp::MockDspBuilder {
+    MockDsp::builder(name).price(Price::Fixed(cpm)).notices(true)
+}
+
+#[tokio::test]
+async fn second_price_clears_at_the_second_bid_plus_the_increment() {
+    let hi = fixed("sp-hi", 3.0).start().await.unwrap();
+    let lo = fixed("sp-lo", 2.0).start().await.unwrap();
+    let ex = TestExchange::start(config_for(&[&hi, &lo])).await;
+
+    let answer = ex.auction(banner_request("auction-sp", 0.5)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["x-openrtb-version"], "2.6");
+    let body = answer.json();
+    assert_eq!(body["id"], "auction-sp");
+    assert_eq!(body["cur"], "USD");
+    let seatbids = body["seatbid"].as_array().unwrap();
+    assert_eq!(seatbids.len(), 1, "{body}");
+    assert_eq!(seatbids[0]["seat"], "sp-hi");
+    let bid = &seatbids[0]["bid"][0];
+    assert_eq!(bid["impid"], "1");
+    assert_eq!(bid["price"].as_f64(), Some(2.01), "{bid}");
+    // The clearing price reached the markup through ${AUCTION_PRICE}.
+    let adm = bid["adm"].as_str().unwrap();
+    assert!(adm.contains("2.01") && !adm.contains("${"), "{adm}");
+
+    // The winner's nurl is fired by the exchange with the clearing price; the loser hears
+    // it lost to a higher bid (102) and what it would have taken to win.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            hi.notices().iter().any(|n| n.kind == NoticeKind::Nurl)
+                && lo.notices().iter().any(|n| n.kind == NoticeKind::Lurl)
+        })
+        .await,
+        "notices: hi {:?} lo {:?}",
+        hi.notices(),
+        lo.notices()
+    );
+    let nurl = hi.notices().into_iter().find(|n| n.kind == NoticeKind::Nurl).unwrap();
+    assert_eq!(nurl.param("price"), Some("2.01"));
+    assert_eq!(nurl.param("auction"), Some("auction-sp"));
+    assert_eq!(nurl.param("imp"), Some("1"));
+    let lurl = lo.notices().into_iter().find(|n| n.kind == NoticeKind::Lurl).unwrap();
+    assert_eq!(lurl.param("loss"), Some("102"));
+    assert_eq!(lurl.param("mtw"), Some("2.01"));
+    assert!(hi.notices().iter().all(|n| n.kind != NoticeKind::Lurl));
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn a_lone_bid_pays_the_floor_plus_the_increment_and_first_price_pays_the_bid() {
+    let only = fixed("lone", 4.0).start().await.unwrap();
+    let ex = TestExchange::start(config_for(&[&only])).await;
+
+    let body = ex.auction(banner_request("lone-1", 1.5)).await.json();
+    assert_eq!(body["seatbid"][0]["bid"][0]["price"].as_f64(), Some(1.51));
+
+    let mut first_price: serde_json::Value =
+        serde_json::from_str(&banner_request("lone-2", 1.5)).unwrap();
+    first_price["at"] = 1.into();
+    let body = ex.auction(first_price.to_string()).await.json();
+    assert_eq!(body["seatbid"][0]["bid"][0]["price"].as_f64(), Some(4.0));
+
+    // Below the floor: nobody wins, and the answer is an empty 204.
+    let answer = ex.auction(banner_request("lone-3", 5.0)).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert!(answer.body.is_empty());
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn no_bids_at_all_is_an_empty_204() {
+    let a = MockDsp::builder("nb-a").behavior(Behavior::NoBid204).start().await.unwrap();
+    let b = MockDsp::builder("nb-b").behavior(Behavior::EmptyObject).start().await.unwrap();
+    let c = MockDsp::builder("nb-c").behavior(Behavior::Nbr(2)).start().await.unwrap();
+    let ex = TestExchange::start(config_for(&[&a, &b, &c])).await;
+    let answer = ex.auction(banner_request("nb", 0.0)).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert!(answer.body.is_empty());
+    assert_eq!(answer.headers["x-openrtb-version"], "2.6");
+    assert_eq!(ex.metric("exchange_dsp_no_bids_total", &[("dsp", "nb-c")]).await, 1.0);
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_dsp_does_not_delay_the_answer_past_the_deadline() {
+    let hang = MockDsp::builder("hang-h").behavior(Behavior::Hang).start().await.unwrap();
+    let good = fixed("hang-good", 2.0).start().await.unwrap();
+    let mut config = config_for(&[&hang, &good]);
+    config.auction.dsp_timeout_ms = 50;
+    let ex = TestExchange::start(config).await;
+    // Warm the connection pool so connection set-up is not what is measured.
+    let _ = ex.auction(banner_request("hang-warm", 0.0)).await;
+
+    let started = Instant::now();
+    let answer = ex.auction(banner_request("hang-1", 0.0)).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["seatbid"][0]["seat"], "hang-good");
+    assert!(took >= Duration::from_millis(45), "answered before the deadline: {took:?}");
+    assert!(took < Duration::from_millis(50 + 150), "the hanging DSP delayed the answer: {took:?}");
+    assert!(ex.metric("exchange_dsp_timeouts_total", &[("dsp", "hang-h")]).await >= 2.0);
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn late_answers_are_counted_not_waited_for() {
+    let slow = fixed("late-slow", 9.0)
+        .latency(Latency::Fixed(Duration::from_millis(120)))
+        .start()
+        .await
+        .unwrap();
+    let fast = fixed("late-fast", 1.0).start().await.unwrap();
+    let mut config = config_for(&[&slow, &fast]);
+    config.auction.dsp_timeout_ms = 30;
+    let ex = TestExchange::start(config).await;
+
+    let started = Instant::now();
+    let answer = ex.auction(banner_request("late-1", 0.0)).await;
+    assert!(started.elapsed() < Duration::from_millis(120), "waited for the late DSP");
+    // The slow DSP bid more, but too late: the fast one wins.
+    assert_eq!(answer.json()["seatbid"][0]["seat"], "late-fast");
+
+    let counted = eventually(Duration::from_secs(5), || async {
+        ex.metric("exchange_dsp_late_answers_total", &[("dsp", "late-slow")]).await >= 1.0
+    })
+    .await;
+    assert!(counted, "the late answer was not counted");
+    assert_eq!(ex.metric("exchange_dsp_late_answers_total", &[("dsp", "late-fast")]).await, 0.0);
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn broken_dsp_answers_are_rejected_counted_and_harmless() {
+    let garbage = MockDsp::builder("bad-garbage").behavior(Behavior::Garbage).start().await.unwrap();
+    let wrong = MockDsp::builder("bad-wrongid").behavior(Behavior::WrongId).start().await.unwrap();
+    let error = MockDsp::builder("bad-500").behavior(Behavior::Status(500)).start().await.unwrap();
+    let broken_bids = MockDsp::builder("bad-bids")
+        .behavior(Behavior::custom(|req| {
+            let id = req["id"].as_str().unwrap_or_default().to_owned();
+            let body = serde_json::json!({"id": id, "seatbid": [{"bid": [
+                {"id": "a", "impid": "1", "price": -1.0, "adm": "x"},
+                {"id": "b", "impid": "nope", "price": 50.0, "adm": "x"},
+                {"id": "c", "impid": "1", "price": 60.0},
+                {"impid": "1", "price": 70.0, "adm": "x"},
+                {"id": "e", "impid": "1", "price": 80.0, "adm": "x", "w": "300"}
+            ]}]});
+            (200, body.to_string().into_bytes())
+        }))
+        .start()
+        .await
+        .unwrap();
+    let eur = fixed("bad-eur", 30.0).currency("EUR").start().await.unwrap();
+    let good = fixed("bad-good", 1.0).start().await.unwrap();
+    let ex =
+        TestExchange::start(config_for(&[&garbage, &wrong, &error, &broken_bids, &eur, &good]))
+            .await;
+
+    let answer = ex.auction(banner_request("bad-1", 0.0)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let body = answer.json();
+    assert_eq!(body["seatbid"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["seatbid"][0]["seat"], "bad-good");
+
+    for (dsp, reason) in [
+        ("bad-garbage", "malformed_json"),
+        ("bad-wrongid", "wrong_id"),
+        ("bad-500", "bad_status"),
+        ("bad-eur", "wrong_currency"),
+        ("bad-bids", "bad_price"),
+        ("bad-bids", "unknown_imp"),
+        ("bad-bids", "no_markup"),
+        ("bad-bids", "missing_bid_id"),
+        ("bad-bids", "malformed_bid"),
+    ] {
+        let n = ex.metric("exchange_bids_rejected_total", &[("dsp", dsp), ("reason", reason)]).await;
+        assert_eq!(n, 1.0, "{dsp} {reason}");
+    }
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn dsps_get_the_publisher_bytes_with_their_own_tmax() {
+    let dsp = fixed("fwd", 1.0).start().await.unwrap();
+    let mut config = config_for(&[&dsp]);
+    config.auction.dsp_timeout_ms = 40;
+    let ex = TestExchange::start(config).await;
+    let request = r#"{"id":"fwd-1","imp":[{"id":"1","banner":{"w":300,"h":250},"ext":{"bidder":{"x":1}}}],
+        "site":{"id":"s","ext":{"amp":0}},"tmax":500,"cur":["EUR"],"unknown_2_7_field":{"a":[1,2]},
+        "user":{"ext":{"consent":"abc"}},"ext":{"prebid":{"debug":true}}}"#;
+    let answer = ex.auction(request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+
+    let received = dsp.received_json();
+    let got = received.last().unwrap();
+    let tmax = got["tmax"].as_u64().unwrap();
+    assert!((1..=40).contains(&tmax), "the DSP must get its own remaining time, got {tmax}");
+    assert_eq!(got["at"], 2);
+    assert_eq!(got["cur"], serde_json::json!(["USD"]));
+    let mut sent: serde_json::Value = serde_json::from_str(request).unwrap();
+    for owned in ["tmax", "at", "cur"] {
+        sent.as_object_mut().unwrap().remove(owned);
+    }
+    let mut got = got.clone();
+    for owned in ["tmax", "at", "cur"] {
+        got.as_object_mut().unwrap().remove(owned);
+    }
+    assert_eq!(got, sent, "everything but the exchange-owned fields arrives unchanged");
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn one_dsp_may_win_several_imps_and_each_seat_gets_one_seatbid() {
+    let a = fixed("multi-a", 2.0).start().await.unwrap();
+    let b = fixed("multi-b", 1.0).start().await.unwrap();
+    let ex = TestExchange::start(config_for(&[&a, &b])).await;
+    let request = serde_json::json!({
+        "id": "multi",
+        "imp": [
+            {"id": "1", "banner": {"w": 300, "h": 250}},
+            {"id": "2", "banner": {"w": 728, "h": 90}},
+            {"id": "3", "video": {"mimes": ["video/mp4"]}, "bidfloor": 1.5}
+        ]
+    });
+    let body = ex.auction(request.to_string()).await.json();
+    let seatbids = body["seatbid"].as_array().unwrap();
+    assert_eq!(seatbids.len(), 1, "{body}");
+    assert_eq!(seatbids[0]["seat"], "multi-a");
+    let mut imps: Vec<&str> =
+        seatbids[0]["bid"].as_array().unwrap().iter().map(|b| b["impid"].as_str().unwrap()).collect();
+    imps.sort_unstable();
+    assert_eq!(imps, ["1", "2", "3"]);
+    for bid in seatbids[0]["bid"].as_array().unwrap() {
+        let want = if bid["impid"] == "3" { 1.51 } else { 1.01 };
+        assert_eq!(bid["price"].as_f64(), Some(want), "{bid}");
+    }
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn request_rules_filter_bids_before_the_auction() {
+    let blocked = fixed("rules-blocked", 5.0).adomains(["blocked.example"]).start().await.unwrap();
+    let ok = fixed("rules-ok", 1.0).adomains(["fine.example"]).start().await.unwrap();
+    let ex = TestExchange::start(config_for(&[&blocked, &ok])).await;
+    let mut request: serde_json::Value = serde_json::from_str(&banner_request("rules", 0.0)).unwrap();
+    request["badv"] = serde_json::json!(["blocked.example"]);
+    let body = ex.auction(request.to_string()).await.json();
+    assert_eq!(body["seatbid"][0]["seat"], "rules-ok");
+    assert_eq!(body["seatbid"][0]["bid"][0]["price"].as_f64(), Some(0.01));
+    assert!(
+        ex.metric("exchange_bids_lost_total", &[("dsp", "rules-blocked")]).await >= 1.0,
+        "the filtered bid is counted as lost"
+    );
+    ex.stop().await;
+}

@@ -1,0 +1,178 @@
+//! Test support: an exchange served in process on 127.0.0.1:0, and a small HTTP client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use exchange::config::DspConfig;
+use exchange::Config;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use loadtest::mockdsp::MockDspHandle;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestExchange {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), exchange::Error>>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("answer is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+}
+
+/// A config whose DSPs are the given mocks, with every other key at its default.
+pub fn config_for(dsps: &[&MockDspHandle]) -> Config {
+    let mut config = Config::default();
+    config.dsps = dsps.iter().map(|d| DspConfig::new(d.name(), d.url())).collect();
+    config
+}
+
+impl TestExchange {
+    pub async fn start(config: Config) -> TestExchange {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(exchange::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        TestExchange {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn request(&self, req: Request<Full<Bytes>>) -> Answer {
+        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .expect("the exchange answered within 10 s")
+            .expect("the request went through");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer { status, headers, body }
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<Bytes>) -> Answer {
+        let req = Request::post(format!("http://{}{path}", self.addr))
+            .header("content-type", "application/json")
+            .header("x-openrtb-version", "2.6")
+            .body(Full::new(body.into()))
+            .unwrap();
+        self.request(req).await
+    }
+
+    pub async fn auction(&self, body: impl Into<Bytes>) -> Answer {
+        self.post("/openrtb2/auction", body).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        let req = Request::get(format!("http://{}{path}", self.addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.request(req).await
+    }
+
+    /// The value of one Prometheus sample, e.g. `metric("exchange_dsp_late_answers_total",
+    /// &[("dsp", "slow")])`, or 0 when it has not been recorded.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.get("/metrics").await;
+        let text = String::from_utf8_lossy(&text.body).into_owned();
+        sample(&text, name, labels).unwrap_or(0.0)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("the exchange shut down within 15 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+/// Finds a sample line `name{labels...} value` whose labels include all of `labels`.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (key, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
+        if metric != name {
+            return None;
+        }
+        let all = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        if all {
+            value.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Polls `check` until it is true or `limit` passes; for effects that happen after the
+/// answer (notices, late answers).
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A one-imp banner request.
+pub fn banner_request(id: &str, floor: f64) -> String {
+    serde_json::json!({
+        "id": id,
+        "imp": [{"id": "1", "banner": {"w": 300, "h": 250}, "bidfloor": floor}],
+        "site": {"id": "s1", "domain": "news.example"},
+        "tmax": 200,
+        "ext": {"keep": {"me": [1, 2, 3]}}
+    })
+    .to_string()
+}
+
+/// The path of the shared OpenRTB corpus, from OPENRTB_CORPUS or the sibling checkout.
+pub fn corpus() -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("OPENRTB_CORPUS") {
+        return dir.into();
+    }
+    let fallback =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/openrtb");
+    assert!(
+        fallback.is_dir(),
+        "the OpenRTB corpus is not there: set OPENRTB_CORPUS to the folder holding iab/ and thirdparty/"
+    );
+    fallback
+}

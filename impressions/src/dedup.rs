@@ -1,0 +1,346 @@
+//! Impression and click dedup: the stable event id, and the stores that remember which ids were
+//! billed — Redis (`SET NX`, shared by every node) and a bounded in-memory set (one node).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sha2::{Digest, Sha256};
+
+use crate::redis_conn::RedisHandle;
+use crate::sign::{BidRef, Kind};
+
+/// The stable id of one impression (or of the click on it): a hash of the request id, imp id,
+/// creative id and the auction's time bucket. Every copy of one tracking URL, fired from any
+/// node, maps to the same id; the bucket keeps a request id that a publisher reuses much later
+/// from colliding with the first.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct EventId([u8; 16]);
+
+impl EventId {
+    pub fn new(bid: &BidRef, bucket_ms: u64) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"impression-id/v1\0");
+        for s in [&bid.auction_id, &bid.imp_id, &bid.creative_id] {
+            h.update((s.len() as u64).to_be_bytes());
+            h.update(s.as_bytes());
+        }
+        h.update((bid.auction_ts_ms / bucket_ms.max(1)).to_be_bytes());
+        let digest = h.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        Self(id)
+    }
+
+    /// The Redis key: `impression:{id}` or `click:{id}`.
+    pub fn key(&self, kind: Kind) -> String {
+        let prefix = match kind {
+            Kind::Impression => "impression:",
+            Kind::Click => "click:",
+        };
+        format!("{prefix}{self}")
+    }
+
+    fn as_u128(&self) -> u128 {
+        u128::from_be_bytes(self.0)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One claim on an event id: the event id, its kind, and the token of this sighting. The token
+/// is random per sighting and travels with it into the spool; a store answers `First` again
+/// for the same token, so a claim whose reply was lost (Redis applied it, then timed out) is
+/// still billed when it is retried, and never mistaken for a duplicate of itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimKey {
+    pub id: EventId,
+    pub kind: Kind,
+    pub token: u128,
+}
+
+/// The answer of a dedup store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// First sighting (or a retry of the first sighting's own token): bill it.
+    First,
+    /// Seen before: count it, bill nothing.
+    Duplicate,
+    /// The store cannot tell: the event is spooled, never guessed at.
+    Unavailable,
+}
+
+/// Remembers billed event ids for `ttl`. Object-safe so the tracker holds either store.
+pub trait DedupStore: Send + Sync {
+    /// Claims one id at time `now_ms` (ms since the epoch; the memory store's clock).
+    fn claim(&self, key: ClaimKey, now_ms: u64) -> BoxFuture<'_, Claim>;
+
+    /// Claims several ids in one round trip; the answers are in `keys` order.
+    fn claim_many<'a>(&'a self, keys: &'a [ClaimKey], now_ms: u64) -> BoxFuture<'a, Vec<Claim>>;
+
+    /// Whether the store answers; also closes a store's breaker when it does.
+    fn ping(&self) -> BoxFuture<'_, bool>;
+}
+
+/// Dedup in Redis: `SET {kind}:{id} {token} NX GET EX ttl`. Needs Redis 7.0 or later (`NX`
+/// together with `GET`). Concurrent calls share one multiplexed connection, which pipelines
+/// them on the wire; `claim_many` sends one explicit pipeline.
+#[derive(Debug, Clone)]
+pub struct RedisDedup {
+    redis: RedisHandle,
+    ttl_secs: u64,
+}
+
+impl RedisDedup {
+    pub(crate) fn new(redis: RedisHandle, ttl_secs: u64) -> Self {
+        Self { redis, ttl_secs: ttl_secs.max(1) }
+    }
+
+    fn set_cmd(&self, key: &ClaimKey) -> redis::Cmd {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key.id.key(key.kind))
+            .arg(token_hex(key.token))
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(self.ttl_secs);
+        cmd
+    }
+}
+
+fn token_hex(token: u128) -> String {
+    format!("{token:032x}")
+}
+
+/// `SET ... NX GET` answers nil when it set the key, else the value already there.
+fn interpret(key: &ClaimKey, previous: Option<String>) -> Claim {
+    match previous {
+        None => Claim::First,
+        Some(v) if v == token_hex(key.token) => Claim::First,
+        Some(_) => Claim::Duplicate,
+    }
+}
+
+impl DedupStore for RedisDedup {
+    fn claim(&self, key: ClaimKey, _now_ms: u64) -> BoxFuture<'_, Claim> {
+        async move {
+            match self.redis.query::<Option<String>>(&self.set_cmd(&key)).await {
+                Ok(prev) => interpret(&key, prev),
+                Err(_) => Claim::Unavailable,
+            }
+        }
+        .boxed()
+    }
+
+    fn claim_many<'a>(&'a self, keys: &'a [ClaimKey], _now_ms: u64) -> BoxFuture<'a, Vec<Claim>> {
+        async move {
+            if keys.is_empty() {
+                return Vec::new();
+            }
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.add_command(self.set_cmd(key));
+            }
+            match self.redis.query_pipeline::<Vec<Option<String>>>(&pipe).await {
+                Ok(prev) if prev.len() == keys.len() => {
+                    keys.iter().zip(prev).map(|(k, p)| interpret(k, p)).collect()
+                }
+                _ => vec![Claim::Unavailable; keys.len()],
+            }
+        }
+        .boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, bool> {
+        self.redis.ping().boxed()
+    }
+}
+
+/// Dedup on one node: a bounded set with TTL, sharded to keep lock hold times short. When full
+/// of live entries it answers `Unavailable` rather than forgetting a live id (which could bill
+/// a duplicate): the event is spooled and replayed once entries expire.
+#[derive(Debug)]
+pub struct MemoryDedup {
+    shards: Box<[Mutex<Shard>]>,
+    shard_capacity: usize,
+    ttl_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    /// (kind tag, id) -> (expiry ms, token).
+    live: HashMap<(u8, u128), (u64, u128)>,
+    /// Insertion order with the expiry each entry had then; expiries only grow with insertion
+    /// time, so expired entries are always at the front.
+    order: VecDeque<((u8, u128), u64)>,
+}
+
+impl MemoryDedup {
+    /// At most `capacity` live ids, each remembered for `ttl_ms`.
+    pub fn new(capacity: usize, ttl_ms: u64) -> Self {
+        Self::with_shards(capacity, ttl_ms, 64)
+    }
+
+    pub fn with_shards(capacity: usize, ttl_ms: u64, shards: usize) -> Self {
+        let shards = shards.clamp(1, capacity.max(1));
+        Self {
+            shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
+            shard_capacity: capacity.max(1).div_ceil(shards),
+            ttl_ms,
+        }
+    }
+
+    /// Live entries (for metrics and tests); expired ones still held count until purged.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map(|s| s.live.len()).unwrap_or(0)).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The synchronous claim behind the trait.
+    pub fn claim_now(&self, key: ClaimKey, now_ms: u64) -> Claim {
+        let tag = match key.kind {
+            Kind::Impression => 1u8,
+            Kind::Click => 2u8,
+        };
+        let id = (tag, key.id.as_u128());
+        // The low bits of a SHA-256 prefix are uniform, so they spread ids over the shards.
+        let idx = (key.id.as_u128() % self.shards.len() as u128) as usize;
+        let Ok(mut shard) = self.shards[idx].lock() else {
+            // A poisoned lock means a panic elsewhere mid-update; the set cannot be trusted.
+            return Claim::Unavailable;
+        };
+        shard.purge(now_ms);
+        match shard.live.get(&id) {
+            Some(&(expiry, token)) if expiry > now_ms => {
+                return if token == key.token { Claim::First } else { Claim::Duplicate };
+            }
+            _ => {}
+        }
+        if shard.live.len() >= self.shard_capacity && !shard.live.contains_key(&id) {
+            metrics::counter!("impressions_memory_dedup_full_total").increment(1);
+            return Claim::Unavailable;
+        }
+        let expiry = now_ms.saturating_add(self.ttl_ms);
+        shard.live.insert(id, (expiry, key.token));
+        shard.order.push_back((id, expiry));
+        Claim::First
+    }
+}
+
+impl Shard {
+    fn purge(&mut self, now_ms: u64) {
+        while let Some(&(id, expiry)) = self.order.front() {
+            if expiry > now_ms {
+                break;
+            }
+            self.order.pop_front();
+            // The id may have been claimed again after expiring; only the entry this order
+            // record describes is removed.
+            if self.live.get(&id).is_some_and(|&(e, _)| e == expiry) {
+                self.live.remove(&id);
+            }
+        }
+    }
+}
+
+impl DedupStore for MemoryDedup {
+    fn claim(&self, key: ClaimKey, now_ms: u64) -> BoxFuture<'_, Claim> {
+        let claim = self.claim_now(key, now_ms);
+        async move { claim }.boxed()
+    }
+
+    fn claim_many<'a>(&'a self, keys: &'a [ClaimKey], now_ms: u64) -> BoxFuture<'a, Vec<Claim>> {
+        let claims = keys.iter().map(|k| self.claim_now(*k, now_ms)).collect();
+        async move { claims }.boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, bool> {
+        async { true }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bid(n: u32) -> BidRef {
+        BidRef {
+            auction_id: format!("req-{n}"),
+            imp_id: "1".into(),
+            creative_id: "cr".into(),
+            auction_ts_ms: 1_000_000,
+            ..BidRef::default()
+        }
+    }
+
+    fn key(n: u32, token: u128) -> ClaimKey {
+        ClaimKey { id: EventId::new(&bid(n), 60_000), kind: Kind::Impression, token }
+    }
+
+    #[test]
+    fn id_is_stable_and_depends_on_what_it_should() {
+        let a = bid(1);
+        assert_eq!(EventId::new(&a, 60_000), EventId::new(&a.clone(), 60_000));
+        let mut other_price = a.clone();
+        other_price.price_micros = 5;
+        other_price.auction_ts_ms += 1;
+        assert_eq!(EventId::new(&a, 60_000), EventId::new(&other_price, 60_000));
+        let mut later = a.clone();
+        later.auction_ts_ms += 60_000;
+        assert_ne!(EventId::new(&a, 60_000), EventId::new(&later, 60_000));
+        let mut shifted = a.clone();
+        shifted.auction_id = "req-".into();
+        shifted.imp_id = "11".into();
+        assert_ne!(EventId::new(&a, 60_000), EventId::new(&shifted, 60_000));
+        assert_eq!(EventId::new(&a, 60_000).to_string().len(), 32);
+        assert!(EventId::new(&a, 60_000).key(Kind::Click).starts_with("click:"));
+    }
+
+    #[test]
+    fn memory_dedup_ttl() {
+        let d = MemoryDedup::new(1000, 10_000);
+        assert_eq!(d.claim_now(key(1, 1), 0), Claim::First);
+        assert_eq!(d.claim_now(key(1, 2), 9_999), Claim::Duplicate);
+        assert_eq!(d.claim_now(key(1, 1), 9_999), Claim::First, "own token is idempotent");
+        assert_eq!(d.claim_now(key(1, 3), 10_000), Claim::First, "expired entry is forgotten");
+        assert_eq!(d.claim_now(key(1, 4), 19_999), Claim::Duplicate);
+        let click = ClaimKey { kind: Kind::Click, ..key(1, 9) };
+        assert_eq!(d.claim_now(click, 19_999), Claim::First, "clicks have their own keys");
+    }
+
+    #[test]
+    fn memory_dedup_bound_refuses_instead_of_forgetting() {
+        let d = MemoryDedup::with_shards(100, 10_000, 1);
+        for n in 0..100 {
+            assert_eq!(d.claim_now(key(n, 1), 1_000), Claim::First);
+        }
+        assert_eq!(d.len(), 100);
+        assert_eq!(d.claim_now(key(100, 1), 2_000), Claim::Unavailable);
+        // Live ids are still remembered while full.
+        assert_eq!(d.claim_now(key(5, 2), 2_000), Claim::Duplicate);
+        // Once they expire there is room again, and the bound still holds.
+        assert_eq!(d.claim_now(key(100, 1), 11_000), Claim::First);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d.claim_now(key(5, 2), 11_000), Claim::First);
+    }
+
+    #[test]
+    fn memory_dedup_bound_holds_across_shards() {
+        let d = MemoryDedup::new(256, 10_000);
+        let firsts = (0..10_000).filter(|&n| d.claim_now(key(n, 1), 0) == Claim::First).count();
+        assert!(firsts <= 256, "{firsts} ids held for a bound of 256");
+        assert!(d.len() <= 256);
+    }
+}

@@ -1,0 +1,460 @@
+//! The event log: every billed impression and click, every duplicate dropped, every win, loss
+//! notice and late DSP answer, as one JSON line in an append-only file (batched, fsynced on a
+//! bounded interval, on `flush` and at shutdown) and/or an entry in a Redis Stream.
+//!
+//! Billing events are never dropped: the queue in front of the writer is bounded, and a full
+//! queue makes `append` wait (backpressure reaches the event endpoints, which have their own
+//! in-flight bound) instead of discarding. A failed file write is cut back and retried until it
+//! succeeds. The stream mirrors the file when both are on, so a stream outage only counts
+//! `impressions_stream_dropped_total`; when the stream is the only sink it is retried instead.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::journal::{scan_lines, AppendFile, Line};
+use crate::redis_conn::RedisHandle;
+use crate::sign::BidRef;
+use crate::Error;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// A billed impression (first sighting of its impression id).
+    Impression,
+    /// A billed click (first sighting of its click id).
+    Click,
+    /// A repeat of a billed impression: counted, not billed.
+    DuplicateImpression,
+    DuplicateClick,
+    Win,
+    Loss,
+    /// A DSP answer that arrived after the auction deadline.
+    Late,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Impression => "impression",
+            EventType::Click => "click",
+            EventType::DuplicateImpression => "duplicate_impression",
+            EventType::DuplicateClick => "duplicate_click",
+            EventType::Win => "win",
+            EventType::Loss => "loss",
+            EventType::Late => "late",
+        }
+    }
+}
+
+/// One line of the event log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// When the event was recorded, ms since the Unix epoch.
+    pub ts: u64,
+    pub auction_id: String,
+    pub imp_id: String,
+    pub bid_id: String,
+    pub dsp: String,
+    pub seat: String,
+    pub campaign: String,
+    pub creative_id: String,
+    /// Clearing price, CPM micros.
+    pub price_micros: u64,
+    pub currency: String,
+    /// When the auction ran, ms since the Unix epoch.
+    pub auction_ts: u64,
+    /// What this event bills, micros: `ceil(price_micros / 1000)` for a billed impression,
+    /// absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micros: Option<u64>,
+    /// The dedup id, for impressions and clicks (billed or duplicate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impression_id: Option<String>,
+    /// OpenRTB loss reason code, for losses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_reason: Option<u32>,
+    /// How far past its deadline a late answer came, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_ms: Option<u64>,
+    /// Billed when the spool was replayed after a Redis outage, not when it arrived.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+impl Event {
+    /// An event about `bid` with no optional fields.
+    pub fn for_bid(kind: EventType, bid: &BidRef, ts: u64) -> Self {
+        Self {
+            kind,
+            ts,
+            auction_id: bid.auction_id.clone(),
+            imp_id: bid.imp_id.clone(),
+            bid_id: bid.bid_id.clone(),
+            dsp: bid.dsp.clone(),
+            seat: bid.seat.clone(),
+            campaign: bid.campaign.clone(),
+            creative_id: bid.creative_id.clone(),
+            price_micros: bid.price_micros,
+            currency: bid.currency.clone(),
+            auction_ts: bid.auction_ts_ms,
+            cost_micros: None,
+            impression_id: None,
+            loss_reason: None,
+            late_ms: None,
+            replayed: false,
+        }
+    }
+
+    /// A won auction (the win, not yet an impression: it bills nothing).
+    pub fn win(bid: &BidRef, ts: u64) -> Self {
+        Self::for_bid(EventType::Win, bid, ts)
+    }
+
+    /// A loss notice, with its OpenRTB loss reason code.
+    pub fn loss(bid: &BidRef, reason: u32, ts: u64) -> Self {
+        Self { loss_reason: Some(reason), ..Self::for_bid(EventType::Loss, bid, ts) }
+    }
+
+    /// A DSP answer `late_ms` past its deadline. `bid` carries what is known (auction id, DSP,
+    /// and the bid's fields if the answer held one).
+    pub fn late(bid: &BidRef, late_ms: u64, ts: u64) -> Self {
+        Self { late_ms: Some(late_ms), ..Self::for_bid(EventType::Late, bid, ts) }
+    }
+}
+
+/// One impression's cost in micros from a CPM price in micros.
+pub fn impression_cost_micros(cpm_micros: u64) -> u64 {
+    cpm_micros.div_ceil(1000)
+}
+
+/// Where events go.
+#[derive(Clone, Debug)]
+pub struct EventLogConfig {
+    /// JSON-lines file; created if missing, appended to otherwise.
+    pub file: Option<PathBuf>,
+    /// Redis Stream key (used when the log is given a Redis connection).
+    pub stream_key: String,
+    /// `XADD ... MAXLEN ~ cap`.
+    pub stream_maxlen: u64,
+    /// Events waiting for the writer; `append` waits when it is full. Default 65 536.
+    pub queue: usize,
+    /// Most events written in one batch. Default 4 096.
+    pub batch_max: usize,
+    /// Longest time a written event waits for its fsync. Default 200 ms.
+    pub fsync_interval: Duration,
+}
+
+impl Default for EventLogConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            stream_key: "exchange:events".to_owned(),
+            stream_maxlen: 1_000_000,
+            queue: 65_536,
+            batch_max: 4_096,
+            fsync_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+enum Cmd {
+    Event { kind: EventType, json: Vec<u8> },
+    Flush(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The event log handle; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct EventLog {
+    tx: mpsc::Sender<Cmd>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EventLog {
+    /// Opens the sinks and starts the writer task. `redis` enables the stream sink.
+    pub(crate) fn open(config: EventLogConfig, redis: Option<RedisHandle>) -> Result<Self, Error> {
+        let file = match &config.file {
+            Some(path) => Some(
+                AppendFile::open(path)
+                    .map_err(|e| Error::io("opening the event log", e))?
+                    .0,
+            ),
+            None => None,
+        };
+        if file.is_none() && redis.is_none() {
+            return Err(Error::Config(
+                "the event log needs a file or a Redis stream".into(),
+            ));
+        }
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let stream = redis.map(|redis| StreamSink {
+            redis,
+            key: config.stream_key.clone(),
+            maxlen: config.stream_maxlen,
+        });
+        let writer = Writer { rx, file, stream, config };
+        let task = tokio::spawn(writer.run());
+        Ok(Self { tx, task: Mutex::new(Some(task)) })
+    }
+
+    /// Opens a file-only log.
+    pub fn open_file(config: EventLogConfig) -> Result<Self, Error> {
+        Self::open(config, None)
+    }
+
+    /// Queues `event`; waits while the queue is full. Durable at the next fsync (at most
+    /// `fsync_interval` later) or when a later `flush` returns.
+    pub async fn append(&self, event: &Event) -> Result<(), Error> {
+        let json = serde_json::to_vec(event).map_err(|e| Error::Encode(e.to_string()))?;
+        self.tx
+            .send(Cmd::Event { kind: event.kind, json })
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Returns once every event appended before it is durable in every sink.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Cmd::Flush(ack)).await.map_err(|_| Error::Closed)?;
+        done.await.map_err(|_| Error::Closed)
+    }
+
+    /// Writes and fsyncs everything accepted so far and stops the writer. An `append` racing
+    /// with it either lands before the final fsync or fails with [`Error::Closed`]; none is
+    /// accepted and then dropped.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let Some(task) = self.task.lock().await.take() else {
+            return Ok(());
+        };
+        let (ack, done) = oneshot::channel();
+        let sent = self.tx.send(Cmd::Shutdown(ack)).await.is_ok();
+        let acked = sent && done.await.is_ok();
+        let _ = task.await;
+        if acked {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
+    }
+}
+
+struct StreamSink {
+    redis: RedisHandle,
+    key: String,
+    maxlen: u64,
+}
+
+impl StreamSink {
+    async fn send(&self, batch: &[(EventType, Vec<u8>)]) -> bool {
+        let mut pipe = redis::pipe();
+        for (kind, json) in batch {
+            pipe.cmd("XADD")
+                .arg(&self.key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.maxlen)
+                .arg("*")
+                .arg("type")
+                .arg(kind.as_str())
+                .arg("event")
+                .arg(json.as_slice())
+                .ignore();
+        }
+        self.redis.query_pipeline::<()>(&pipe).await.is_ok()
+    }
+}
+
+struct Writer {
+    rx: mpsc::Receiver<Cmd>,
+    file: Option<AppendFile>,
+    stream: Option<StreamSink>,
+    config: EventLogConfig,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut unsynced_since: Option<Instant> = None;
+        let mut closing: Option<oneshot::Sender<()>> = None;
+        loop {
+            let first = match unsynced_since {
+                Some(since) if closing.is_none() => {
+                    tokio::select! {
+                        cmd = self.rx.recv() => cmd,
+                        _ = tokio::time::sleep_until(since + self.config.fsync_interval) => {
+                            self.sync_file().await;
+                            unsynced_since = None;
+                            continue;
+                        }
+                    }
+                }
+                _ => self.rx.recv().await,
+            };
+            let Some(first) = first else {
+                // Every handle is gone, or shutdown drained the queue: make what was written
+                // durable and stop.
+                self.sync_file().await;
+                if let Some(ack) = closing {
+                    let _ = ack.send(());
+                }
+                return;
+            };
+            let mut lines = Vec::new();
+            let mut acks = Vec::new();
+            let mut cmd = Some(first);
+            while let Some(c) = cmd.take() {
+                match c {
+                    Cmd::Event { kind, json } => lines.push((kind, json)),
+                    Cmd::Flush(ack) => acks.push(ack),
+                    Cmd::Shutdown(ack) => {
+                        // No new events from here on; the ones already queued are still read.
+                        self.rx.close();
+                        closing = Some(ack);
+                    }
+                }
+                if lines.len() < self.config.batch_max {
+                    cmd = self.rx.try_recv().ok();
+                }
+            }
+            if !lines.is_empty() {
+                self.write_file(&lines).await;
+                self.write_stream(&lines).await;
+                unsynced_since.get_or_insert_with(Instant::now);
+            }
+            let due = unsynced_since.is_some_and(|s| s.elapsed() >= self.config.fsync_interval);
+            if !acks.is_empty() || due {
+                self.sync_file().await;
+                unsynced_since = None;
+            }
+            for ack in acks {
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    async fn write_file(&mut self, lines: &[(EventType, Vec<u8>)]) {
+        let Some(file) = self.file.take() else { return };
+        let mut buf = Vec::with_capacity(lines.iter().map(|(_, l)| l.len() + 1).sum());
+        for (_, json) in lines {
+            buf.extend_from_slice(json);
+            buf.push(b'\n');
+        }
+        let file = retry_blocking(file, "writing the event log", move |f| f.write(&buf)).await;
+        self.file = Some(file);
+    }
+
+    async fn sync_file(&mut self) {
+        let Some(file) = self.file.take() else { return };
+        self.file = Some(retry_blocking(file, "syncing the event log", |f| f.sync()).await);
+    }
+
+    async fn write_stream(&mut self, lines: &[(EventType, Vec<u8>)]) {
+        let Some(stream) = &self.stream else { return };
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if stream.send(lines).await {
+                return;
+            }
+            if self.file.is_some() {
+                // The file holds every event; the stream is its mirror.
+                metrics::counter!("impressions_stream_dropped_total")
+                    .increment(lines.len() as u64);
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            stream.redis.ping().await;
+        }
+    }
+}
+
+/// Runs `op` on the blocking pool until it succeeds, logging each failure: an event that was
+/// accepted is never given up on (a full disk stalls the log, it does not empty it).
+pub(crate) async fn retry_blocking(
+    file: AppendFile,
+    what: &'static str,
+    op: impl Fn(&mut AppendFile) -> std::io::Result<()> + Send + Sync + 'static,
+) -> AppendFile {
+    let op = std::sync::Arc::new(op);
+    let path = file.path().to_owned();
+    let mut slot = Some(file);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let error = match slot.take() {
+            Some(mut file) => {
+                let op = op.clone();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let res = op(&mut file);
+                    (file, res)
+                })
+                .await;
+                match joined {
+                    Ok((file, Ok(()))) => return file,
+                    Ok((file, Err(e))) => {
+                        slot = Some(file);
+                        e.to_string()
+                    }
+                    // Only a panic in `op` (there is none) or a runtime going away gets here;
+                    // the handle went with the task, so the file is opened again next round.
+                    Err(e) => e.to_string(),
+                }
+            }
+            // Reopening cuts whatever a lost write left half done.
+            None => match AppendFile::open(&path) {
+                Ok((file, _)) => {
+                    slot = Some(file);
+                    continue;
+                }
+                Err(e) => e.to_string(),
+            },
+        };
+        metrics::counter!("impressions_file_io_errors_total").increment(1);
+        tracing::error!(error, what, path = %path.display(), "file IO failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The result of reading an events file.
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    /// Complete lines that did not parse as an event (skipped).
+    pub bad_lines: u64,
+    /// Bytes at the end without a final newline: a write torn by a crash (skipped).
+    pub torn_tail_bytes: u64,
+}
+
+/// Reads every event of `path` in order, calling `f` for each; a torn tail or a line that is
+/// not an event is skipped with a log line and counted.
+pub fn read_events(path: &std::path::Path, mut f: impl FnMut(Event)) -> Result<ReadStats, Error> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("opening an events file", e))?;
+    let mut stats = ReadStats::default();
+    let mut line_no = 0u64;
+    scan_lines(file, 0, |line| {
+        line_no += 1;
+        match line {
+            Line::Complete(bytes, _) if bytes.is_empty() => {}
+            Line::Complete(bytes, _) => match serde_json::from_slice::<Event>(bytes) {
+                Ok(event) => f(event),
+                Err(e) => {
+                    stats.bad_lines += 1;
+                    tracing::warn!(path = %path.display(), line = line_no, error = %e, "skipped a line that is not an event");
+                }
+            },
+            Line::TornTail(n) => {
+                stats.torn_tail_bytes = n as u64;
+                tracing::warn!(path = %path.display(), line = line_no, bytes = n, "skipped a torn last line (crash mid-write)");
+            }
+        }
+        true
+    })
+    .map_err(|e| Error::io("reading an events file", e))?;
+    Ok(stats)
+}

@@ -1,0 +1,624 @@
+//! Impression and click tracking for the exchange: signed tracking URLs and the markup that
+//! carries them, dedup of every impression and click (Redis or one node's memory), the spool
+//! that keeps events while Redis is down, the event log, and the report read from it.
+//!
+//! Owns: everything an exchange needs to bill per impression, minus HTTP routing. The exchange
+//! handler for `GET /event/imp` calls [`Tracker::record_impression`] (403 on
+//! [`Error::Rejected`], else 204), the one for `GET /event/click` calls
+//! [`Tracker::record_click`] (302 to the returned landing).
+//!
+//! Must never: bill an event twice or lose a billable one; trust a field that the MAC does not
+//! cover; guess whether an event is a duplicate when the store cannot say (it is spooled);
+//! wait on Redis without a timeout; let the tracking secret reach a log.
+
+pub mod dedup;
+pub mod events;
+mod journal;
+pub mod markup;
+mod redis_conn;
+pub mod report;
+pub mod sign;
+mod spool;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+pub use dedup::{Claim, ClaimKey, DedupStore, EventId, MemoryDedup, RedisDedup};
+pub use events::{impression_cost_micros, read_events, Event, EventLog, EventLogConfig, EventType, ReadStats};
+pub use markup::AdFormat;
+pub use report::Report;
+pub use sign::{BidRef, Kind, Rejection, TrackingData, TrackingKey, Validity};
+pub use spool::SpoolRecord;
+
+use redis_conn::RedisHandle;
+use spool::{Replayed, Spool};
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tracking URL was refused: answer 403, bill nothing.
+    #[error("tracking URL rejected: {0}")]
+    Rejected(Rejection),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("encoding: {0}")]
+    Encode(String),
+    /// The tracker (or its event log or spool) is shut down.
+    #[error("the tracker is shut down")]
+    Closed,
+}
+
+impl Error {
+    pub(crate) fn io(what: &'static str, source: std::io::Error) -> Self {
+        Error::Io { what, source }
+    }
+}
+
+/// Redis settings of a tracker.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Bound on every Redis call, connecting included. Default 250 ms.
+    pub timeout: Duration,
+    /// Mirror the event log into a Redis Stream (`events.stream_key`, `MAXLEN ~
+    /// events.stream_maxlen`). Default false.
+    pub stream: bool,
+}
+
+impl RedisConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), timeout: Duration::from_millis(250), stream: false }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        let url = match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}<redacted>{}", &self.url[..s + 3], &self.url[at..]),
+            _ => self.url.clone(),
+        };
+        f.debug_struct("RedisConfig")
+            .field("url", &url)
+            .field("timeout", &self.timeout)
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+/// How a [`Tracker`] is set up. Every field has a documented default.
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    /// Public base URL of this exchange's event endpoints: tracking URLs are
+    /// `{public_url}/event/imp` and `{public_url}/event/click`. Default `http://127.0.0.1:8080`.
+    pub public_url: String,
+    /// Signing secret. Default: random per process (one node that never restarts).
+    pub key: TrackingKey,
+    /// How long signed URLs stay valid. Default 1 hour, 30 s clock skew.
+    pub validity: Validity,
+    /// How long a spooled event stays checkable after its URL expires: dedup entries live
+    /// `validity.window_ms + validity.max_skew_ms + replay_horizon_ms`, so a Redis outage up to
+    /// this long is replayed exactly. Older spooled events are quarantined, not guessed at.
+    /// Default 1 hour.
+    pub replay_horizon_ms: u64,
+    /// Width of the auction time bucket in the impression id. Default 60 s.
+    pub time_bucket_ms: u64,
+    /// Ids the in-memory dedup holds (without Redis). Default 1 000 000.
+    pub memory_capacity: usize,
+    /// Redis for dedup across nodes (and optionally the event stream). Default none: one node,
+    /// in-memory dedup.
+    pub redis: Option<RedisConfig>,
+    /// Event sinks. Default: `events.jsonl` in the working directory.
+    pub events: EventLogConfig,
+    /// Directory of the spool. Default `spool`.
+    pub spool_dir: PathBuf,
+    /// How often the spool is replayed (and a down Redis probed). Default 1 s.
+    pub replay_interval: Duration,
+    /// Spooled events claimed per Redis round trip during a replay. Default 512.
+    pub replay_batch: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            key: TrackingKey::random(),
+            validity: Validity::default(),
+            replay_horizon_ms: 3_600_000,
+            time_bucket_ms: 60_000,
+            memory_capacity: 1_000_000,
+            redis: None,
+            events: EventLogConfig { file: Some(PathBuf::from("events.jsonl")), ..EventLogConfig::default() },
+            spool_dir: PathBuf::from("spool"),
+            replay_interval: Duration::from_secs(1),
+            replay_batch: 512,
+        }
+    }
+}
+
+impl TrackerConfig {
+    /// How long a dedup entry lives, ms.
+    pub fn dedup_ttl_ms(&self) -> u64 {
+        self.validity
+            .window_ms
+            .saturating_add(self.validity.max_skew_ms)
+            .saturating_add(self.replay_horizon_ms)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let mut problems = Vec::new();
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+            problems.push("public_url must be an absolute http(s) URL");
+        }
+        if self.validity.window_ms == 0 {
+            problems.push("validity.window_ms must be above 0");
+        }
+        if self.time_bucket_ms == 0 {
+            problems.push("time_bucket_ms must be above 0");
+        }
+        if self.memory_capacity == 0 {
+            problems.push("memory_capacity must be above 0");
+        }
+        if self.replay_batch == 0 {
+            problems.push("replay_batch must be above 0");
+        }
+        if self.replay_interval.is_zero() {
+            problems.push("replay_interval must be above 0");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(problems.join("; ")))
+        }
+    }
+}
+
+/// A billed impression, handed to the [`BilledHook`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Billed {
+    pub event: Event,
+    /// The DSP's own billing URL (macros substituted when the bid was rewritten), to be fired
+    /// once now that the impression is billed.
+    pub burl: Option<String>,
+}
+
+/// Called exactly once per billed impression, whether billed when it arrived or when the spool
+/// was replayed; the exchange fires the DSP's `burl` from it. It runs inline, so it must only
+/// hand the work off (e.g. queue a notice), never block.
+pub type BilledHook = Arc<dyn Fn(&Billed) + Send + Sync>;
+
+/// Time source, ms since the Unix epoch; tests pass their own.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    })
+}
+
+/// What became of one impression or click.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// First sighting: billed, with the event that was logged.
+    Billed(Box<Event>),
+    /// Seen before: counted, not billed.
+    Duplicate,
+    /// The dedup store could not answer: kept in the spool, billed (or not) on replay.
+    Spooled,
+}
+
+/// A recorded click: where to redirect (always the signed landing URL) and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClickOutcome {
+    pub landing: String,
+    pub outcome: Outcome,
+}
+
+/// A winning bid's tracking: the URL that replaces its `burl`, and its markup with the
+/// impression tracker and click redirects added (`None` when the markup could not carry them
+/// and is left as it was).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decorated {
+    pub burl: String,
+    pub adm: Option<String>,
+}
+
+/// What one replay pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    pub billed: u64,
+    pub duplicates: u64,
+    /// Too old to check, or corrupt: kept in `unverifiable.jsonl`, not billed.
+    pub quarantined: u64,
+    /// Still spooled (the store went away again, or it never answered).
+    pub remaining: u64,
+}
+
+/// The tracking service of one exchange node. Cheap to clone.
+#[derive(Clone)]
+pub struct Tracker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    key: TrackingKey,
+    validity: Validity,
+    imp_base: String,
+    click_base: String,
+    time_bucket_ms: u64,
+    dedup_ttl_ms: u64,
+    replay_batch: usize,
+    dedup: Box<dyn DedupStore>,
+    redis: Option<RedisHandle>,
+    log: EventLog,
+    spool: Spool,
+    hook: Option<BilledHook>,
+    clock: Clock,
+    replay_lock: Mutex<()>,
+    closed: AtomicBool,
+    replayer: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("imp_base", &self.inner.imp_base)
+            .field("redis", &self.inner.redis.is_some())
+            .field("spooled", &self.inner.spool.pending())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tracker {
+    /// Opens the event log and the spool, connects to Redis lazily (a tracker starts while
+    /// Redis is down, spooling until it answers) and starts the replay loop.
+    pub async fn start(config: TrackerConfig, hook: Option<BilledHook>) -> Result<Self, Error> {
+        Self::start_with_clock(config, hook, system_clock()).await
+    }
+
+    /// [`Tracker::start`] with a given clock.
+    pub async fn start_with_clock(config: TrackerConfig, hook: Option<BilledHook>, clock: Clock) -> Result<Self, Error> {
+        config.validate()?;
+        let dedup_ttl_ms = config.dedup_ttl_ms();
+        let redis = match &config.redis {
+            Some(r) => Some(RedisHandle::new(&r.url, r.timeout)?),
+            None => None,
+        };
+        let dedup: Box<dyn DedupStore> = match &redis {
+            Some(handle) => Box::new(RedisDedup::new(handle.clone(), dedup_ttl_ms.div_ceil(1000))),
+            None => Box::new(MemoryDedup::new(config.memory_capacity, dedup_ttl_ms)),
+        };
+        let stream = match (&config.redis, &redis) {
+            (Some(r), Some(handle)) if r.stream => Some(handle.clone()),
+            _ => None,
+        };
+        let spool = Spool::open(&config.spool_dir).await?;
+        let log = EventLog::open(config.events.clone(), stream)?;
+        let base = config.public_url.trim_end_matches('/');
+        let inner = Arc::new(Inner {
+            key: config.key.clone(),
+            validity: config.validity,
+            imp_base: format!("{base}/event/imp"),
+            click_base: format!("{base}/event/click"),
+            time_bucket_ms: config.time_bucket_ms,
+            dedup_ttl_ms,
+            replay_batch: config.replay_batch,
+            dedup,
+            redis,
+            log,
+            spool,
+            hook,
+            clock,
+            replay_lock: Mutex::new(()),
+            closed: AtomicBool::new(false),
+            replayer: std::sync::Mutex::new(None),
+        });
+        let task = tokio::spawn(replay_loop(Arc::downgrade(&inner), config.replay_interval));
+        if let Ok(mut slot) = inner.replayer.lock() {
+            *slot = Some(task);
+        }
+        Ok(Self { inner })
+    }
+
+    /// The impression URL that replaces a winning bid's `burl`; `dsp_burl` is the DSP's own
+    /// (macro-substituted) `burl`, fired once the impression is billed.
+    pub fn impression_url(&self, bid: &BidRef, dsp_burl: Option<&str>) -> String {
+        sign::impression_url(&self.inner.imp_base, bid, dsp_burl, &self.inner.key)
+    }
+
+    /// The click URL redirecting to `landing` (an absolute http(s) URL).
+    pub fn click_url(&self, bid: &BidRef, landing: &str) -> Result<String, Error> {
+        sign::click_url(&self.inner.click_base, bid, landing, &self.inner.key)
+    }
+
+    /// A winning bid's tracking in one call: its new `burl`, and `adm` with the impression
+    /// tracker added and its click-throughs sent through the click URL.
+    pub fn decorate(&self, bid: &BidRef, dsp_burl: Option<&str>, adm: &str, format: AdFormat) -> Decorated {
+        let burl = self.impression_url(bid, dsp_burl);
+        let with_clicks = markup::wrap_clicks(adm, format, |landing| self.click_url(bid, landing).ok());
+        let current = with_clicks.as_deref().unwrap_or(adm);
+        let adm = markup::add_impression_tracker(current, format, &burl).or(with_clicks);
+        Decorated { burl, adm }
+    }
+
+    /// Verifies and records an impression from the query string of `GET /event/imp`.
+    pub async fn record_impression(&self, query: &str) -> Result<Outcome, Error> {
+        Ok(self.record(query, Kind::Impression).await?.0)
+    }
+
+    /// Verifies and records a click from the query string of `GET /event/click`; the answer
+    /// holds the landing URL to redirect to, duplicate or not.
+    pub async fn record_click(&self, query: &str) -> Result<ClickOutcome, Error> {
+        match self.record(query, Kind::Click).await? {
+            (outcome, Some(landing)) => Ok(ClickOutcome { landing, outcome }),
+            // `verify` accepts no click URL without a landing.
+            (_, None) => Err(Error::Rejected(Rejection::Malformed)),
+        }
+    }
+
+    /// Logs a win, loss or late-answer event (or any other event) as it is.
+    pub async fn record_event(&self, event: &Event) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        self.inner.log.append(event).await
+    }
+
+    /// Returns once every event logged so far is durable.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.inner.log.flush().await
+    }
+
+    /// Spooled events not yet replayed.
+    pub fn spooled(&self) -> u64 {
+        self.inner.spool.pending()
+    }
+
+    /// Replays the spool now if the dedup store answers (the replay loop also does this every
+    /// `replay_interval`).
+    pub async fn replay_now(&self) -> Result<ReplayStats, Error> {
+        self.inner.replay().await
+    }
+
+    /// Stops the replay loop, then writes and fsyncs every accepted event. Call it after the
+    /// HTTP server stopped taking event requests; later calls fail with [`Error::Closed`].
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.inner.closed.store(true, Ordering::Relaxed);
+        let task = self.inner.replayer.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            // The loop only awaits between replay passes or inside one; a pass holds the
+            // replay lock, taken below, so aborting never cuts one short mid-commit.
+            let _guard = self.inner.replay_lock.lock().await;
+            task.abort();
+        }
+        let _guard = self.inner.replay_lock.lock().await;
+        self.inner.spool.shutdown().await;
+        self.inner.log.shutdown().await
+    }
+
+    async fn record(&self, query: &str, kind: Kind) -> Result<(Outcome, Option<String>), Error> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        let now = (inner.clock)();
+        let data = match sign::verify(query, &inner.key, kind, now, &inner.validity) {
+            Ok(data) => data,
+            Err(rejection) => {
+                metrics::counter!("impressions_rejected_total", "kind" => kind.as_str(), "reason" => rejection.as_str())
+                    .increment(1);
+                return Err(Error::Rejected(rejection));
+            }
+        };
+        let token: u128 = rand::random();
+        let key = ClaimKey { id: EventId::new(&data.bid, inner.time_bucket_ms), kind, token };
+        let claim = inner.dedup.claim(key, now).await;
+        let landing = data.landing.clone();
+        let outcome = match claim {
+            Claim::Unavailable => {
+                let record = SpoolRecord { token: format!("{token:032x}"), received_ms: now, data };
+                inner.spool.append(&record).await?;
+                metrics::counter!("impressions_spooled_total", "kind" => kind.as_str()).increment(1);
+                Outcome::Spooled
+            }
+            claim => {
+                let (outcome, billed) = inner.settle(&data, key, claim, now, false).await?;
+                if let Some(billed) = billed {
+                    inner.fire_hook(&billed);
+                }
+                outcome
+            }
+        };
+        Ok((outcome, landing))
+    }
+}
+
+impl Inner {
+    /// Logs a claimed event: billed or duplicate. Returns the hook's argument for a billed
+    /// impression; the caller fires it once the event is logged (for a replay: durable).
+    async fn settle(
+        &self,
+        data: &TrackingData,
+        key: ClaimKey,
+        claim: Claim,
+        now: u64,
+        replayed: bool,
+    ) -> Result<(Outcome, Option<Billed>), Error> {
+        let kind = match (data.kind, claim) {
+            (Kind::Impression, Claim::First) => EventType::Impression,
+            (Kind::Click, Claim::First) => EventType::Click,
+            (Kind::Impression, _) => EventType::DuplicateImpression,
+            (Kind::Click, _) => EventType::DuplicateClick,
+        };
+        let mut event = Event::for_bid(kind, &data.bid, now);
+        event.impression_id = Some(key.id.to_string());
+        event.replayed = replayed;
+        if kind == EventType::Impression {
+            event.cost_micros = Some(impression_cost_micros(data.bid.price_micros));
+        }
+        self.log.append(&event).await?;
+        metrics::counter!("impressions_events_total", "type" => kind.as_str()).increment(1);
+        Ok(match kind {
+            EventType::Impression => {
+                let billed = Billed { event: event.clone(), burl: data.burl.clone() };
+                (Outcome::Billed(Box::new(event)), Some(billed))
+            }
+            EventType::Click => (Outcome::Billed(Box::new(event)), None),
+            _ => (Outcome::Duplicate, None),
+        })
+    }
+
+    fn fire_hook(&self, billed: &Billed) {
+        if let Some(hook) = &self.hook {
+            hook(billed);
+        }
+    }
+
+    /// Whether a dedup entry written for this event when it first arrived is certainly still
+    /// alive: it was written no earlier than `auction_ts - skew` (by a clock up to `skew` off
+    /// ours) and lives `dedup_ttl_ms`.
+    fn still_checkable(&self, bid: &BidRef, now: u64) -> bool {
+        let skew = self.validity.max_skew_ms;
+        now.saturating_add(2 * skew) < bid.auction_ts_ms.saturating_add(self.dedup_ttl_ms)
+    }
+
+    async fn replay(&self) -> Result<ReplayStats, Error> {
+        let _guard = self.replay_lock.lock().await;
+        let mut stats = ReplayStats::default();
+        if self.spool.pending() == 0 || !self.dedup.ping().await {
+            stats.remaining = self.spool.pending();
+            return Ok(stats);
+        }
+        while self.spool.begin_replay().await? {
+            let mut offset = self.spool.replay_offset().await?;
+            loop {
+                let batch = self.spool.read_replay(offset, self.replay_batch).await?;
+                if batch.is_empty() {
+                    self.spool.finish_replay().await?;
+                    break;
+                }
+                let (next, stopped) = self.replay_batch(offset, &batch, &mut stats).await?;
+                offset = next;
+                if stopped {
+                    stats.remaining = self.spool.pending();
+                    return Ok(stats);
+                }
+            }
+        }
+        stats.remaining = self.spool.pending();
+        if stats.billed + stats.duplicates + stats.quarantined > 0 {
+            tracing::info!(?stats, "replayed the spool");
+        }
+        Ok(stats)
+    }
+
+    /// Claims and settles one batch in order, stopping at the first record the store cannot
+    /// answer for. Returns the confirmed offset and whether it stopped early.
+    async fn replay_batch(
+        &self,
+        start: u64,
+        batch: &[(Replayed, u64)],
+        stats: &mut ReplayStats,
+    ) -> Result<(u64, bool), Error> {
+        let now = (self.clock)();
+        let mut keys = Vec::with_capacity(batch.len());
+        for (item, _) in batch {
+            if let Replayed::Record(record) = item {
+                if let (Some(token), true) = (record.token(), self.still_checkable(&record.data.bid, now)) {
+                    let id = EventId::new(&record.data.bid, self.time_bucket_ms);
+                    keys.push(ClaimKey { id, kind: record.data.kind, token });
+                }
+            }
+        }
+        let claims = self.dedup.claim_many(&keys, now).await;
+        let mut claims = keys.iter().zip(claims);
+        let mut confirmed = None;
+        let mut count = 0u64;
+        let mut billed = Vec::new();
+        let mut stopped = false;
+        for (item, end) in batch {
+            match item {
+                Replayed::Corrupt(raw) => {
+                    self.spool.quarantine("corrupt", serde_json::Value::String(raw.clone())).await?;
+                    stats.quarantined += 1;
+                }
+                Replayed::Record(record) if record.token().is_none() || !self.still_checkable(&record.data.bid, now) => {
+                    let value = serde_json::to_value(record).map_err(|e| Error::Encode(e.to_string()))?;
+                    self.spool.quarantine("past_dedup_horizon", value).await?;
+                    stats.quarantined += 1;
+                }
+                Replayed::Record(record) => {
+                    let Some((key, claim)) = claims.next() else {
+                        // Every checkable record got a key above, so this cannot happen; stop
+                        // rather than settle a record without its claim.
+                        stopped = true;
+                        break;
+                    };
+                    if claim == Claim::Unavailable {
+                        stopped = true;
+                        break;
+                    }
+                    let (outcome, hook) = self.settle(&record.data, *key, claim, now, true).await?;
+                    match outcome {
+                        Outcome::Billed(_) => stats.billed += 1,
+                        _ => stats.duplicates += 1,
+                    }
+                    billed.extend(hook);
+                }
+            }
+            confirmed = Some(*end);
+            count += 1;
+        }
+        let Some(offset) = confirmed else {
+            return Ok((start, true));
+        };
+        // Billing is durable before the spool forgets the records and before any burl fires.
+        self.log.flush().await?;
+        self.spool.commit(offset, count).await?;
+        for b in &billed {
+            self.fire_hook(b);
+        }
+        Ok((offset, stopped))
+    }
+}
+
+/// Replays the spool every `interval` while the tracker lives, and probes a Redis whose breaker
+/// is open so online events go to Redis again as soon as it answers.
+async fn replay_loop(inner: Weak<Inner>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(redis) = &inner.redis {
+            if !redis.is_healthy() {
+                redis.ping().await;
+            }
+        }
+        if inner.spool.pending() > 0 {
+            if let Err(e) = inner.replay().await {
+                tracing::error!(error = %e, "spool replay failed; retrying next round");
+            }
+        }
+    }
+}

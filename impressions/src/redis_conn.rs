@@ -1,0 +1,113 @@
+//! The one Redis connection of a tracker: every call under its own timeout, and a breaker that
+//! answers "unavailable" at once while Redis is known to be down, so no request waits on it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, Pipeline};
+
+use crate::Error;
+
+/// Why a Redis call produced no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unavailable {
+    /// The breaker is open: an earlier call failed and no ping has succeeded since.
+    Down,
+    Timeout,
+    Failed,
+}
+
+#[derive(Clone)]
+pub(crate) struct RedisHandle {
+    conn: ConnectionManager,
+    timeout: Duration,
+    healthy: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for RedisHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password; the manager's own Debug prints the client.
+        f.debug_struct("RedisHandle").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+impl RedisHandle {
+    /// A handle to `url`, connecting lazily: a tracker starts while Redis is down and spools
+    /// until it answers.
+    pub(crate) fn new(url: &str, timeout: Duration) -> Result<Self, Error> {
+        let client = redis::Client::open(url)?;
+        // The manager's own retries would make one call wait through several reconnect
+        // attempts (the ~9.5 s stall while Redis is down); one attempt per call, bounded by the
+        // same timeout, keeps every call within it. The outer `tokio::time::timeout` below is
+        // the guarantee; these settings keep the manager from working past it.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_max_delay(timeout);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self { conn, timeout, healthy: Arc::new(AtomicBool::new(true)) })
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Runs `cmd` unless the breaker is open.
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Unavailable> {
+        if !self.is_healthy() {
+            return Err(Unavailable::Down);
+        }
+        let mut conn = self.conn.clone();
+        self.guard(cmd.query_async(&mut conn)).await
+    }
+
+    /// Runs `pipe` unless the breaker is open.
+    pub(crate) async fn query_pipeline<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+    ) -> Result<T, Unavailable> {
+        if !self.is_healthy() {
+            return Err(Unavailable::Down);
+        }
+        let mut conn = self.conn.clone();
+        self.guard(pipe.query_async(&mut conn)).await
+    }
+
+    /// Asks Redis whether it answers, whatever the breaker says, and closes or opens the
+    /// breaker accordingly.
+    pub(crate) async fn ping(&self) -> bool {
+        let mut conn = self.conn.clone();
+        let res: Result<String, _> = self.guard(redis::cmd("PING").query_async(&mut conn)).await;
+        let up = res.is_ok();
+        if up && !self.healthy.swap(true, Ordering::Relaxed) {
+            tracing::info!("redis answers again");
+        }
+        up
+    }
+
+    async fn guard<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Unavailable> {
+        let err = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redis call failed");
+                Unavailable::Failed
+            }
+            Err(_) => Unavailable::Timeout,
+        };
+        metrics::counter!("impressions_redis_errors_total", "reason" => match err {
+            Unavailable::Timeout => "timeout",
+            _ => "error",
+        })
+        .increment(1);
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(?err, "redis unavailable; billing events go to the spool until it answers");
+        }
+        Err(err)
+    }
+}

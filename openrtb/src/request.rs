@@ -1,0 +1,1140 @@
+//! OpenRTB 2.5/2.6 bid requests, parsed in one pass into types that borrow from the body.
+//!
+//! Only the fields the exchange reads are modelled; everything else is skipped by serde and
+//! still reaches the DSPs, because `forward` splices the publisher's bytes instead of
+//! re-serialising these types. Strings are `Cow`s that borrow unless the JSON escaped them;
+//! `ext` objects and other opaque blobs stay `&RawValue`s pointing into the body.
+//!
+//! Where 2.5 and 2.6 put the same signal in different places (`regs.ext.gdpr` and
+//! `regs.gdpr`, `user.ext.eids` and `user.eids`, ...), both are read and the accessors on
+//! [`BidRequest`] return one normalised answer, preferring the 2.6 location.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::span::Span;
+use crate::InvalidRequest;
+
+/// A value whose position in the body matters because the exchange may rewrite it in place
+/// (`tmax`, `at`, `cur`, `imp[].bidfloor`).
+///
+/// The key was present. `value` is `None` when the publisher sent `null`: the field then
+/// means "unset", but its bytes still have to be replaced rather than duplicated.
+#[derive(Clone, Copy, Debug)]
+pub struct Located<'a, T> {
+    pub value: Option<T>,
+    /// The value's JSON text exactly as it sits in the body.
+    pub raw: &'a RawValue,
+}
+
+impl<T> Located<'_, T> {
+    /// Where the value sits in `body`; `None` when this was not parsed from `body`.
+    pub fn span(&self, body: &[u8]) -> Option<Span> {
+        Span::of(body, self.raw)
+    }
+}
+
+/// Currency codes as sent in the top-level `cur` array.
+pub type Currencies<'a> = Vec<Cow<'a, str>>;
+
+/// The top-level BidRequest object (OpenRTB 2.6 §3.2.1).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct BidRequest<'a> {
+    /// Empty when the publisher left it out; validation refuses that.
+    #[serde(borrow, default)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "de::objs")]
+    pub imp: Vec<Imp<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub site: Option<Site<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub app: Option<App<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub dooh: Option<Dooh<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub device: Option<Device<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub user: Option<User<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub regs: Option<Regs<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub source: Option<Source<'a>>,
+    /// Milliseconds the publisher waits; exchange-owned, rewritten per DSP.
+    #[serde(borrow, default, deserialize_with = "de::located_int")]
+    pub tmax: Option<Located<'a, i64>>,
+    /// Auction type; exchange-owned, rewritten for the DSPs.
+    #[serde(borrow, default, deserialize_with = "de::located_int")]
+    pub at: Option<Located<'a, i64>>,
+    /// Allowed bid currencies; exchange-owned, rewritten for the DSPs.
+    #[serde(borrow, default, deserialize_with = "de::located_strs")]
+    pub cur: Option<Located<'a, Currencies<'a>>>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub wseat: Vec<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub bseat: Vec<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub wlang: Vec<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub wlangb: Vec<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub bcat: Vec<Cow<'a, str>>,
+    pub cattax: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub badv: Vec<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub bapp: Vec<Cow<'a, str>>,
+    pub test: Option<i32>,
+    pub allimps: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// An impression on offer (§3.2.4).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Imp<'a> {
+    #[serde(borrow, default)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "de::objs")]
+    pub metric: Vec<Metric<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub banner: Option<Banner<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub video: Option<Video<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub audio: Option<Audio<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub native: Option<Native<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub pmp: Option<Pmp<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub displaymanager: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub displaymanagerver: Option<Cow<'a, str>>,
+    pub instl: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub tagid: Option<Cow<'a, str>>,
+    /// CPM floor; kept with its position because the floors feature rewrites it.
+    #[serde(borrow, default, deserialize_with = "de::located_float")]
+    pub bidfloor: Option<Located<'a, f64>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub bidfloorcur: Option<Cow<'a, str>>,
+    pub clickbrowser: Option<i32>,
+    pub secure: Option<i32>,
+    pub rwdd: Option<i32>,
+    pub ssai: Option<i32>,
+    pub exp: Option<i64>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.5.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Metric<'a> {
+    #[serde(rename = "type", borrow, default, deserialize_with = "de::opt_str")]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "de::opt_float")]
+    pub value: Option<f64>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub vendor: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.6.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Banner<'a> {
+    #[serde(borrow, default, deserialize_with = "de::objs")]
+    pub format: Vec<Format<'a>>,
+    pub w: Option<i64>,
+    pub h: Option<i64>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub btype: Vec<i32>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub battr: Vec<i32>,
+    pub pos: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub mimes: Vec<Cow<'a, str>>,
+    pub topframe: Option<i32>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub expdir: Vec<i32>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub api: Vec<i32>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub id: Option<Cow<'a, str>>,
+    pub vcm: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.10: an allowed size, absolute (`w`/`h`) or flexible (`wratio`/`hratio`/`wmin`).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Format<'a> {
+    pub w: Option<i64>,
+    pub h: Option<i64>,
+    pub wratio: Option<i64>,
+    pub hratio: Option<i64>,
+    pub wmin: Option<i64>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.7.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Video<'a> {
+    /// Required by 2.6; empty when missing, which validation refuses.
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub mimes: Vec<Cow<'a, str>>,
+    pub minduration: Option<i64>,
+    pub maxduration: Option<i64>,
+    pub startdelay: Option<i64>,
+    pub maxseq: Option<i64>,
+    pub poddur: Option<i64>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub protocols: Vec<i32>,
+    /// Deprecated single-protocol field from 2.2.
+    pub protocol: Option<i32>,
+    pub w: Option<i64>,
+    pub h: Option<i64>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub podid: Option<Cow<'a, str>>,
+    pub podseq: Option<i32>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub rqddurs: Vec<i64>,
+    pub placement: Option<i32>,
+    pub plcmt: Option<i32>,
+    pub linearity: Option<i32>,
+    pub skip: Option<i32>,
+    pub skipmin: Option<i64>,
+    pub skipafter: Option<i64>,
+    pub sequence: Option<i64>,
+    pub slotinpod: Option<i32>,
+    #[serde(default, deserialize_with = "de::opt_float")]
+    pub mincpmpersec: Option<f64>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub battr: Vec<i32>,
+    pub maxextended: Option<i64>,
+    pub minbitrate: Option<i64>,
+    pub maxbitrate: Option<i64>,
+    pub boxingallowed: Option<i32>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub playbackmethod: Vec<i32>,
+    pub playbackend: Option<i32>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub delivery: Vec<i32>,
+    pub pos: Option<i32>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub api: Vec<i32>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub companiontype: Vec<i32>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.8.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Audio<'a> {
+    /// Required by 2.6; empty when missing, which validation refuses.
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub mimes: Vec<Cow<'a, str>>,
+    pub minduration: Option<i64>,
+    pub maxduration: Option<i64>,
+    pub poddur: Option<i64>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub protocols: Vec<i32>,
+    pub startdelay: Option<i64>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub rqddurs: Vec<i64>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub podid: Option<Cow<'a, str>>,
+    pub podseq: Option<i32>,
+    pub sequence: Option<i64>,
+    pub slotinpod: Option<i32>,
+    #[serde(default, deserialize_with = "de::opt_float")]
+    pub mincpmpersec: Option<f64>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub battr: Vec<i32>,
+    pub maxextended: Option<i64>,
+    pub minbitrate: Option<i64>,
+    pub maxbitrate: Option<i64>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub delivery: Vec<i32>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub api: Vec<i32>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub companiontype: Vec<i32>,
+    pub maxseq: Option<i64>,
+    pub feed: Option<i32>,
+    pub stitched: Option<i32>,
+    pub nvol: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.9. `request` is the Native Ads payload as a JSON string; [`crate::native`] reads it.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Native<'a> {
+    /// Empty when the publisher left it out; validation refuses that. Always owned in
+    /// practice, since JSON inside a JSON string has its quotes escaped.
+    #[serde(borrow, default)]
+    pub request: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub ver: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub api: Vec<i32>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub battr: Vec<i32>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.11.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Pmp<'a> {
+    pub private_auction: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::objs")]
+    pub deals: Vec<Deal<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.12.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Deal<'a> {
+    #[serde(borrow, default)]
+    pub id: Cow<'a, str>,
+    #[serde(default, deserialize_with = "de::opt_float")]
+    pub bidfloor: Option<f64>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub bidfloorcur: Option<Cow<'a, str>>,
+    pub at: Option<i64>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub wseat: Vec<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub wadomain: Vec<Cow<'a, str>>,
+    pub guar: Option<i32>,
+    #[serde(default, deserialize_with = "de::opt_float")]
+    pub mincpmpersec: Option<f64>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.13.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Site<'a> {
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub domain: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub page: Option<Cow<'a, str>>,
+    #[serde(rename = "ref", borrow, default, deserialize_with = "de::opt_str")]
+    pub referrer: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub cat: Vec<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub publisher: Option<Publisher<'a>>,
+    pub mobile: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.14.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct App<'a> {
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub bundle: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub domain: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub storeurl: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::strs")]
+    pub cat: Vec<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub ver: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub publisher: Option<Publisher<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.32: a digital out-of-home screen.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Dooh<'a> {
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub domain: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub publisher: Option<Publisher<'a>>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.15.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Publisher<'a> {
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub domain: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.18.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Device<'a> {
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub ua: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub ip: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub ipv6: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub geo: Option<Geo<'a>>,
+    pub dnt: Option<i32>,
+    pub lmt: Option<i32>,
+    pub devicetype: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub make: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub model: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub os: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub osv: Option<Cow<'a, str>>,
+    pub w: Option<i64>,
+    pub h: Option<i64>,
+    pub ppi: Option<i64>,
+    #[serde(default, deserialize_with = "de::opt_float")]
+    pub pxratio: Option<f64>,
+    pub js: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub language: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub carrier: Option<Cow<'a, str>>,
+    pub connectiontype: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub ifa: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.19.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Geo<'a> {
+    #[serde(default, deserialize_with = "de::opt_float")]
+    pub lat: Option<f64>,
+    #[serde(default, deserialize_with = "de::opt_float")]
+    pub lon: Option<f64>,
+    #[serde(rename = "type")]
+    pub kind: Option<i32>,
+    /// Metres.
+    pub accuracy: Option<i64>,
+    pub lastfix: Option<i64>,
+    pub ipservice: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub country: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub region: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub metro: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub city: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub zip: Option<Cow<'a, str>>,
+    pub utcoffset: Option<i64>,
+    #[serde(borrow, default, deserialize_with = "de::ext")]
+    pub ext: Option<&'a RawValue>,
+}
+
+/// §3.2.20. Use [`BidRequest::privacy`] and [`BidRequest::eids`] rather than `consent`,
+/// `eids` and `ext` directly: they also read the 2.5 `ext` locations.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct User<'a> {
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub buyeruid: Option<Cow<'a, str>>,
+    pub yob: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub gender: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub consent: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub geo: Option<Geo<'a>>,
+    /// Data segments (§3.2.21), opaque.
+    #[serde(borrow, default, deserialize_with = "de::raw_array")]
+    pub data: Option<&'a RawValue>,
+    /// Extended identifiers (2.6 location), opaque.
+    #[serde(borrow, default, deserialize_with = "de::raw_array")]
+    pub eids: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub ext: Option<UserExt<'a>>,
+}
+
+/// The parts of `user.ext` the exchange reads; other keys are skipped.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct UserExt<'a> {
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub consent: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::raw_array")]
+    pub eids: Option<&'a RawValue>,
+}
+
+/// §3.2.3. Use [`BidRequest::privacy`] rather than these fields directly.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Regs<'a> {
+    pub coppa: Option<i64>,
+    /// 0 or 1 (validated).
+    pub gdpr: Option<i64>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub us_privacy: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub gpp: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub gpp_sid: Vec<i32>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub ext: Option<RegsExt<'a>>,
+}
+
+/// The parts of `regs.ext` the exchange reads (the 2.5-era locations); other keys are skipped.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RegsExt<'a> {
+    pub coppa: Option<i64>,
+    pub gdpr: Option<i64>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub us_privacy: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub gpp: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "de::list")]
+    pub gpp_sid: Vec<i32>,
+}
+
+/// §3.2.2. Use [`BidRequest::schain`] rather than `schain`/`ext` directly.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Source<'a> {
+    pub fd: Option<i32>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub tid: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "de::opt_str")]
+    pub pchain: Option<Cow<'a, str>>,
+    /// Supply chain (2.6 location), opaque.
+    #[serde(borrow, default, deserialize_with = "de::raw_object")]
+    pub schain: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
+    pub ext: Option<SourceExt<'a>>,
+}
+
+/// The parts of `source.ext` the exchange reads; other keys are skipped.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SourceExt<'a> {
+    #[serde(borrow, default, deserialize_with = "de::raw_object")]
+    pub schain: Option<&'a RawValue>,
+}
+
+/// The privacy signals of a request, wherever the publisher put them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Privacy<'r> {
+    /// `None` when the publisher did not say whether GDPR applies.
+    pub gdpr: Option<bool>,
+    /// The TCF consent string.
+    pub consent: Option<&'r str>,
+    /// The CCPA string.
+    pub us_privacy: Option<&'r str>,
+    pub gpp: Option<&'r str>,
+    pub gpp_sid: &'r [i32],
+    pub coppa: bool,
+}
+
+impl<'a> BidRequest<'a> {
+    /// The publisher's `tmax` in milliseconds, if it sent one.
+    pub fn tmax(&self) -> Option<i64> {
+        self.tmax.as_ref().and_then(|t| t.value)
+    }
+
+    /// The publisher's auction type, if it sent one.
+    pub fn at(&self) -> Option<i64> {
+        self.at.as_ref().and_then(|a| a.value)
+    }
+
+    /// The currencies the publisher accepts; empty means the spec default (USD).
+    pub fn cur(&self) -> &[Cow<'a, str>] {
+        self.cur
+            .as_ref()
+            .and_then(|c| c.value.as_deref())
+            .unwrap_or_default()
+    }
+
+    pub fn is_test(&self) -> bool {
+        self.test == Some(1)
+    }
+
+    /// Privacy signals, 2.6 locations first, then the 2.5 `ext` ones.
+    pub fn privacy(&self) -> Privacy<'_> {
+        let regs = self.regs.as_ref();
+        let regs_ext = regs.and_then(|r| r.ext.as_ref());
+        let user = self.user.as_ref();
+        let gdpr = regs
+            .and_then(|r| r.gdpr)
+            .or_else(|| regs_ext.and_then(|e| e.gdpr));
+        let coppa = regs
+            .and_then(|r| r.coppa)
+            .or_else(|| regs_ext.and_then(|e| e.coppa));
+        let gpp_sid = match regs {
+            Some(r) if !r.gpp_sid.is_empty() => &r.gpp_sid[..],
+            _ => regs_ext.map(|e| &e.gpp_sid[..]).unwrap_or_default(),
+        };
+        Privacy {
+            gdpr: gdpr.map(|g| g == 1),
+            consent: user
+                .and_then(|u| u.consent.as_deref())
+                .or_else(|| user.and_then(|u| u.ext.as_ref()?.consent.as_deref())),
+            us_privacy: regs
+                .and_then(|r| r.us_privacy.as_deref())
+                .or_else(|| regs_ext.and_then(|e| e.us_privacy.as_deref())),
+            gpp: regs
+                .and_then(|r| r.gpp.as_deref())
+                .or_else(|| regs_ext.and_then(|e| e.gpp.as_deref())),
+            gpp_sid,
+            coppa: coppa == Some(1),
+        }
+    }
+
+    /// The supply chain object: `source.schain`, else `source.ext.schain`.
+    pub fn schain(&self) -> Option<&'a RawValue> {
+        let source = self.source.as_ref()?;
+        source
+            .schain
+            .or_else(|| source.ext.as_ref().and_then(|e| e.schain))
+    }
+
+    /// The extended user ids array: `user.eids`, else `user.ext.eids`.
+    pub fn eids(&self) -> Option<&'a RawValue> {
+        let user = self.user.as_ref()?;
+        user.eids.or_else(|| user.ext.as_ref().and_then(|e| e.eids))
+    }
+}
+
+impl Imp<'_> {
+    /// The floor in CPM; 0 when absent or null.
+    pub fn bidfloor(&self) -> f64 {
+        self.bidfloor.as_ref().and_then(|f| f.value).unwrap_or(0.0)
+    }
+
+    /// The floor in CPM-micros, `round(cpm * 1e6)`; validation keeps floors non-negative
+    /// and finite, and `as` saturates on absurdly large ones.
+    pub fn bidfloor_micros(&self) -> u64 {
+        (self.bidfloor() * 1_000_000.0).round() as u64
+    }
+
+    /// The floor's currency; the spec default is USD.
+    pub fn bidfloorcur(&self) -> &str {
+        self.bidfloorcur.as_deref().unwrap_or("USD")
+    }
+}
+
+/// Parses and validates a bid request body in one pass over the bytes.
+///
+/// The common case is a single `serde_json::from_slice`. Only when that fails is the body
+/// parsed again, with path tracking, to tell the publisher which field is wrong.
+pub fn parse(body: &[u8]) -> Result<BidRequest<'_>, InvalidRequest> {
+    // serde derive also accepts a JSON array for a struct (fields by position), so the
+    // top-level shape is checked by hand.
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+    if first != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => InvalidRequest::new("", "body must be a JSON object"),
+                Err(e) => not_json(&e),
+            },
+        );
+    }
+    let req = match serde_json::from_slice::<BidRequest<'_>>(body) {
+        Ok(req) => req,
+        Err(e) => return Err(explain(body, e)),
+    };
+    crate::validate::validate(&req)?;
+    Ok(req)
+}
+
+fn not_json(e: &serde_json::Error) -> InvalidRequest {
+    InvalidRequest::new("", format!("body is not valid JSON: {e}"))
+}
+
+/// Turns a failed fast parse into an error naming the field.
+fn explain(body: &[u8], fast: serde_json::Error) -> InvalidRequest {
+    use serde_json::error::Category;
+    if matches!(
+        fast.classify(),
+        Category::Syntax | Category::Eof | Category::Io
+    ) {
+        return not_json(&fast);
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, BidRequest<'_>>(&mut de) {
+        Err(e) => tracked_error(&e),
+        // Cannot happen for the same bytes; fall back to the fast error without a path.
+        Ok(_) => InvalidRequest::new("", fast.to_string()),
+    }
+}
+
+/// Builds the error for a failed path-tracking parse.
+///
+/// The path points at the value being read when serde gave up. A duplicate key is only
+/// noticed once its object is being assembled, so the key itself is added to the path.
+/// `serde_path_to_error` writes the root as "."; our convention for it is "".
+pub(crate) fn tracked_error(e: &serde_path_to_error::Error<serde_json::Error>) -> InvalidRequest {
+    let message = e.inner().to_string();
+    let mut field = e.path().to_string();
+    if field == "." {
+        field.clear();
+    }
+    let duplicate = message
+        .strip_prefix("duplicate field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key);
+    if let Some(key) = duplicate {
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(key);
+    }
+    InvalidRequest::new(field, message)
+}
+
+/// Deserialisation helpers shared by the request and native models.
+///
+/// serde's own impls allocate more than needed (`Option<Cow<str>>` is always owned) and are
+/// laxer than OpenRTB (a struct also accepts an array; `null` lists are errors while `null`
+/// scalars are not). These close both gaps.
+pub(crate) mod de {
+    use std::borrow::Cow;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, value::MapAccessDeserializer, Deserialize, Deserializer, Error as _};
+    use serde_json::value::RawValue;
+
+    use super::{Currencies, Located};
+
+    /// A string that borrows from the input unless it had escapes.
+    struct CowStr<'a>(Cow<'a, str>);
+
+    impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> de::Visitor<'de> for V<'a> {
+                type Value = CowStr<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(CowStr(Cow::Borrowed(v)))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(CowStr(Cow::Owned(v.to_owned())))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                    Ok(CowStr(Cow::Owned(v)))
+                }
+            }
+            d.deserialize_str(V(PhantomData))
+        }
+    }
+
+    /// A struct that must come from a JSON object, not an array.
+    struct Obj<T>(T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> de::Visitor<'de> for V<T> {
+                type Value = Obj<T>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                    T::deserialize(MapAccessDeserializer::new(map)).map(Obj)
+                }
+            }
+            d.deserialize_map(V(PhantomData))
+        }
+    }
+
+    pub(crate) fn opt_str<'de: 'a, 'a, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Cow<'a, str>>, D::Error> {
+        Ok(Option::<CowStr<'a>>::deserialize(d)?.map(|s| s.0))
+    }
+
+    /// A list of strings; `null` reads as empty.
+    pub(crate) fn strs<'de: 'a, 'a, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<Cow<'a, str>>, D::Error> {
+        let list = Option::<Vec<CowStr<'a>>>::deserialize(d)?.unwrap_or_default();
+        // Same layout, so this collects in place without reallocating.
+        Ok(list.into_iter().map(|s| s.0).collect())
+    }
+
+    /// A list of plain values; `null` reads as empty.
+    pub(crate) fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+    }
+
+    /// An optional object; `null` reads as absent, anything but an object is an error.
+    pub(crate) fn opt_obj<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Ok(Option::<Obj<T>>::deserialize(d)?.map(|o| o.0))
+    }
+
+    /// A list of objects; `null` reads as empty.
+    pub(crate) fn objs<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        let list = Option::<Vec<Obj<T>>>::deserialize(d)?.unwrap_or_default();
+        Ok(list.into_iter().map(|o| o.0).collect())
+    }
+
+    /// A float that must be finite (JSON has no NaN, but `1e999` overflows to infinity).
+    pub(crate) fn opt_float<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        match Option::<f64>::deserialize(d)? {
+            Some(v) if !v.is_finite() => Err(D::Error::custom("number out of range")),
+            v => Ok(v),
+        }
+    }
+
+    fn raw_kind<'de: 'a, 'a, D: Deserializer<'de>>(
+        d: D,
+        open: char,
+        expected: &'static str,
+    ) -> Result<Option<&'a RawValue>, D::Error> {
+        match Option::<&'a RawValue>::deserialize(d)? {
+            Some(raw) if !raw.get().starts_with(open) => Err(D::Error::custom(expected)),
+            raw => Ok(raw),
+        }
+    }
+
+    /// An opaque `ext`: kept as raw text, but it must be an object.
+    pub(crate) fn ext<'de: 'a, 'a, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<&'a RawValue>, D::Error> {
+        raw_kind(d, '{', "expected a JSON object")
+    }
+
+    pub(crate) fn raw_object<'de: 'a, 'a, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<&'a RawValue>, D::Error> {
+        raw_kind(d, '{', "expected a JSON object")
+    }
+
+    pub(crate) fn raw_array<'de: 'a, 'a, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<&'a RawValue>, D::Error> {
+        raw_kind(d, '[', "expected a JSON array")
+    }
+
+    /// Captures the raw text (even `null`, whose bytes must still be replaced when
+    /// forwarding) and reads the value from it.
+    fn located<'de: 'a, 'a, D: Deserializer<'de>, T>(
+        d: D,
+        read: impl FnOnce(&'a str) -> Result<T, &'static str>,
+    ) -> Result<Option<Located<'a, T>>, D::Error> {
+        let raw = <&'a RawValue>::deserialize(d)?;
+        let text = raw.get();
+        let value = if text == "null" {
+            None
+        } else {
+            Some(read(text).map_err(D::Error::custom)?)
+        };
+        Ok(Some(Located { value, raw }))
+    }
+
+    pub(crate) fn located_int<'de: 'a, 'a, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Located<'a, i64>>, D::Error> {
+        // Valid JSON integer text is exactly what `i64::from_str` accepts; fractions,
+        // exponents and strings are refused like serde_json would.
+        located(d, |t| t.parse::<i64>().map_err(|_| "expected an integer"))
+    }
+
+    pub(crate) fn located_float<'de: 'a, 'a, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Located<'a, f64>>, D::Error> {
+        located(d, |t| {
+            // Strings are quoted in the raw text, so "inf"/"NaN" spellings cannot reach
+            // `parse`; only overflow to infinity needs refusing.
+            match t.parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(v),
+                Ok(_) => Err("number out of range"),
+                Err(_) => Err("expected a number"),
+            }
+        })
+    }
+
+    pub(crate) fn located_strs<'de: 'a, 'a, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Located<'a, Currencies<'a>>>, D::Error> {
+        located(d, |t| {
+            let mut de = serde_json::Deserializer::from_str(t);
+            strs(&mut de).map_err(|_| "expected an array of strings")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BANNER: &str = r#"{
+        "id": "req-1", "at": 1, "cur": ["USD"], "tmax": 120,
+        "imp": [{"id": "1", "bidfloor": 0.03, "banner": {"w": 300, "h": 250, "pos": 0}}],
+        "site": {"id": "102855", "page": "http://www.foobar.com/1234.html",
+                 "publisher": {"id": "8953"}},
+        "user": {"id": "55816b39"}
+    }"#;
+
+    #[test]
+    fn parses_a_banner_request_borrowing_its_strings() {
+        let req = parse(BANNER.as_bytes()).unwrap();
+        assert_eq!(req.id, "req-1");
+        assert!(matches!(req.id, Cow::Borrowed(_)));
+        assert_eq!(req.tmax(), Some(120));
+        assert_eq!(req.at(), Some(1));
+        assert_eq!(req.cur(), ["USD"]);
+        assert!(matches!(req.cur()[0], Cow::Borrowed(_)));
+        let imp = &req.imp[0];
+        assert_eq!(imp.bidfloor(), 0.03);
+        assert_eq!(imp.bidfloor_micros(), 30_000);
+        assert_eq!(imp.bidfloorcur(), "USD");
+        let banner = imp.banner.as_ref().unwrap();
+        assert_eq!((banner.w, banner.h), (Some(300), Some(250)));
+        let site = req.site.as_ref().unwrap();
+        assert!(matches!(site.page, Some(Cow::Borrowed(_))));
+        assert_eq!(site.publisher.as_ref().unwrap().id.as_deref(), Some("8953"));
+    }
+
+    #[test]
+    fn spans_point_at_the_exchange_owned_values() {
+        let body = BANNER.as_bytes();
+        let req = parse(body).unwrap();
+        let at = |s: Span| std::str::from_utf8(&body[s.start..s.end]).unwrap();
+        assert_eq!(at(req.tmax.unwrap().span(body).unwrap()), "120");
+        assert_eq!(at(req.at.unwrap().span(body).unwrap()), "1");
+        assert_eq!(
+            at(req.cur.as_ref().unwrap().span(body).unwrap()),
+            r#"["USD"]"#
+        );
+        let floor = req.imp[0].bidfloor.unwrap();
+        assert_eq!(at(floor.span(body).unwrap()), "0.03");
+    }
+
+    #[test]
+    fn escaped_strings_are_owned_and_unescaped() {
+        let body = br#"{"id":"a\"b","imp":[{"id":"1","banner":{}}],"cur":["U\u0053D"]}"#;
+        let req = parse(body).unwrap();
+        assert_eq!(req.id, "a\"b");
+        assert!(matches!(req.id, Cow::Owned(_)));
+        assert_eq!(req.cur(), ["USD"]);
+    }
+
+    #[test]
+    fn null_exchange_fields_are_located_but_unset() {
+        let body = br#"{"id":"r","tmax":null,"at":null,"cur":null,"imp":[{"id":"1","banner":{},"bidfloor":null}]}"#;
+        let req = parse(body).unwrap();
+        assert_eq!(req.tmax(), None);
+        assert_eq!(req.at(), None);
+        assert!(req.cur().is_empty());
+        assert!(req.tmax.is_some() && req.at.is_some() && req.cur.is_some());
+        assert_eq!(req.imp[0].bidfloor(), 0.0);
+        assert_eq!(req.imp[0].bidfloor_micros(), 0);
+    }
+
+    #[test]
+    fn privacy_prefers_26_locations_and_falls_back_to_ext() {
+        let body = br#"{"id":"r","imp":[{"id":"1","banner":{}}],
+            "regs":{"gdpr":1,"us_privacy":"1YNN","ext":{"gdpr":0,"us_privacy":"1---","gpp":"G","gpp_sid":[2,6]}},
+            "user":{"ext":{"consent":"CONSENT","eids":[{"source":"x"}]}},
+            "source":{"schain":{"ver":"1.0"},"ext":{"schain":{"ver":"0.9"}}}}"#;
+        let req = parse(body).unwrap();
+        let p = req.privacy();
+        assert_eq!(p.gdpr, Some(true));
+        assert_eq!(p.us_privacy, Some("1YNN"));
+        assert_eq!(p.gpp, Some("G"));
+        assert_eq!(p.gpp_sid, [2, 6]);
+        assert_eq!(p.consent, Some("CONSENT"));
+        assert!(!p.coppa);
+        assert_eq!(req.eids().unwrap().get(), r#"[{"source":"x"}]"#);
+        assert_eq!(req.schain().unwrap().get(), r#"{"ver":"1.0"}"#);
+
+        let body = br#"{"id":"r","imp":[{"id":"1","banner":{}}],
+            "regs":{"coppa":1,"ext":{"gdpr":1}},"user":{"consent":"C26","eids":[],"ext":{"consent":"C25","eids":[1]}},
+            "source":{"ext":{"schain":{"ver":"0.9"}}}}"#;
+        let req = parse(body).unwrap();
+        let p = req.privacy();
+        assert_eq!(p.gdpr, Some(true));
+        assert!(p.coppa);
+        assert_eq!(p.consent, Some("C26"));
+        assert_eq!(req.eids().unwrap().get(), "[]");
+        assert_eq!(req.schain().unwrap().get(), r#"{"ver":"0.9"}"#);
+        assert_eq!(
+            parse(BANNER.as_bytes()).unwrap().privacy(),
+            Privacy::default()
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_nulls_are_tolerated() {
+        let body = br#"{"id":"r","foo":{"bar":[1,2,{"x":null}]},"bcat":null,
+            "imp":[{"id":"1","banner":null,"video":{"mimes":["video/mp4"],"apis":[1]},"whatever":true}],
+            "device":{"geo":null,"sua":{"mobile":1}}}"#;
+        let req = parse(body).unwrap();
+        assert!(req.bcat.is_empty());
+        assert!(req.imp[0].banner.is_none());
+        assert!(req.device.as_ref().unwrap().geo.is_none());
+    }
+
+    fn err(body: &str) -> InvalidRequest {
+        parse(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn not_json_and_not_objects_are_refused_without_a_field() {
+        let e = err("malformed");
+        assert_eq!(e.field, "");
+        assert!(e.message.contains("not valid JSON"), "{e}");
+        let e = err(r#"{"id":"r","imp":[}"#);
+        assert!(e.message.contains("not valid JSON"), "{e}");
+        let e = err(r#"{"id":"r","imp":[{"id":"1","banner":{}}]} trailing"#);
+        assert!(e.message.contains("not valid JSON"), "{e}");
+        for body in ["null", " [1,2]", "\"x\"", "12", "[]"] {
+            let e = err(body);
+            assert_eq!(
+                (e.field.as_str(), e.message.as_str()),
+                ("", "body must be a JSON object")
+            );
+        }
+        assert!(err("").message.contains("not valid JSON"));
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let cases = [
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{"w":"300"}}]}"#,
+                "imp[0].banner.w",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{"format":[{"w":1},{"h":1.5}]}}]}"#,
+                "imp[0].banner.format[1].h",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{}}],"regs":{"ext":"malformed"}}"#,
+                "regs.ext",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{}}],"regs":{"ext":[]}}"#,
+                "regs.ext",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{}}],"site":{"ext":[1]}}"#,
+                "site.ext",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{},"ext":"x"}]}"#,
+                "imp[0].ext",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{}}],"site":[]}"#,
+                "site",
+            ),
+            (r#"{"id":"r","imp":[["1"]]}"#, "imp[0]"),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{}}],"tmax":1.5}"#,
+                "tmax",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{}}],"tmax":"100"}"#,
+                "tmax",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{}}],"at":true}"#,
+                "at",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{}}],"cur":"USD"}"#,
+                "cur",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{}}],"cur":[1]}"#,
+                "cur",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{},"bidfloor":"1"}]}"#,
+                "imp[0].bidfloor",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{},"bidfloor":1e999}]}"#,
+                "imp[0].bidfloor",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","native":{"request":{"assets":[]}}}]}"#,
+                "imp[0].native.request",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{}}],"user":{"eids":{}}}"#,
+                "user.eids",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{}}],"source":{"schain":[]}}"#,
+                "source.schain",
+            ),
+            (r#"{"id":7,"imp":[{"id":"1","banner":{}}]}"#, "id"),
+        ];
+        for (body, field) in cases {
+            let e = err(body);
+            assert_eq!(e.field, field, "{body}: {e}");
+            assert!(!e.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn duplicate_exchange_owned_keys_are_refused() {
+        let cases = [
+            (
+                r#"{"id":"r","tmax":100,"imp":[{"id":"1","banner":{}}],"tmax":200}"#,
+                "tmax",
+            ),
+            (
+                r#"{"id":"r","cur":["USD"],"imp":[{"id":"1","banner":{}}],"c\u0075r":["EUR"]}"#,
+                "cur",
+            ),
+            (
+                r#"{"id":"r","imp":[{"id":"1","banner":{},"bidfloor":1,"bidfloor":2}]}"#,
+                "imp[0].bidfloor",
+            ),
+        ];
+        for (body, field) in cases {
+            let e = err(body);
+            assert!(e.message.contains("duplicate field"), "{body}: {e}");
+            assert_eq!(e.field, field, "{body}: {e}");
+        }
+    }
+}
