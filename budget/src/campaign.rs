@@ -53,8 +53,10 @@ pub(crate) struct Book {
     pub paused: bool,
     /// The store has no such campaign (deleted, or Redis lost its data).
     pub missing: bool,
-    /// At least one sync of this campaign succeeded.
+    /// The store has answered about this campaign at least once.
     pub synced: bool,
+    /// This campaign was in a report: the store may hold a grant for this session.
+    pub sent: bool,
     /// The store's totals as of the last successful sync.
     pub remote: Option<Remote>,
 }
@@ -148,7 +150,9 @@ impl Campaign {
     pub(crate) fn book(&self) -> MutexGuard<'_, Book> {
         // A poisoned book still holds consistent numbers: every update below is a few integer
         // assignments that cannot panic halfway, so recovering the guard is sound.
-        self.book.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.book
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Current lease (for the sync loop, which holds the book).

@@ -32,11 +32,6 @@ impl LeasePolicy {
         }
     }
 
-    /// The lease a fresh or probed campaign asks for before it has any history.
-    pub fn initial(&self) -> u64 {
-        self.min_lease.min(self.max_lease)
-    }
-
     /// Folds one round (`spent` micros charged, largest uncovered price `unmet`, 0 if none) into
     /// the book and returns the new target, also stored in `book.target`.
     pub fn next_target(&self, book: &mut Book, spent: u64, unmet: u64) -> u64 {

@@ -21,7 +21,7 @@ mod lease;
 pub mod metrics;
 mod store;
 
-pub use budgets::{Budgets, BudgetView, LocalState, Lookup, ReleaseReport, SyncReport, SyncTask};
+pub use budgets::{BudgetView, Budgets, LocalState, Lookup, ReleaseReport, SyncReport, SyncTask};
 pub use campaign::{Campaign, CampaignHandle};
 pub use config::{BudgetConfig, CampaignSeed, UnknownPolicy};
 pub use key::CampaignKey;

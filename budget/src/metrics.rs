@@ -61,8 +61,16 @@ pub fn bid_dropped(dsp: &str, cid: Option<&str>, reason: DropReason, per_campaig
 /// Registers descriptions and units for every budget metric (call once after installing the
 /// recorder).
 pub fn describe() {
-    describe_counter!(SPEND, Unit::Count, "Micros charged to campaigns on this node");
-    describe_gauge!(LEASE_HELD, Unit::Count, "Micros held in leases on this node");
+    describe_counter!(
+        SPEND,
+        Unit::Count,
+        "Micros charged to campaigns on this node"
+    );
+    describe_gauge!(
+        LEASE_HELD,
+        Unit::Count,
+        "Micros held in leases on this node"
+    );
     describe_gauge!(
         UNREPORTED,
         Unit::Count,
@@ -70,6 +78,10 @@ pub fn describe() {
     );
     describe_histogram!(SYNC_SECONDS, Unit::Seconds, "Budget sync round-trip time");
     describe_counter!(SYNC_FAILURES, Unit::Count, "Failed budget store calls");
-    describe_gauge!(SYNC_CAMPAIGNS, Unit::Count, "Campaigns in the last sync report");
+    describe_gauge!(
+        SYNC_CAMPAIGNS,
+        Unit::Count,
+        "Campaigns in the last sync report"
+    );
     describe_counter!(BIDS_DROPPED, Unit::Count, "Bids dropped for budget reasons");
 }

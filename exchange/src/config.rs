@@ -105,7 +105,10 @@ pub struct NoticeConfig {
 
 impl Default for NoticeConfig {
     fn default() -> Self {
-        Self { timeout_ms: 2_000, max_in_flight: 4_096 }
+        Self {
+            timeout_ms: 2_000,
+            max_in_flight: 4_096,
+        }
     }
 }
 
@@ -203,7 +206,10 @@ impl Config {
                 a.default_tmax_ms, a.reserve_ms
             ));
         }
-        if !(a.price_increment.is_finite() && a.price_increment >= 0.0 && a.price_increment < 1000.0) {
+        if !(a.price_increment.is_finite()
+            && a.price_increment >= 0.0
+            && a.price_increment < 1000.0)
+        {
             errors.push(format!(
                 "auction.price_increment must be a CPM between 0 and 1000, not {}",
                 a.price_increment
@@ -216,7 +222,10 @@ impl Config {
             ));
         }
         if !matches!(a.default_at, 1 | 2) {
-            errors.push(format!("auction.default_at must be 1 or 2, not {}", a.default_at));
+            errors.push(format!(
+                "auction.default_at must be 1 or 2, not {}",
+                a.default_at
+            ));
         }
         if a.max_response_bytes == 0 {
             errors.push("auction.max_response_bytes must be above 0".to_owned());
@@ -271,7 +280,9 @@ impl Config {
 
     /// The timeout of DSP `dsp`: its own, or the auction-wide one.
     pub fn dsp_timeout_ms(&self, dsp: &DspConfig) -> u64 {
-        dsp.timeout_ms.unwrap_or(self.auction.dsp_timeout_ms).min(self.auction.dsp_timeout_ms)
+        dsp.timeout_ms
+            .unwrap_or(self.auction.dsp_timeout_ms)
+            .min(self.auction.dsp_timeout_ms)
     }
 }
 
@@ -377,7 +388,8 @@ mod tests {
     #[test]
     fn environment_overrides_the_listen_address() {
         let mut c = Config::default();
-        c.apply_env(|k| (k == ENV_LISTEN).then(|| "0.0.0.0:9999".to_owned())).unwrap();
+        c.apply_env(|k| (k == ENV_LISTEN).then(|| "0.0.0.0:9999".to_owned()))
+            .unwrap();
         assert_eq!(c.server.listen, "0.0.0.0:9999".parse().unwrap());
         assert!(c.apply_env(|_| Some("nonsense".into())).is_err());
     }

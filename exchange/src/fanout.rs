@@ -141,7 +141,9 @@ impl FanOut {
                 Ok(_) if remaining.is_zero() => Err(CallOutcome::TimedOut),
                 Ok(permit) => {
                     // A DSP told "0 ms" would drop the request; 1 ms is the honest floor.
-                    let tmax = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX).max(1);
+                    let tmax = u32::try_from(remaining.as_millis())
+                        .unwrap_or(u32::MAX)
+                        .max(1);
                     Ok((permit, render(tmax)))
                 }
             };

@@ -11,8 +11,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::Error;
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025,
-    0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03,
+    0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
 ];
 
 /// Installs the process-wide Prometheus recorder once and returns its handle; later calls
@@ -21,7 +21,9 @@ pub fn install() -> Result<PrometheusHandle, Error> {
     // A mutex, not a bare OnceLock check: two exchanges starting at once (tests) would both
     // see "not installed" and the second install_recorder would fail.
     static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
-    let mut handle = HANDLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut handle = HANDLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(h) = handle.as_ref() {
         return Ok(h.clone());
     }

@@ -51,7 +51,9 @@ impl Notifier {
     ) -> Self {
         // A semaphore's permits are counted in u32 for acquire_many; clamp so that drain()
         // can always ask for all of them.
-        let capacity = u32::try_from(max_in_flight).unwrap_or(u32::MAX).min(1 << 20);
+        let capacity = u32::try_from(max_in_flight)
+            .unwrap_or(u32::MAX)
+            .min(1 << 20);
         Self {
             client,
             slots: Arc::new(Semaphore::new(capacity as usize)),
@@ -78,7 +80,10 @@ impl Notifier {
                 }
             };
             if uri.scheme_str() != Some("http") {
-                notice.dsp.metrics.notice(notice.kind.label(), "unsupported_scheme");
+                notice
+                    .dsp
+                    .metrics
+                    .notice(notice.kind.label(), "unsupported_scheme");
                 continue;
             }
             let client = self.client.clone();
@@ -107,7 +112,9 @@ impl Notifier {
 }
 
 async fn get(client: HttpClient, uri: Uri) -> Result<u16, ()> {
-    let request = Request::get(uri).body(Full::new(Bytes::new())).map_err(|_| ())?;
+    let request = Request::get(uri)
+        .body(Full::new(Bytes::new()))
+        .map_err(|_| ())?;
     let response = client.request(request).await.map_err(|_| ())?;
     let status = response.status().as_u16();
     // Read the body so the connection goes back to the pool; a win notice may answer with

@@ -33,7 +33,9 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
 
     // One deadline per auction, computed once; each DSP's own is never later.
     let tmax_ms = req.tmax().map_or(cfg.default_tmax_ms, |t| t.max(0) as u64);
-    let wait_ms = tmax_ms.saturating_sub(cfg.reserve_ms).min(cfg.dsp_timeout_ms);
+    let wait_ms = tmax_ms
+        .saturating_sub(cfg.reserve_ms)
+        .min(cfg.dsp_timeout_ms);
     if wait_ms == 0 {
         app.metrics.outcome(AuctionOutcome::NoTime);
         return no_bid();
@@ -60,7 +62,11 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
         .await;
 
     let imp_ids: Vec<&str> = req.imp.iter().map(|imp| imp.id.as_ref()).collect();
-    let expect = Expect { request_id: &req.id, imp_ids: &imp_ids, currency: &cfg.currency };
+    let expect = Expect {
+        request_id: &req.id,
+        imp_ids: &imp_ids,
+        currency: &cfg.currency,
+    };
     let answers = read_answers(app, &calls, &expect);
 
     // The auction's view of the request and of every accepted bid, borrowing from both.
@@ -69,21 +75,32 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
     let bids: Vec<Entry<'_, '_>> = answers
         .iter()
         .flat_map(|(dsp, answer)| match answer {
-            Answer::Bids { response, accepted, .. } => accepted
+            Answer::Bids {
+                response, accepted, ..
+            } => accepted
                 .iter()
-                .map(|bid| Entry { dsp: &app.dsps[*dsp], response, bid })
+                .map(|bid| Entry {
+                    dsp: &app.dsps[*dsp],
+                    response,
+                    bid,
+                })
                 .collect::<Vec<_>>(),
             _ => Vec::new(),
         })
         .collect();
-    let attrs: Vec<Vec<i64>> =
-        bids.iter().map(|e| e.bid.bid.attr.iter().map(|&a| i64::from(a)).collect()).collect();
+    let attrs: Vec<Vec<i64>> = bids
+        .iter()
+        .map(|e| e.bid.bid.attr.iter().map(|&a| i64::from(a)).collect())
+        .collect();
     let candidates: Vec<Candidate<'_, ()>> = bids
         .iter()
         .zip(&attrs)
         .map(|(e, attr)| Candidate {
             // read_answer accepted only bids for an imp of this request.
-            imp: imp_ids.iter().position(|id| *id == e.bid.bid.impid).unwrap_or(usize::MAX),
+            imp: imp_ids
+                .iter()
+                .position(|id| *id == e.bid.bid.impid)
+                .unwrap_or(usize::MAX),
             bidder: e.dsp.index,
             seat: e.seat(),
             price_micros: e.bid.price_micros,
@@ -95,7 +112,12 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
             campaign: None,
         })
         .collect();
-    let outcome = auction::run(&areq, &candidates, &app.rules, &auction::Unlimited::<()>::new());
+    let outcome = auction::run(
+        &areq,
+        &candidates,
+        &app.rules,
+        &auction::Unlimited::<()>::new(),
+    );
 
     let mut notices = Vec::new();
     let answer = write_answer(app, &req, &bids, &outcome, &mut notices);
@@ -134,7 +156,9 @@ fn read_answers<'b>(
 ) -> Vec<(usize, Answer<'b>)> {
     let mut answers = Vec::with_capacity(calls.len());
     for (i, call) in calls.iter().enumerate() {
-        let CallOutcome::Answered { status, body } = call else { continue };
+        let CallOutcome::Answered { status, body } = call else {
+            continue;
+        };
         let dsp = &app.dsps[i];
         let answer = read_answer(*status, body, expect);
         match &answer {
@@ -143,7 +167,9 @@ fn read_answers<'b>(
                 dsp.metrics.rejected(why.as_str());
                 tracing::debug!(dsp = %dsp.name, reason = why.as_str(), "dsp answer rejected");
             }
-            Answer::Bids { accepted, rejected, .. } => {
+            Answer::Bids {
+                accepted, rejected, ..
+            } => {
                 dsp.metrics.bids.increment(accepted.len() as u64);
                 for r in rejected {
                     dsp.metrics.rejected(r.reason.as_str());
@@ -177,7 +203,9 @@ fn blocked_attributes(imp: &Imp<'_>) -> Vec<i64> {
 /// currency conversion exists, so such an imp is not sold below an unknown floor: its floor
 /// becomes unreachable and every bid on it loses with "below floor".
 fn floor_micros(value: Option<f64>, floor_currency: Option<&str>, currency: &str) -> u64 {
-    let Some(floor) = value.filter(|f| *f > 0.0) else { return 0 };
+    let Some(floor) = value.filter(|f| *f > 0.0) else {
+        return 0;
+    };
     if floor_currency.is_some_and(|c| !c.eq_ignore_ascii_case(currency)) {
         return u64::MAX;
     }
@@ -256,9 +284,19 @@ fn write_answer(
     for (i, (entry, result)) in bids.iter().zip(&outcome.bids).enumerate() {
         match *result {
             BidResult::Won { .. } => entry.dsp.metrics.wins.increment(1),
-            BidResult::Lost { reason, min_to_win_micros } => {
+            BidResult::Lost {
+                reason,
+                min_to_win_micros,
+            } => {
                 entry.dsp.metrics.lost(reason.as_str());
-                loss_notice(req, entry, result.loss_code(), min_to_win_micros, currency, notices);
+                loss_notice(
+                    req,
+                    entry,
+                    result.loss_code(),
+                    min_to_win_micros,
+                    currency,
+                    notices,
+                );
                 debug_assert!(!winners.contains(&i));
             }
         }
@@ -290,7 +328,9 @@ fn write_answer(
         } else {
             out.push(b',');
         }
-        let BidResult::Won { clearing_micros } = outcome.bids[w] else { continue };
+        let BidResult::Won { clearing_micros } = outcome.bids[w] else {
+            continue;
+        };
         let imp = outcome.imps.iter().find(|imp| imp.winner == Some(w));
         let values = MacroValues {
             auction_id: Some(&req.id),
@@ -305,12 +345,15 @@ fn write_answer(
             ..MacroValues::default()
         };
         let bid = &entry.bid.bid;
-        let adm = bid.adm.as_deref().map(|adm| expand(adm, &values));
-        let nurl = bid.nurl.as_deref().map(|nurl| expand_url(nurl, &values));
-        let burl = bid.burl.as_deref().map(|burl| expand_url(burl, &values));
-        // With markup in hand the exchange fires the win notice itself; without, the
-        // publisher fetches the markup from the nurl, and that fetch is the win notice.
-        if let (Some(_), Some(nurl)) = (&adm, &nurl) {
+        let [adm, nurl, burl] = [bid.adm, bid.nurl, bid.burl].map(|s| s.map(|s| s.decode()));
+        let adm = adm.as_deref().map(|adm| expand(adm, &values));
+        let nurl = nurl.as_deref().map(|nurl| expand_url(nurl, &values));
+        let burl = burl.as_deref().map(|burl| expand_url(burl, &values));
+        // With markup in hand the exchange fires the win notice itself and keeps it from
+        // the publisher, so the win is not notified twice; without markup, the publisher
+        // fetches it from the nurl, and that fetch is the win notice.
+        let fire_nurl = adm.is_some() && nurl.is_some();
+        if let (true, Some(nurl)) = (fire_nurl, &nurl) {
             notices.push(Notice {
                 dsp: entry.dsp.clone(),
                 kind: NoticeKind::Win,
@@ -324,6 +367,7 @@ fn write_answer(
                 nurl: nurl.as_deref(),
                 burl: burl.as_deref(),
                 lurl: None,
+                drop_nurl: fire_nurl,
             },
             &mut out,
         );
@@ -343,7 +387,9 @@ fn loss_notice(
     notices: &mut Vec<Notice>,
 ) {
     let dsp = entry.dsp;
-    let Some(lurl) = entry.bid.bid.lurl.as_deref() else { return };
+    let Some(lurl) = entry.bid.bid.lurl.map(|l| l.decode()) else {
+        return;
+    };
     if !dsp.loss_notices
         || (dsp.loss_notice_sample < 1.0 && rand::random::<f64>() >= dsp.loss_notice_sample)
     {
@@ -363,6 +409,6 @@ fn loss_notice(
     notices.push(Notice {
         dsp: dsp.clone(),
         kind: NoticeKind::Loss,
-        url: expand_url(lurl, &values).into_owned(),
+        url: expand_url(&lurl, &values).into_owned(),
     });
 }

@@ -151,7 +151,10 @@ pub async fn run(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown: connections still open after {grace:?}, closing them");
     }
     app.notifier.drain(grace).await;
@@ -203,7 +206,9 @@ async fn auction(app: &App, start: Instant, req: Request<Incoming>) -> Response<
         }
     };
     let response = crate::pipeline::run_auction(app, start, &body).await;
-    app.metrics.auction_seconds.record(start.elapsed().as_secs_f64());
+    app.metrics
+        .auction_seconds
+        .record(start.elapsed().as_secs_f64());
     response
 }
 
@@ -224,7 +229,11 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, BodyEr
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
-    let gzip = match req.headers().get(header::CONTENT_ENCODING).map(|v| v.to_str()) {
+    let gzip = match req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str())
+    {
         None => false,
         Some(Ok(v)) if v.eq_ignore_ascii_case("gzip") => true,
         Some(Ok(v)) if v.eq_ignore_ascii_case("identity") => false,
@@ -239,7 +248,9 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, BodyEr
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 BodyError::TooLarge
             } else {
                 BodyError::Bad(format!("reading the request body failed: {e}"))
@@ -277,8 +288,10 @@ pub(crate) fn no_bid() -> Response<Body> {
 pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     with_openrtb_headers(r)
 }
 
@@ -296,7 +309,9 @@ pub(crate) fn error(status: StatusCode, message: &str, field: &str) -> Response<
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }

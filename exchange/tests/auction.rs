@@ -9,7 +9,9 @@ use http::StatusCode;
 use loadtest::mockdsp::{Behavior, Latency, MockDsp, NoticeKind, Price};
 
 fn fixed(name: &str, cpm: f64) -> loadtest::mockdsp::MockDspBuilder {
-    MockDsp::builder(name).price(Price::Fixed(cpm)).notices(true)
+    MockDsp::builder(name)
+        .price(Price::Fixed(cpm))
+        .notices(true)
 }
 
 #[tokio::test]
@@ -46,11 +48,19 @@ async fn second_price_clears_at_the_second_bid_plus_the_increment() {
         hi.notices(),
         lo.notices()
     );
-    let nurl = hi.notices().into_iter().find(|n| n.kind == NoticeKind::Nurl).unwrap();
+    let nurl = hi
+        .notices()
+        .into_iter()
+        .find(|n| n.kind == NoticeKind::Nurl)
+        .unwrap();
     assert_eq!(nurl.param("price"), Some("2.01"));
     assert_eq!(nurl.param("auction"), Some("auction-sp"));
     assert_eq!(nurl.param("imp"), Some("1"));
-    let lurl = lo.notices().into_iter().find(|n| n.kind == NoticeKind::Lurl).unwrap();
+    let lurl = lo
+        .notices()
+        .into_iter()
+        .find(|n| n.kind == NoticeKind::Lurl)
+        .unwrap();
     assert_eq!(lurl.param("loss"), Some("102"));
     assert_eq!(lurl.param("mtw"), Some("2.01"));
     assert!(hi.notices().iter().all(|n| n.kind != NoticeKind::Lurl));
@@ -80,21 +90,41 @@ async fn a_lone_bid_pays_the_floor_plus_the_increment_and_first_price_pays_the_b
 
 #[tokio::test]
 async fn no_bids_at_all_is_an_empty_204() {
-    let a = MockDsp::builder("nb-a").behavior(Behavior::NoBid204).start().await.unwrap();
-    let b = MockDsp::builder("nb-b").behavior(Behavior::EmptyObject).start().await.unwrap();
-    let c = MockDsp::builder("nb-c").behavior(Behavior::Nbr(2)).start().await.unwrap();
+    let a = MockDsp::builder("nb-a")
+        .behavior(Behavior::NoBid204)
+        .start()
+        .await
+        .unwrap();
+    let b = MockDsp::builder("nb-b")
+        .behavior(Behavior::EmptyObject)
+        .start()
+        .await
+        .unwrap();
+    let c = MockDsp::builder("nb-c")
+        .behavior(Behavior::Nbr(2))
+        .start()
+        .await
+        .unwrap();
     let ex = TestExchange::start(config_for(&[&a, &b, &c])).await;
     let answer = ex.auction(banner_request("nb", 0.0)).await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT);
     assert!(answer.body.is_empty());
     assert_eq!(answer.headers["x-openrtb-version"], "2.6");
-    assert_eq!(ex.metric("exchange_dsp_no_bids_total", &[("dsp", "nb-c")]).await, 1.0);
+    assert_eq!(
+        ex.metric("exchange_dsp_no_bids_total", &[("dsp", "nb-c")])
+            .await,
+        1.0
+    );
     ex.stop().await;
 }
 
 #[tokio::test]
 async fn a_hanging_dsp_does_not_delay_the_answer_past_the_deadline() {
-    let hang = MockDsp::builder("hang-h").behavior(Behavior::Hang).start().await.unwrap();
+    let hang = MockDsp::builder("hang-h")
+        .behavior(Behavior::Hang)
+        .start()
+        .await
+        .unwrap();
     let good = fixed("hang-good", 2.0).start().await.unwrap();
     let mut config = config_for(&[&hang, &good]);
     config.auction.dsp_timeout_ms = 50;
@@ -107,9 +137,19 @@ async fn a_hanging_dsp_does_not_delay_the_answer_past_the_deadline() {
     let took = started.elapsed();
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.json()["seatbid"][0]["seat"], "hang-good");
-    assert!(took >= Duration::from_millis(45), "answered before the deadline: {took:?}");
-    assert!(took < Duration::from_millis(50 + 150), "the hanging DSP delayed the answer: {took:?}");
-    assert!(ex.metric("exchange_dsp_timeouts_total", &[("dsp", "hang-h")]).await >= 2.0);
+    assert!(
+        took >= Duration::from_millis(45),
+        "answered before the deadline: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(50 + 150),
+        "the hanging DSP delayed the answer: {took:?}"
+    );
+    assert!(
+        ex.metric("exchange_dsp_timeouts_total", &[("dsp", "hang-h")])
+            .await
+            >= 2.0
+    );
     ex.stop().await;
 }
 
@@ -127,24 +167,45 @@ async fn late_answers_are_counted_not_waited_for() {
 
     let started = Instant::now();
     let answer = ex.auction(banner_request("late-1", 0.0)).await;
-    assert!(started.elapsed() < Duration::from_millis(120), "waited for the late DSP");
+    assert!(
+        started.elapsed() < Duration::from_millis(120),
+        "waited for the late DSP"
+    );
     // The slow DSP bid more, but too late: the fast one wins.
     assert_eq!(answer.json()["seatbid"][0]["seat"], "late-fast");
 
     let counted = eventually(Duration::from_secs(5), || async {
-        ex.metric("exchange_dsp_late_answers_total", &[("dsp", "late-slow")]).await >= 1.0
+        ex.metric("exchange_dsp_late_answers_total", &[("dsp", "late-slow")])
+            .await
+            >= 1.0
     })
     .await;
     assert!(counted, "the late answer was not counted");
-    assert_eq!(ex.metric("exchange_dsp_late_answers_total", &[("dsp", "late-fast")]).await, 0.0);
+    assert_eq!(
+        ex.metric("exchange_dsp_late_answers_total", &[("dsp", "late-fast")])
+            .await,
+        0.0
+    );
     ex.stop().await;
 }
 
 #[tokio::test]
 async fn broken_dsp_answers_are_rejected_counted_and_harmless() {
-    let garbage = MockDsp::builder("bad-garbage").behavior(Behavior::Garbage).start().await.unwrap();
-    let wrong = MockDsp::builder("bad-wrongid").behavior(Behavior::WrongId).start().await.unwrap();
-    let error = MockDsp::builder("bad-500").behavior(Behavior::Status(500)).start().await.unwrap();
+    let garbage = MockDsp::builder("bad-garbage")
+        .behavior(Behavior::Garbage)
+        .start()
+        .await
+        .unwrap();
+    let wrong = MockDsp::builder("bad-wrongid")
+        .behavior(Behavior::WrongId)
+        .start()
+        .await
+        .unwrap();
+    let error = MockDsp::builder("bad-500")
+        .behavior(Behavior::Status(500))
+        .start()
+        .await
+        .unwrap();
     let broken_bids = MockDsp::builder("bad-bids")
         .behavior(Behavior::custom(|req| {
             let id = req["id"].as_str().unwrap_or_default().to_owned();
@@ -160,11 +221,21 @@ async fn broken_dsp_answers_are_rejected_counted_and_harmless() {
         .start()
         .await
         .unwrap();
-    let eur = fixed("bad-eur", 30.0).currency("EUR").start().await.unwrap();
+    let eur = fixed("bad-eur", 30.0)
+        .currency("EUR")
+        .start()
+        .await
+        .unwrap();
     let good = fixed("bad-good", 1.0).start().await.unwrap();
-    let ex =
-        TestExchange::start(config_for(&[&garbage, &wrong, &error, &broken_bids, &eur, &good]))
-            .await;
+    let ex = TestExchange::start(config_for(&[
+        &garbage,
+        &wrong,
+        &error,
+        &broken_bids,
+        &eur,
+        &good,
+    ]))
+    .await;
 
     let answer = ex.auction(banner_request("bad-1", 0.0)).await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -183,7 +254,12 @@ async fn broken_dsp_answers_are_rejected_counted_and_harmless() {
         ("bad-bids", "missing_bid_id"),
         ("bad-bids", "malformed_bid"),
     ] {
-        let n = ex.metric("exchange_bids_rejected_total", &[("dsp", dsp), ("reason", reason)]).await;
+        let n = ex
+            .metric(
+                "exchange_bids_rejected_total",
+                &[("dsp", dsp), ("reason", reason)],
+            )
+            .await;
         assert_eq!(n, 1.0, "{dsp} {reason}");
     }
     ex.stop().await;
@@ -204,7 +280,10 @@ async fn dsps_get_the_publisher_bytes_with_their_own_tmax() {
     let received = dsp.received_json();
     let got = received.last().unwrap();
     let tmax = got["tmax"].as_u64().unwrap();
-    assert!((1..=40).contains(&tmax), "the DSP must get its own remaining time, got {tmax}");
+    assert!(
+        (1..=40).contains(&tmax),
+        "the DSP must get its own remaining time, got {tmax}"
+    );
     assert_eq!(got["at"], 2);
     assert_eq!(got["cur"], serde_json::json!(["USD"]));
     let mut sent: serde_json::Value = serde_json::from_str(request).unwrap();
@@ -215,7 +294,10 @@ async fn dsps_get_the_publisher_bytes_with_their_own_tmax() {
     for owned in ["tmax", "at", "cur"] {
         got.as_object_mut().unwrap().remove(owned);
     }
-    assert_eq!(got, sent, "everything but the exchange-owned fields arrives unchanged");
+    assert_eq!(
+        got, sent,
+        "everything but the exchange-owned fields arrives unchanged"
+    );
     ex.stop().await;
 }
 
@@ -236,8 +318,12 @@ async fn one_dsp_may_win_several_imps_and_each_seat_gets_one_seatbid() {
     let seatbids = body["seatbid"].as_array().unwrap();
     assert_eq!(seatbids.len(), 1, "{body}");
     assert_eq!(seatbids[0]["seat"], "multi-a");
-    let mut imps: Vec<&str> =
-        seatbids[0]["bid"].as_array().unwrap().iter().map(|b| b["impid"].as_str().unwrap()).collect();
+    let mut imps: Vec<&str> = seatbids[0]["bid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["impid"].as_str().unwrap())
+        .collect();
     imps.sort_unstable();
     assert_eq!(imps, ["1", "2", "3"]);
     for bid in seatbids[0]["bid"].as_array().unwrap() {
@@ -249,17 +335,160 @@ async fn one_dsp_may_win_several_imps_and_each_seat_gets_one_seatbid() {
 
 #[tokio::test]
 async fn request_rules_filter_bids_before_the_auction() {
-    let blocked = fixed("rules-blocked", 5.0).adomains(["blocked.example"]).start().await.unwrap();
-    let ok = fixed("rules-ok", 1.0).adomains(["fine.example"]).start().await.unwrap();
+    let blocked = fixed("rules-blocked", 5.0)
+        .adomains(["blocked.example"])
+        .start()
+        .await
+        .unwrap();
+    let ok = fixed("rules-ok", 1.0)
+        .adomains(["fine.example"])
+        .start()
+        .await
+        .unwrap();
     let ex = TestExchange::start(config_for(&[&blocked, &ok])).await;
-    let mut request: serde_json::Value = serde_json::from_str(&banner_request("rules", 0.0)).unwrap();
+    let mut request: serde_json::Value =
+        serde_json::from_str(&banner_request("rules", 0.0)).unwrap();
     request["badv"] = serde_json::json!(["blocked.example"]);
     let body = ex.auction(request.to_string()).await.json();
     assert_eq!(body["seatbid"][0]["seat"], "rules-ok");
     assert_eq!(body["seatbid"][0]["bid"][0]["price"].as_f64(), Some(0.01));
     assert!(
-        ex.metric("exchange_bids_lost_total", &[("dsp", "rules-blocked")]).await >= 1.0,
+        ex.metric("exchange_bids_lost_total", &[("dsp", "rules-blocked")])
+            .await
+            >= 1.0,
         "the filtered bid is counted as lost"
+    );
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn the_win_notice_is_fired_once_by_the_exchange_or_left_to_the_publisher() {
+    // With markup: the exchange fires the nurl and the publisher does not see it.
+    let with_adm = fixed("nurl-adm", 2.0).start().await.unwrap();
+    let ex = TestExchange::start(config_for(&[&with_adm])).await;
+    let body = ex.auction(banner_request("nurl-1", 0.0)).await.json();
+    let bid = &body["seatbid"][0]["bid"][0];
+    assert!(
+        bid.get("nurl").is_none(),
+        "the publisher must not fire the win twice: {bid}"
+    );
+    assert!(
+        bid["burl"]
+            .as_str()
+            .is_some_and(|b| b.contains("price=0.01")),
+        "{bid}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            with_adm.stats().nurl_hits == 1
+        })
+        .await
+    );
+    ex.stop().await;
+
+    // Without markup: the publisher gets the substituted nurl to fetch the ad from, and the
+    // exchange leaves it alone.
+    let nurl_only = MockDsp::builder("nurl-only")
+        .behavior(Behavior::custom(|req| {
+            let id = req["id"].as_str().unwrap_or_default().to_owned();
+            let body = serde_json::json!({"id": id, "bidid": "resp-9", "seatbid": [{"seat": "s9", "bid": [{
+                "id": "b1", "impid": "1", "price": 3.0, "adid": "ad-7",
+                "nurl": "http://127.0.0.1:9/markup?p=${AUCTION_PRICE}&a=${AUCTION_ID}&b=${AUCTION_BID_ID}&i=${AUCTION_IMP_ID}&s=${AUCTION_SEAT_ID}&ad=${AUCTION_AD_ID}&c=${AUCTION_CURRENCY}&x=${AUCTION_UNKNOWN_THING}",
+                "ext": {"dsp": {"kept": true}}
+            }]}]});
+            (200, body.to_string().into_bytes())
+        }))
+        .start()
+        .await
+        .unwrap();
+    let ex = TestExchange::start(config_for(&[&nurl_only])).await;
+    let body = ex.auction(banner_request("nurl 2&", 1.0)).await.json();
+    let bid = &body["seatbid"][0]["bid"][0];
+    assert_eq!(
+        bid["nurl"],
+        "http://127.0.0.1:9/markup?p=1.01&a=nurl%202%26&b=resp-9&i=1&s=s9&ad=ad-7&c=USD&x=${AUCTION_UNKNOWN_THING}"
+    );
+    assert_eq!(bid["ext"], serde_json::json!({"dsp": {"kept": true}}));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        ex.metric(
+            "exchange_notices_total",
+            &[("dsp", "nurl-only"), ("kind", "win")]
+        )
+        .await,
+        0.0,
+        "the exchange fired a nurl the publisher is meant to fetch"
+    );
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn loss_notices_can_be_turned_off_per_dsp() {
+    let hi = fixed("quiet-hi", 3.0).start().await.unwrap();
+    let quiet = fixed("quiet-lo", 1.0).start().await.unwrap();
+    let loud = fixed("loud-lo", 1.0).start().await.unwrap();
+    let mut config = config_for(&[&hi, &quiet, &loud]);
+    config.dsps[1].loss_notices = false;
+    let ex = TestExchange::start(config).await;
+    for i in 0..3 {
+        ex.auction(banner_request(&format!("quiet-{i}"), 0.0)).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            loud.stats().lurl_hits == 3
+        })
+        .await
+    );
+    assert_eq!(quiet.stats().lurl_hits, 0);
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn equal_top_bids_are_broken_fairly() {
+    let a = fixed("tie-a", 2.0).start().await.unwrap();
+    let b = fixed("tie-b", 2.0).start().await.unwrap();
+    let ex = TestExchange::start(config_for(&[&a, &b])).await;
+    let mut wins = std::collections::HashMap::new();
+    for i in 0..60 {
+        let body = ex
+            .auction(banner_request(&format!("tie-{i}"), 0.0))
+            .await
+            .json();
+        assert_eq!(
+            body["seatbid"][0]["bid"][0]["price"].as_f64(),
+            Some(2.0),
+            "ties clear at the tied price"
+        );
+        *wins
+            .entry(body["seatbid"][0]["seat"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    // Each wins half the time on average; both winning at least 10 of 60 fails with
+    // probability below 1e-5 when the tie-break is fair.
+    assert!(wins.get("tie-a").is_some_and(|&n| n >= 10), "{wins:?}");
+    assert!(wins.get("tie-b").is_some_and(|&n| n >= 10), "{wins:?}");
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn a_deal_bid_beats_a_higher_open_market_bid() {
+    let open = fixed("pmp-open", 9.0).start().await.unwrap();
+    let deal = fixed("pmp-deal", 4.0).deal("deal-1").start().await.unwrap();
+    let ex = TestExchange::start(config_for(&[&open, &deal])).await;
+    let request = serde_json::json!({
+        "id": "pmp",
+        "imp": [{"id": "1", "banner": {"w": 300, "h": 250}, "bidfloor": 0.5,
+                 "pmp": {"private_auction": 0, "deals": [{"id": "deal-1", "bidfloor": 3.0, "at": 3}]}}]
+    });
+    let body = ex.auction(request.to_string()).await.json();
+    assert_eq!(body["seatbid"][0]["seat"], "pmp-deal", "{body}");
+    // at = 3 on the deal: it clears at the deal's floor.
+    assert_eq!(body["seatbid"][0]["bid"][0]["price"].as_f64(), Some(3.0));
+    assert_eq!(body["seatbid"][0]["bid"][0]["dealid"], "deal-1");
+    assert!(
+        ex.metric("exchange_bids_lost_total", &[("dsp", "pmp-open")])
+            .await
+            >= 1.0
     );
     ex.stop().await;
 }

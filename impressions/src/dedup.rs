@@ -102,7 +102,20 @@ pub struct RedisDedup {
 
 impl RedisDedup {
     pub(crate) fn new(redis: RedisHandle, ttl_secs: u64) -> Self {
-        Self { redis, ttl_secs: ttl_secs.max(1) }
+        Self {
+            redis,
+            ttl_secs: ttl_secs.max(1),
+        }
+    }
+
+    /// A store on `url` (connected lazily), every call bounded by `timeout`, entries kept
+    /// `ttl_secs`.
+    pub fn connect(
+        url: &str,
+        timeout: std::time::Duration,
+        ttl_secs: u64,
+    ) -> Result<Self, crate::Error> {
+        Ok(Self::new(RedisHandle::new(url, timeout)?, ttl_secs))
     }
 
     fn set_cmd(&self, key: &ClaimKey) -> redis::Cmd {
@@ -133,7 +146,11 @@ fn interpret(key: &ClaimKey, previous: Option<String>) -> Claim {
 impl DedupStore for RedisDedup {
     fn claim(&self, key: ClaimKey, _now_ms: u64) -> BoxFuture<'_, Claim> {
         async move {
-            match self.redis.query::<Option<String>>(&self.set_cmd(&key)).await {
+            match self
+                .redis
+                .query::<Option<String>>(&self.set_cmd(&key))
+                .await
+            {
                 Ok(prev) => interpret(&key, prev),
                 Err(_) => Claim::Unavailable,
             }
@@ -150,10 +167,16 @@ impl DedupStore for RedisDedup {
             for key in keys {
                 pipe.add_command(self.set_cmd(key));
             }
-            match self.redis.query_pipeline::<Vec<Option<String>>>(&pipe).await {
-                Ok(prev) if prev.len() == keys.len() => {
-                    keys.iter().zip(prev).map(|(k, p)| interpret(k, p)).collect()
-                }
+            match self
+                .redis
+                .query_pipeline::<Vec<Option<String>>>(&pipe)
+                .await
+            {
+                Ok(prev) if prev.len() == keys.len() => keys
+                    .iter()
+                    .zip(prev)
+                    .map(|(k, p)| interpret(k, p))
+                    .collect(),
                 _ => vec![Claim::Unavailable; keys.len()],
             }
         }
@@ -201,7 +224,10 @@ impl MemoryDedup {
 
     /// Live entries (for metrics and tests); expired ones still held count until purged.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map(|s| s.live.len()).unwrap_or(0)).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.live.len()).unwrap_or(0))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -224,7 +250,11 @@ impl MemoryDedup {
         shard.purge(now_ms);
         match shard.live.get(&id) {
             Some(&(expiry, token)) if expiry > now_ms => {
-                return if token == key.token { Claim::First } else { Claim::Duplicate };
+                return if token == key.token {
+                    Claim::First
+                } else {
+                    Claim::Duplicate
+                };
             }
             _ => {}
         }
@@ -286,7 +316,11 @@ mod tests {
     }
 
     fn key(n: u32, token: u128) -> ClaimKey {
-        ClaimKey { id: EventId::new(&bid(n), 60_000), kind: Kind::Impression, token }
+        ClaimKey {
+            id: EventId::new(&bid(n), 60_000),
+            kind: Kind::Impression,
+            token,
+        }
     }
 
     #[test]
@@ -305,7 +339,9 @@ mod tests {
         shifted.imp_id = "11".into();
         assert_ne!(EventId::new(&a, 60_000), EventId::new(&shifted, 60_000));
         assert_eq!(EventId::new(&a, 60_000).to_string().len(), 32);
-        assert!(EventId::new(&a, 60_000).key(Kind::Click).starts_with("click:"));
+        assert!(EventId::new(&a, 60_000)
+            .key(Kind::Click)
+            .starts_with("click:"));
     }
 
     #[test]
@@ -313,11 +349,26 @@ mod tests {
         let d = MemoryDedup::new(1000, 10_000);
         assert_eq!(d.claim_now(key(1, 1), 0), Claim::First);
         assert_eq!(d.claim_now(key(1, 2), 9_999), Claim::Duplicate);
-        assert_eq!(d.claim_now(key(1, 1), 9_999), Claim::First, "own token is idempotent");
-        assert_eq!(d.claim_now(key(1, 3), 10_000), Claim::First, "expired entry is forgotten");
+        assert_eq!(
+            d.claim_now(key(1, 1), 9_999),
+            Claim::First,
+            "own token is idempotent"
+        );
+        assert_eq!(
+            d.claim_now(key(1, 3), 10_000),
+            Claim::First,
+            "expired entry is forgotten"
+        );
         assert_eq!(d.claim_now(key(1, 4), 19_999), Claim::Duplicate);
-        let click = ClaimKey { kind: Kind::Click, ..key(1, 9) };
-        assert_eq!(d.claim_now(click, 19_999), Claim::First, "clicks have their own keys");
+        let click = ClaimKey {
+            kind: Kind::Click,
+            ..key(1, 9)
+        };
+        assert_eq!(
+            d.claim_now(click, 19_999),
+            Claim::First,
+            "clicks have their own keys"
+        );
     }
 
     #[test]
@@ -339,7 +390,9 @@ mod tests {
     #[test]
     fn memory_dedup_bound_holds_across_shards() {
         let d = MemoryDedup::new(256, 10_000);
-        let firsts = (0..10_000).filter(|&n| d.claim_now(key(n, 1), 0) == Claim::First).count();
+        let firsts = (0..10_000)
+            .filter(|&n| d.claim_now(key(n, 1), 0) == Claim::First)
+            .count();
         assert!(firsts <= 256, "{firsts} ids held for a bound of 256");
         assert!(d.len() <= 256);
     }

@@ -120,13 +120,19 @@ impl Event {
 
     /// A loss notice, with its OpenRTB loss reason code.
     pub fn loss(bid: &BidRef, reason: u32, ts: u64) -> Self {
-        Self { loss_reason: Some(reason), ..Self::for_bid(EventType::Loss, bid, ts) }
+        Self {
+            loss_reason: Some(reason),
+            ..Self::for_bid(EventType::Loss, bid, ts)
+        }
     }
 
     /// A DSP answer `late_ms` past its deadline. `bid` carries what is known (auction id, DSP,
     /// and the bid's fields if the answer held one).
     pub fn late(bid: &BidRef, late_ms: u64, ts: u64) -> Self {
-        Self { late_ms: Some(late_ms), ..Self::for_bid(EventType::Late, bid, ts) }
+        Self {
+            late_ms: Some(late_ms),
+            ..Self::for_bid(EventType::Late, bid, ts)
+        }
     }
 }
 
@@ -200,9 +206,17 @@ impl EventLog {
             key: config.stream_key.clone(),
             maxlen: config.stream_maxlen,
         });
-        let writer = Writer { rx, file, stream, config };
+        let writer = Writer {
+            rx,
+            file,
+            stream,
+            config,
+        };
         let task = tokio::spawn(writer.run());
-        Ok(Self { tx, task: Mutex::new(Some(task)) })
+        Ok(Self {
+            tx,
+            task: Mutex::new(Some(task)),
+        })
     }
 
     /// Opens a file-only log.
@@ -215,7 +229,10 @@ impl EventLog {
     pub async fn append(&self, event: &Event) -> Result<(), Error> {
         let json = serde_json::to_vec(event).map_err(|e| Error::Encode(e.to_string()))?;
         self.tx
-            .send(Cmd::Event { kind: event.kind, json })
+            .send(Cmd::Event {
+                kind: event.kind,
+                json,
+            })
             .await
             .map_err(|_| Error::Closed)
     }
@@ -223,7 +240,10 @@ impl EventLog {
     /// Returns once every event appended before it is durable in every sink.
     pub async fn flush(&self) -> Result<(), Error> {
         let (ack, done) = oneshot::channel();
-        self.tx.send(Cmd::Flush(ack)).await.map_err(|_| Error::Closed)?;
+        self.tx
+            .send(Cmd::Flush(ack))
+            .await
+            .map_err(|_| Error::Closed)?;
         done.await.map_err(|_| Error::Closed)
     }
 
@@ -364,8 +384,7 @@ impl Writer {
             }
             if self.file.is_some() {
                 // The file holds every event; the stream is its mirror.
-                metrics::counter!("impressions_stream_dropped_total")
-                    .increment(lines.len() as u64);
+                metrics::counter!("impressions_stream_dropped_total").increment(lines.len() as u64);
                 return;
             }
             tokio::time::sleep(backoff).await;
@@ -440,7 +459,7 @@ pub fn read_events(path: &std::path::Path, mut f: impl FnMut(Event)) -> Result<R
     scan_lines(file, 0, |line| {
         line_no += 1;
         match line {
-            Line::Complete(bytes, _) if bytes.is_empty() => {}
+            Line::Complete([], _) => {}
             Line::Complete(bytes, _) => match serde_json::from_slice::<Event>(bytes) {
                 Ok(event) => f(event),
                 Err(e) => {

@@ -26,7 +26,11 @@ impl AppendFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
         let full = file.metadata()?.len();
         let keep = complete_prefix_len(&mut file, full)?;
         if keep < full {
@@ -38,7 +42,15 @@ impl AppendFile {
                 "cut a torn tail left by an earlier crash"
             );
         }
-        Ok((Self { file, path: path.to_owned(), len: keep, dirty: false }, full - keep))
+        Ok((
+            Self {
+                file,
+                path: path.to_owned(),
+                len: keep,
+                dirty: false,
+            },
+            full - keep,
+        ))
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -159,7 +171,11 @@ mod tests {
     use super::*;
 
     fn tmp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("impressions-journal-{}-{}", std::process::id(), rand::random::<u64>()));
+        let dir = std::env::temp_dir().join(format!(
+            "impressions-journal-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join(name)
     }
@@ -195,7 +211,13 @@ mod tests {
         assert_eq!(cut, 3);
         assert_eq!(f.len(), 8);
         f.write(b"four\n").unwrap();
-        assert_eq!(lines(&path), (vec!["one".to_owned(), "two".to_owned(), "four".to_owned()], 0));
+        assert_eq!(
+            lines(&path),
+            (
+                vec!["one".to_owned(), "two".to_owned(), "four".to_owned()],
+                0
+            )
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 pub use dedup::{Claim, ClaimKey, DedupStore, EventId, MemoryDedup, RedisDedup};
-pub use events::{impression_cost_micros, read_events, Event, EventLog, EventLogConfig, EventType, ReadStats};
+pub use events::{
+    impression_cost_micros, read_events, Event, EventLog, EventLogConfig, EventType, ReadStats,
+};
 pub use markup::AdFormat;
 pub use report::Report;
 pub use sign::{BidRef, Kind, Rejection, TrackingData, TrackingKey, Validity};
@@ -81,7 +83,11 @@ pub struct RedisConfig {
 
 impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), timeout: Duration::from_millis(250), stream: false }
+        Self {
+            url: url.into(),
+            timeout: Duration::from_millis(250),
+            stream: false,
+        }
     }
 }
 
@@ -89,7 +95,9 @@ impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a password.
         let url = match (self.url.find("://"), self.url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}<redacted>{}", &self.url[..s + 3], &self.url[at..]),
+            (Some(s), Some(at)) if at > s => {
+                format!("{}<redacted>{}", &self.url[..s + 3], &self.url[at..])
+            }
             _ => self.url.clone(),
         };
         f.debug_struct("RedisConfig")
@@ -142,7 +150,10 @@ impl Default for TrackerConfig {
             time_bucket_ms: 60_000,
             memory_capacity: 1_000_000,
             redis: None,
-            events: EventLogConfig { file: Some(PathBuf::from("events.jsonl")), ..EventLogConfig::default() },
+            events: EventLogConfig {
+                file: Some(PathBuf::from("events.jsonl")),
+                ..EventLogConfig::default()
+            },
             spool_dir: PathBuf::from("spool"),
             replay_interval: Duration::from_secs(1),
             replay_batch: 512,
@@ -294,7 +305,11 @@ impl Tracker {
     }
 
     /// [`Tracker::start`] with a given clock.
-    pub async fn start_with_clock(config: TrackerConfig, hook: Option<BilledHook>, clock: Clock) -> Result<Self, Error> {
+    pub async fn start_with_clock(
+        config: TrackerConfig,
+        hook: Option<BilledHook>,
+        clock: Clock,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let dedup_ttl_ms = config.dedup_ttl_ms();
         let redis = match &config.redis {
@@ -350,9 +365,16 @@ impl Tracker {
 
     /// A winning bid's tracking in one call: its new `burl`, and `adm` with the impression
     /// tracker added and its click-throughs sent through the click URL.
-    pub fn decorate(&self, bid: &BidRef, dsp_burl: Option<&str>, adm: &str, format: AdFormat) -> Decorated {
+    pub fn decorate(
+        &self,
+        bid: &BidRef,
+        dsp_burl: Option<&str>,
+        adm: &str,
+        format: AdFormat,
+    ) -> Decorated {
         let burl = self.impression_url(bid, dsp_burl);
-        let with_clicks = markup::wrap_clicks(adm, format, |landing| self.click_url(bid, landing).ok());
+        let with_clicks =
+            markup::wrap_clicks(adm, format, |landing| self.click_url(bid, landing).ok());
         let current = with_clicks.as_deref().unwrap_or(adm);
         let adm = markup::add_impression_tracker(current, format, &burl).or(with_clicks);
         Decorated { burl, adm }
@@ -428,14 +450,23 @@ impl Tracker {
             }
         };
         let token: u128 = rand::random();
-        let key = ClaimKey { id: EventId::new(&data.bid, inner.time_bucket_ms), kind, token };
+        let key = ClaimKey {
+            id: EventId::new(&data.bid, inner.time_bucket_ms),
+            kind,
+            token,
+        };
         let claim = inner.dedup.claim(key, now).await;
         let landing = data.landing.clone();
         let outcome = match claim {
             Claim::Unavailable => {
-                let record = SpoolRecord { token: format!("{token:032x}"), received_ms: now, data };
+                let record = SpoolRecord {
+                    token: format!("{token:032x}"),
+                    received_ms: now,
+                    data,
+                };
                 inner.spool.append(&record).await?;
-                metrics::counter!("impressions_spooled_total", "kind" => kind.as_str()).increment(1);
+                metrics::counter!("impressions_spooled_total", "kind" => kind.as_str())
+                    .increment(1);
                 Outcome::Spooled
             }
             claim => {
@@ -477,7 +508,10 @@ impl Inner {
         metrics::counter!("impressions_events_total", "type" => kind.as_str()).increment(1);
         Ok(match kind {
             EventType::Impression => {
-                let billed = Billed { event: event.clone(), burl: data.burl.clone() };
+                let billed = Billed {
+                    event: event.clone(),
+                    burl: data.burl.clone(),
+                };
                 (Outcome::Billed(Box::new(event)), Some(billed))
             }
             EventType::Click => (Outcome::Billed(Box::new(event)), None),
@@ -541,9 +575,15 @@ impl Inner {
         let mut keys = Vec::with_capacity(batch.len());
         for (item, _) in batch {
             if let Replayed::Record(record) = item {
-                if let (Some(token), true) = (record.token(), self.still_checkable(&record.data.bid, now)) {
+                if let (Some(token), true) =
+                    (record.token(), self.still_checkable(&record.data.bid, now))
+                {
                     let id = EventId::new(&record.data.bid, self.time_bucket_ms);
-                    keys.push(ClaimKey { id, kind: record.data.kind, token });
+                    keys.push(ClaimKey {
+                        id,
+                        kind: record.data.kind,
+                        token,
+                    });
                 }
             }
         }
@@ -556,11 +596,16 @@ impl Inner {
         for (item, end) in batch {
             match item {
                 Replayed::Corrupt(raw) => {
-                    self.spool.quarantine("corrupt", serde_json::Value::String(raw.clone())).await?;
+                    self.spool
+                        .quarantine("corrupt", serde_json::Value::String(raw.clone()))
+                        .await?;
                     stats.quarantined += 1;
                 }
-                Replayed::Record(record) if record.token().is_none() || !self.still_checkable(&record.data.bid, now) => {
-                    let value = serde_json::to_value(record).map_err(|e| Error::Encode(e.to_string()))?;
+                Replayed::Record(record)
+                    if record.token().is_none() || !self.still_checkable(&record.data.bid, now) =>
+                {
+                    let value =
+                        serde_json::to_value(record).map_err(|e| Error::Encode(e.to_string()))?;
                     self.spool.quarantine("past_dedup_horizon", value).await?;
                     stats.quarantined += 1;
                 }
@@ -602,7 +647,7 @@ impl Inner {
 /// Replays the spool every `interval` while the tracker lives, and probes a Redis whose breaker
 /// is open so online events go to Redis again as soon as it answers.
 async fn replay_loop(inner: Weak<Inner>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;

@@ -29,7 +29,9 @@ pub(crate) struct RedisHandle {
 impl std::fmt::Debug for RedisHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may hold a password; the manager's own Debug prints the client.
-        f.debug_struct("RedisHandle").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("RedisHandle")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,7 +50,11 @@ impl RedisHandle {
             .set_response_timeout(Some(timeout))
             .set_max_delay(timeout);
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { conn, timeout, healthy: Arc::new(AtomicBool::new(true)) })
+        Ok(Self {
+            conn,
+            timeout,
+            healthy: Arc::new(AtomicBool::new(true)),
+        })
     }
 
     pub(crate) fn is_healthy(&self) -> bool {
@@ -79,9 +85,18 @@ impl RedisHandle {
     /// Asks Redis whether it answers, whatever the breaker says, and closes or opens the
     /// breaker accordingly.
     pub(crate) async fn ping(&self) -> bool {
-        let mut conn = self.conn.clone();
-        let res: Result<String, _> = self.guard(redis::cmd("PING").query_async(&mut conn)).await;
-        let up = res.is_ok();
+        let mut up = false;
+        // A connection that failed while Redis was down answers its error once more; that
+        // failure starts the reconnect the second attempt uses.
+        for _ in 0..2 {
+            let mut conn = self.conn.clone();
+            let res: Result<String, _> =
+                self.guard(redis::cmd("PING").query_async(&mut conn)).await;
+            if res.is_ok() {
+                up = true;
+                break;
+            }
+        }
         if up && !self.healthy.swap(true, Ordering::Relaxed) {
             tracing::info!("redis answers again");
         }
@@ -106,7 +121,10 @@ impl RedisHandle {
         })
         .increment(1);
         if self.healthy.swap(false, Ordering::Relaxed) {
-            tracing::warn!(?err, "redis unavailable; billing events go to the spool until it answers");
+            tracing::warn!(
+                ?err,
+                "redis unavailable; billing events go to the spool until it answers"
+            );
         }
         Err(err)
     }

@@ -35,7 +35,9 @@ impl TrackingKey {
                 Self::MIN_LEN
             )));
         }
-        Ok(Self { bytes: bytes.into_boxed_slice() })
+        Ok(Self {
+            bytes: bytes.into_boxed_slice(),
+        })
     }
 
     /// A key from a secret as written in a config file or an environment variable; the
@@ -60,7 +62,9 @@ impl TrackingKey {
     /// must configure a shared secret).
     pub fn random() -> Self {
         let bytes: [u8; 32] = rand::random();
-        Self { bytes: Box::new(bytes) }
+        Self {
+            bytes: Box::new(bytes),
+        }
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -140,11 +144,21 @@ pub struct TrackingData {
 
 impl TrackingData {
     pub fn impression(bid: BidRef, burl: Option<String>) -> Self {
-        Self { bid, kind: Kind::Impression, landing: None, burl }
+        Self {
+            bid,
+            kind: Kind::Impression,
+            landing: None,
+            burl,
+        }
     }
 
     pub fn click(bid: BidRef, landing: String) -> Self {
-        Self { bid, kind: Kind::Click, landing: Some(landing), burl: None }
+        Self {
+            bid,
+            kind: Kind::Click,
+            landing: Some(landing),
+            burl: None,
+        }
     }
 }
 
@@ -160,7 +174,10 @@ pub struct Validity {
 
 impl Default for Validity {
     fn default() -> Self {
-        Self { window_ms: 3_600_000, max_skew_ms: 30_000 }
+        Self {
+            window_ms: 3_600_000,
+            max_skew_ms: 30_000,
+        }
     }
 }
 
@@ -210,21 +227,34 @@ pub fn is_valid_landing(url: &str) -> bool {
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// The impression URL for `bid`: `base_url` (e.g. `https://x.example/event/imp`) with the
 /// signed fields as query parameters.
-pub fn impression_url(base_url: &str, bid: &BidRef, burl: Option<&str>, key: &TrackingKey) -> String {
+pub fn impression_url(
+    base_url: &str,
+    bid: &BidRef,
+    burl: Option<&str>,
+    key: &TrackingKey,
+) -> String {
     let data = TrackingData::impression(bid.clone(), burl.map(str::to_owned));
     encode(base_url, &data, key)
 }
 
 /// The click URL for `bid` redirecting to `landing`; refused for a landing that is not an
 /// absolute http(s) URL.
-pub fn click_url(base_url: &str, bid: &BidRef, landing: &str, key: &TrackingKey) -> Result<String, Error> {
+pub fn click_url(
+    base_url: &str,
+    bid: &BidRef,
+    landing: &str,
+    key: &TrackingKey,
+) -> Result<String, Error> {
     if !is_valid_landing(landing) {
-        return Err(Error::Config("click landing must be an absolute http(s) URL".into()));
+        return Err(Error::Config(
+            "click landing must be an absolute http(s) URL".into(),
+        ));
     }
     let data = TrackingData::click(bid.clone(), landing.to_owned());
     Ok(encode(base_url, &data, key))
@@ -285,7 +315,15 @@ fn feed(mac: &mut HmacSha256, data: &TrackingData) {
     let b = &data.bid;
     mac.update(DOMAIN);
     mac.update(&[data.kind.tag()]);
-    for s in [&b.auction_id, &b.imp_id, &b.bid_id, &b.dsp, &b.seat, &b.campaign, &b.creative_id] {
+    for s in [
+        &b.auction_id,
+        &b.imp_id,
+        &b.bid_id,
+        &b.dsp,
+        &b.seat,
+        &b.campaign,
+        &b.creative_id,
+    ] {
         feed_str(mac, s);
     }
     mac.update(&b.price_micros.to_be_bytes());
@@ -325,7 +363,8 @@ pub fn verify(
     let data = q.into_data()?;
     let mut mac = key.mac();
     feed(&mut mac, &data);
-    mac.verify_slice(&sig).map_err(|_| Rejection::BadSignature)?;
+    mac.verify_slice(&sig)
+        .map_err(|_| Rejection::BadSignature)?;
     if data.kind != expected {
         return Err(Rejection::WrongKind);
     }
@@ -349,7 +388,9 @@ struct Query {
     sig: Option<String>,
 }
 
-const NAMES: [&str; 13] = ["a", "i", "b", "d", "s", "c", "cr", "p", "cur", "t", "k", "l", "u"];
+const NAMES: [&str; 13] = [
+    "a", "i", "b", "d", "s", "c", "cr", "p", "cur", "t", "k", "l", "u",
+];
 
 impl Query {
     fn parse(query: &str) -> Result<Self, Rejection> {
@@ -466,7 +507,10 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub(crate) fn base64url(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -535,18 +579,32 @@ mod tests {
         let (base, q) = url.split_once('?').unwrap();
         let q: Vec<String> = q
             .split('&')
-            .map(|p| if p.starts_with(&format!("{name}=")) { format!("{name}={value}") } else { p.to_owned() })
+            .map(|p| {
+                if p.starts_with(&format!("{name}=")) {
+                    format!("{name}={value}")
+                } else {
+                    p.to_owned()
+                }
+            })
             .collect();
         format!("{base}?{}", q.join("&"))
     }
 
     fn param<'a>(url: &'a str, name: &str) -> &'a str {
-        query(url).split('&').find_map(|p| p.strip_prefix(&format!("{name}="))).unwrap()
+        query(url)
+            .split('&')
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .unwrap()
     }
 
     #[test]
     fn impression_round_trip_keeps_every_field() {
-        let url = impression_url("https://x.test/event/imp", &bid(), Some("https://dsp.test/b?p=1&x=2"), &key());
+        let url = impression_url(
+            "https://x.test/event/imp",
+            &bid(),
+            Some("https://dsp.test/b?p=1&x=2"),
+            &key(),
+        );
         let data = check(&url, Kind::Impression).unwrap();
         assert_eq!(data.bid, bid());
         assert_eq!(data.kind, Kind::Impression);
@@ -556,9 +614,18 @@ mod tests {
 
     #[test]
     fn click_round_trip_carries_landing() {
-        let url = click_url("https://x.test/event/click", &bid(), "https://shop.test/p?q=a%20b&r=1", &key()).unwrap();
+        let url = click_url(
+            "https://x.test/event/click",
+            &bid(),
+            "https://shop.test/p?q=a%20b&r=1",
+            &key(),
+        )
+        .unwrap();
         let data = check(&url, Kind::Click).unwrap();
-        assert_eq!(data.landing.as_deref(), Some("https://shop.test/p?q=a%20b&r=1"));
+        assert_eq!(
+            data.landing.as_deref(),
+            Some("https://shop.test/p?q=a%20b&r=1")
+        );
         assert_eq!(data.bid, bid());
     }
 
@@ -566,34 +633,66 @@ mod tests {
     fn tampered_price_is_refused() {
         let url = impression_url("https://x.test/i", &bid(), None, &key());
         let forged = replace_param(&url, "p", "9234567");
-        assert_eq!(check(&forged, Kind::Impression), Err(Rejection::BadSignature));
+        assert_eq!(
+            check(&forged, Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
     }
 
     #[test]
     fn swapped_campaign_is_refused() {
         let url = impression_url("https://x.test/i", &bid(), None, &key());
         let forged = replace_param(&url, "c", "camp-2");
-        assert_eq!(check(&forged, Kind::Impression), Err(Rejection::BadSignature));
+        assert_eq!(
+            check(&forged, Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
         // Moving bytes between neighbouring fields keeps their concatenation but not the MAC.
         let mut shifted = bid();
         shifted.campaign = "camp-1c".into();
         shifted.creative_id = "r/7".into();
-        let a = encode("https://x.test/i", &TrackingData::impression(bid(), None), &key());
-        let b = encode("https://x.test/i", &TrackingData::impression(shifted, None), &key());
+        let a = encode(
+            "https://x.test/i",
+            &TrackingData::impression(bid(), None),
+            &key(),
+        );
+        let b = encode(
+            "https://x.test/i",
+            &TrackingData::impression(shifted, None),
+            &key(),
+        );
         assert_ne!(param(&a, "sig"), param(&b, "sig"));
         let spliced = replace_param(&replace_param(&a, "c", "camp-1c"), "cr", "r%2F7");
-        assert_eq!(check(&spliced, Kind::Impression), Err(Rejection::BadSignature));
+        assert_eq!(
+            check(&spliced, Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
     }
 
     #[test]
     fn truncated_or_missing_signature_is_refused() {
         let url = impression_url("https://x.test/i", &bid(), None, &key());
         let sig = param(&url, "sig");
-        assert_eq!(check(&replace_param(&url, "sig", &sig[..sig.len() - 1]), Kind::Impression), Err(Rejection::BadSignature));
-        assert_eq!(check(&replace_param(&url, "sig", &sig[..20]), Kind::Impression), Err(Rejection::BadSignature));
+        assert_eq!(
+            check(
+                &replace_param(&url, "sig", &sig[..sig.len() - 1]),
+                Kind::Impression
+            ),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            check(&replace_param(&url, "sig", &sig[..20]), Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
         let without = url.rsplit_once("&sig=").unwrap().0;
-        assert_eq!(check(without, Kind::Impression), Err(Rejection::MissingSignature));
-        assert_eq!(verify("", &key(), Kind::Impression, NOW, &Validity::default()), Err(Rejection::MissingSignature));
+        assert_eq!(
+            check(without, Kind::Impression),
+            Err(Rejection::MissingSignature)
+        );
+        assert_eq!(
+            verify("", &key(), Kind::Impression, NOW, &Validity::default()),
+            Err(Rejection::MissingSignature)
+        );
     }
 
     #[test]
@@ -605,15 +704,27 @@ mod tests {
     #[test]
     fn expiry_and_future_timestamps() {
         let url = impression_url("https://x.test/i", &bid(), None, &key());
-        let v = Validity { window_ms: 60_000, max_skew_ms: 5_000 };
+        let v = Validity {
+            window_ms: 60_000,
+            max_skew_ms: 5_000,
+        };
         let ts = bid().auction_ts_ms;
         assert!(verify(query(&url), &key(), Kind::Impression, ts + 60_000, &v).is_ok());
-        assert_eq!(verify(query(&url), &key(), Kind::Impression, ts + 60_001, &v), Err(Rejection::Expired));
+        assert_eq!(
+            verify(query(&url), &key(), Kind::Impression, ts + 60_001, &v),
+            Err(Rejection::Expired)
+        );
         assert!(verify(query(&url), &key(), Kind::Impression, ts - 5_000, &v).is_ok());
-        assert_eq!(verify(query(&url), &key(), Kind::Impression, ts - 5_001, &v), Err(Rejection::NotYetValid));
+        assert_eq!(
+            verify(query(&url), &key(), Kind::Impression, ts - 5_001, &v),
+            Err(Rejection::NotYetValid)
+        );
         // The timestamp itself is signed: moving it forward breaks the MAC.
         let later = replace_param(&url, "t", &(ts + 10_000_000).to_string());
-        assert_eq!(verify(query(&later), &key(), Kind::Impression, ts + 120_000, &v), Err(Rejection::BadSignature));
+        assert_eq!(
+            verify(query(&later), &key(), Kind::Impression, ts + 120_000, &v),
+            Err(Rejection::BadSignature)
+        );
     }
 
     #[test]
@@ -631,16 +742,31 @@ mod tests {
         let imp = impression_url("https://x.test/i", &bid(), None, &key());
         assert_eq!(check(&imp, Kind::Click), Err(Rejection::WrongKind));
         let relabelled = replace_param(&imp, "k", "click");
-        assert_eq!(check(&relabelled, Kind::Click), Err(Rejection::BadSignature));
+        assert_eq!(
+            check(&relabelled, Kind::Click),
+            Err(Rejection::BadSignature)
+        );
     }
 
     #[test]
     fn repeated_and_broken_parameters_are_malformed() {
         let url = impression_url("https://x.test/i", &bid(), None, &key());
-        assert_eq!(check(&format!("{url}&p=1"), Kind::Impression), Err(Rejection::Malformed));
-        assert_eq!(check(&replace_param(&url, "a", "%zz"), Kind::Impression), Err(Rejection::Malformed));
-        assert_eq!(check(&replace_param(&url, "p", "-1"), Kind::Impression), Err(Rejection::Malformed));
-        assert_eq!(check(&replace_param(&url, "k", "view"), Kind::Impression), Err(Rejection::Malformed));
+        assert_eq!(
+            check(&format!("{url}&p=1"), Kind::Impression),
+            Err(Rejection::Malformed)
+        );
+        assert_eq!(
+            check(&replace_param(&url, "a", "%zz"), Kind::Impression),
+            Err(Rejection::Malformed)
+        );
+        assert_eq!(
+            check(&replace_param(&url, "p", "-1"), Kind::Impression),
+            Err(Rejection::Malformed)
+        );
+        assert_eq!(
+            check(&replace_param(&url, "k", "view"), Kind::Impression),
+            Err(Rejection::Malformed)
+        );
         // Parameters that are not billing data (cache busters) are ignored.
         assert!(check(&format!("{url}&cb=12345"), Kind::Impression).is_ok());
     }
@@ -648,7 +774,13 @@ mod tests {
     #[test]
     fn landing_must_be_http() {
         assert!(click_url("https://x.test/c", &bid(), "javascript:alert(1)", &key()).is_err());
-        assert!(click_url("https://x.test/c", &bid(), "https://a.test/\r\nSet-Cookie: x", &key()).is_err());
+        assert!(click_url(
+            "https://x.test/c",
+            &bid(),
+            "https://a.test/\r\nSet-Cookie: x",
+            &key()
+        )
+        .is_err());
         assert!(click_url("https://x.test/c", &bid(), "https://", &key()).is_err());
         assert!(click_url("https://x.test/c", &bid(), "https://shop.test/é", &key()).is_err());
         assert!(is_valid_landing("HTTPS://Shop.test/x"));
@@ -687,7 +819,9 @@ mod tests {
         let s = "a b&c=d/é?#+%]]>\"'<";
         let mut enc = String::new();
         percent_encode_into(&mut enc, s);
-        assert!(enc.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
+        assert!(enc
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
         assert_eq!(percent_decode(&enc).unwrap(), s);
         assert_eq!(percent_decode("a+b").unwrap(), "a b");
         assert_eq!(percent_decode("%e9"), None, "lone byte is not UTF-8");

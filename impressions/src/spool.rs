@@ -55,7 +55,7 @@ impl SpoolRecord {
 /// A record read back for replay.
 #[derive(Debug)]
 pub(crate) enum Replayed {
-    Record(SpoolRecord),
+    Record(Box<SpoolRecord>),
     /// A complete line whose checksum or JSON is wrong.
     Corrupt(String),
 }
@@ -83,28 +83,45 @@ impl Spool {
         let dir = dir.to_owned();
         let dir2 = dir.clone();
         let (active, pending) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            std::fs::create_dir_all(&dir2).map_err(|e| Error::io("creating the spool directory", e))?;
-            let (active, _) = AppendFile::open(&dir2.join(ACTIVE)).map_err(|e| Error::io("opening the spool", e))?;
+            std::fs::create_dir_all(&dir2)
+                .map_err(|e| Error::io("creating the spool directory", e))?;
+            let (active, _) = AppendFile::open(&dir2.join(ACTIVE))
+                .map_err(|e| Error::io("opening the spool", e))?;
             let mut pending = count_lines(&dir2.join(ACTIVE), 0)?;
             let replay = dir2.join(REPLAY);
             if replay.exists() {
                 // A crash may have torn the file being replayed only if it was torn before
                 // the rename; reopening cuts that tail the same way.
-                drop(AppendFile::open(&replay).map_err(|e| Error::io("opening the replay file", e))?);
+                drop(
+                    AppendFile::open(&replay)
+                        .map_err(|e| Error::io("opening the replay file", e))?,
+                );
                 pending += count_lines(&replay, read_offset(&dir2)?)?;
             }
             Ok((active, pending))
         })
         .await
-        .map_err(|e| Error::Io { what: "opening the spool", source: std::io::Error::other(e.to_string()) })??;
+        .map_err(|e| Error::Io {
+            what: "opening the spool",
+            source: std::io::Error::other(e.to_string()),
+        })??;
         if pending > 0 {
             tracing::warn!(dir = %dir.display(), pending, "spool holds events from an earlier run; they are replayed when the dedup store answers");
         }
         let pending = Arc::new(AtomicU64::new(pending));
         let (tx, rx) = mpsc::channel(4096);
-        let writer = Writer { rx, active: Some(active), dir: dir.clone() };
+        let writer = Writer {
+            rx,
+            active: Some(active),
+            dir: dir.clone(),
+        };
         let task = tokio::spawn(writer.run());
-        Ok(Self { dir, tx, pending, task: Mutex::new(Some(task)) })
+        Ok(Self {
+            dir,
+            tx,
+            pending,
+            task: Mutex::new(Some(task)),
+        })
     }
 
     /// Records not yet replayed and confirmed.
@@ -133,7 +150,10 @@ impl Spool {
     /// to replay.
     pub(crate) async fn begin_replay(&self) -> Result<bool, Error> {
         let (ack, done) = oneshot::channel();
-        self.tx.send(Cmd::Rotate(ack)).await.map_err(|_| Error::Closed)?;
+        self.tx
+            .send(Cmd::Rotate(ack))
+            .await
+            .map_err(|_| Error::Closed)?;
         done.await.map_err(|_| Error::Closed)?
     }
 
@@ -144,11 +164,17 @@ impl Spool {
     }
 
     /// Up to `max` records of `replay.log` from `offset`, with the offset just past each.
-    pub(crate) async fn read_replay(&self, offset: u64, max: usize) -> Result<Vec<(Replayed, u64)>, Error> {
+    pub(crate) async fn read_replay(
+        &self,
+        offset: u64,
+        max: usize,
+    ) -> Result<Vec<(Replayed, u64)>, Error> {
         let path = self.dir.join(REPLAY);
         blocking(move || {
-            let mut file = std::fs::File::open(&path).map_err(|e| Error::io("opening the replay file", e))?;
-            file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io("seeking the replay file", e))?;
+            let mut file =
+                std::fs::File::open(&path).map_err(|e| Error::io("opening the replay file", e))?;
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| Error::io("seeking the replay file", e))?;
             let mut out = Vec::new();
             scan_lines(file, offset, |line| {
                 if let Line::Complete(bytes, end) = line {
@@ -165,8 +191,13 @@ impl Spool {
     /// Confirms `replay.log` up to `offset` (`records` of them).
     pub(crate) async fn commit(&self, offset: u64, records: u64) -> Result<(), Error> {
         let path = self.dir.join(OFFSET);
-        blocking(move || write_atomic(&path, offset.to_string().as_bytes()).map_err(|e| Error::io("writing the replay offset", e))).await?;
-        self.pending.fetch_sub(records.min(self.pending()), Ordering::Relaxed);
+        blocking(move || {
+            write_atomic(&path, offset.to_string().as_bytes())
+                .map_err(|e| Error::io("writing the replay offset", e))
+        })
+        .await?;
+        self.pending
+            .fetch_sub(records.min(self.pending()), Ordering::Relaxed);
         Ok(())
     }
 
@@ -187,11 +218,16 @@ impl Spool {
     }
 
     /// Keeps `what` (a record or a corrupt line) in `unverifiable.jsonl`, durably.
-    pub(crate) async fn quarantine(&self, reason: &str, what: serde_json::Value) -> Result<(), Error> {
+    pub(crate) async fn quarantine(
+        &self,
+        reason: &str,
+        what: serde_json::Value,
+    ) -> Result<(), Error> {
         let path = self.dir.join(QUARANTINE);
         let line = serde_json::json!({ "reason": reason, "record": what }).to_string();
         tracing::error!(reason, path = %path.display(), "a spooled event can no longer be checked; kept for manual reconciliation, not billed");
-        metrics::counter!("impressions_quarantined_total", "reason" => reason.to_owned()).increment(1);
+        metrics::counter!("impressions_quarantined_total", "reason" => reason.to_owned())
+            .increment(1);
         blocking(move || {
             let mut f = OpenOptions::new()
                 .create(true)
@@ -217,10 +253,15 @@ impl Spool {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Io { what: "spool IO", source: std::io::Error::other(e.to_string()) })?
+        .map_err(|e| Error::Io {
+            what: "spool IO",
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
 fn parse_line(bytes: &[u8]) -> Replayed {
@@ -229,19 +270,24 @@ fn parse_line(bytes: &[u8]) -> Replayed {
         return corrupt();
     }
     let (crc, json) = (&bytes[..8], &bytes[9..]);
-    let expected = std::str::from_utf8(crc).ok().and_then(|s| u32::from_str_radix(s, 16).ok());
+    let expected = std::str::from_utf8(crc)
+        .ok()
+        .and_then(|s| u32::from_str_radix(s, 16).ok());
     if expected != Some(crc32fast::hash(json)) {
         return corrupt();
     }
     match serde_json::from_slice(json) {
-        Ok(record) => Replayed::Record(record),
+        Ok(record) => Replayed::Record(Box::new(record)),
         Err(_) => corrupt(),
     }
 }
 
 fn read_offset(dir: &Path) -> Result<u64, Error> {
     match std::fs::read_to_string(dir.join(OFFSET)) {
-        Ok(s) => s.trim().parse().map_err(|_| Error::Config(format!("{} is not a number", dir.join(OFFSET).display()))),
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| Error::Config(format!("{} is not a number", dir.join(OFFSET).display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(Error::io("reading the replay offset", e)),
     }
@@ -253,7 +299,8 @@ fn count_lines(path: &Path, offset: u64) -> Result<u64, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(Error::io("opening a spool file", e)),
     };
-    file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io("seeking a spool file", e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| Error::io("seeking a spool file", e))?;
     let mut n = 0;
     scan_lines(file, offset, |line| {
         if matches!(line, Line::Complete(..)) {
@@ -303,7 +350,10 @@ impl Writer {
             }
             if !acks.is_empty() {
                 if let Some(active) = self.active.take() {
-                    let active = retry_blocking(active, "writing the spool", move |f| f.write(&buf).and_then(|()| f.sync())).await;
+                    let active = retry_blocking(active, "writing the spool", move |f| {
+                        f.write(&buf).and_then(|()| f.sync())
+                    })
+                    .await;
                     self.active = Some(active);
                 }
                 for ack in acks {
@@ -349,7 +399,9 @@ impl Writer {
                 Err(e) => {
                     // Keep appending where we were; the rename either happened (replay.log
                     // exists and is replayed next time) or did not.
-                    let reopened = AppendFile::open(&active_path).map(|(f, _)| f).or_else(|_| AppendFile::open(&replay).map(|(f, _)| f));
+                    let reopened = AppendFile::open(&active_path)
+                        .map(|(f, _)| f)
+                        .or_else(|_| AppendFile::open(&replay).map(|(f, _)| f));
                     match reopened {
                         Ok(f) => (f, Err(Error::io("rotating the spool", e))),
                         Err(e2) => (active, Err(Error::io("rotating the spool", e2))),
@@ -358,7 +410,10 @@ impl Writer {
             }
         })
         .await
-        .map_err(|e| Error::Io { what: "rotating the spool", source: std::io::Error::other(e.to_string()) })?;
+        .map_err(|e| Error::Io {
+            what: "rotating the spool",
+            source: std::io::Error::other(e.to_string()),
+        })?;
         self.active = Some(active);
         res
     }
@@ -370,21 +425,37 @@ mod tests {
     use crate::sign::{BidRef, TrackingData};
 
     fn dir() -> PathBuf {
-        std::env::temp_dir().join(format!("impressions-spool-{}-{}", std::process::id(), rand::random::<u64>()))
+        std::env::temp_dir().join(format!(
+            "impressions-spool-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ))
     }
 
     fn record(n: u64) -> SpoolRecord {
         SpoolRecord {
             token: format!("{n:032x}"),
             received_ms: n,
-            data: TrackingData::impression(BidRef { auction_id: format!("a{n}"), ..BidRef::default() }, None),
+            data: TrackingData::impression(
+                BidRef {
+                    auction_id: format!("a{n}"),
+                    ..BidRef::default()
+                },
+                None,
+            ),
         }
     }
 
     async fn replay_all(spool: &Spool) -> Vec<Replayed> {
         assert!(spool.begin_replay().await.unwrap());
         let offset = spool.replay_offset().await.unwrap();
-        spool.read_replay(offset, usize::MAX).await.unwrap().into_iter().map(|(r, _)| r).collect()
+        spool
+            .read_replay(offset, usize::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
     }
 
     #[tokio::test]
@@ -443,7 +514,7 @@ mod tests {
         let spool = Spool::open(&d).await.unwrap();
         assert_eq!(spool.pending(), 2, "the torn tail is not a record");
         let records = replay_all(&spool).await;
-        assert!(matches!(&records[0], Replayed::Record(r) if *r == record(1)));
+        assert!(matches!(&records[0], Replayed::Record(r) if **r == record(1)));
         assert!(matches!(&records[1], Replayed::Corrupt(_)));
         assert_eq!(records.len(), 2);
     }

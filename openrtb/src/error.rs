@@ -14,7 +14,10 @@ pub struct InvalidRequest {
 
 impl InvalidRequest {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -38,7 +38,8 @@ pub struct MacroValues<'a> {
     pub seat_id: Option<&'a str>,
     /// `${AUCTION_AD_ID}`: `bid.adid`.
     pub ad_id: Option<&'a str>,
-    /// `${AUCTION_PRICE}`: the clearing price, CPM micros in the bid's currency.
+    /// `${AUCTION_PRICE}`: the clearing price, CPM micros in the bid's currency. Leave it
+    /// `None` in loss notices unless clearing prices are disclosed to losing bidders.
     pub price_cpm_micros: Option<u64>,
     /// `${AUCTION_CURRENCY}`: the bid's currency (explicit or implied USD).
     pub currency: Option<&'a str>,

@@ -22,7 +22,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::json;
+use crate::json::{self, JsonStr};
 use crate::span::Span;
 
 /// What the exchange asked the DSP, to check its answer against.
@@ -227,10 +227,12 @@ pub struct Bid<'a> {
     pub impid: Cow<'a, str>,
     /// The CPM as the DSP wrote it. Money is [`AcceptedBid::price_micros`].
     pub price: f64,
-    pub nurl: Option<Cow<'a, str>>,
-    pub burl: Option<Cow<'a, str>>,
-    pub lurl: Option<Cow<'a, str>>,
-    pub adm: Option<Cow<'a, str>>,
+    /// The four values the exchange rewrites are kept undecoded: markup is most of an
+    /// answer and only the winners' is ever needed. `.decode()` when you need the text.
+    pub nurl: Option<JsonStr<'a>>,
+    pub burl: Option<JsonStr<'a>>,
+    pub lurl: Option<JsonStr<'a>>,
+    pub adm: Option<JsonStr<'a>>,
     pub adid: Option<Cow<'a, str>>,
     pub adomain: Vec<Cow<'a, str>>,
     pub bundle: Option<Cow<'a, str>>,
@@ -298,7 +300,7 @@ pub struct RejectedBid<'a> {
     pub bid_id: Option<Cow<'a, str>>,
     pub imp_id: Option<Cow<'a, str>>,
     pub adid: Option<Cow<'a, str>>,
-    pub lurl: Option<Cow<'a, str>>,
+    pub lurl: Option<JsonStr<'a>>,
 }
 
 /// The values to change when re-emitting a winning bid. The strings are final text
@@ -311,6 +313,9 @@ pub struct BidEdits<'e> {
     pub nurl: Option<&'e str>,
     pub burl: Option<&'e str>,
     pub lurl: Option<&'e str>,
+    /// Leave `nurl` out of the bid altogether: when the exchange fires the win notice
+    /// itself, a publisher that fired it too would count the win twice. Wins over `nurl`.
+    pub drop_nurl: bool,
 }
 
 impl<'a> Bid<'a> {
@@ -328,10 +333,12 @@ impl<'a> Bid<'a> {
         enum Value<'e> {
             Price(u64),
             Str(&'e str),
+            Remove,
         }
+        let nurl = if edits.drop_nurl { None } else { edits.nurl };
         let strings = [
             ("adm", self.spans.adm, edits.adm),
-            ("nurl", self.spans.nurl, edits.nurl),
+            ("nurl", self.spans.nurl, nurl),
             ("burl", self.spans.burl, edits.burl),
             ("lurl", self.spans.lurl, edits.lurl),
         ];
@@ -345,6 +352,11 @@ impl<'a> Bid<'a> {
                 *slot = Some((span, Value::Str(text)));
             }
         }
+        if edits.drop_nurl {
+            if let Some(member) = self.spans.nurl.and_then(|v| member_span(self.raw, v)) {
+                splices[2] = Some((member, Value::Remove));
+            }
+        }
         splices.sort_unstable_by_key(|s| s.map_or(usize::MAX, |(span, _)| span.start));
 
         let raw = self.raw.as_bytes();
@@ -354,6 +366,7 @@ impl<'a> Bid<'a> {
             match *value {
                 Value::Price(micros) => json::write_cpm(out, micros),
                 Value::Str(text) => json::write_str(out, text),
+                Value::Remove => {}
             }
             copied = span.end;
         }
@@ -370,6 +383,52 @@ impl<'a> Bid<'a> {
             }
         }
         out.extend_from_slice(&raw[close..]);
+    }
+}
+
+/// The span of the whole object member whose value sits at `value`, with the comma that
+/// separates it from its neighbour, so that cutting it out leaves valid JSON. `None` when
+/// the key is not written plainly (an escaped key is legal but rare; the member then stays).
+fn member_span(raw: &str, value: Span) -> Option<Span> {
+    let b = raw.as_bytes();
+    let back = |mut i: usize| {
+        while i > 0 && is_json_whitespace(b[i - 1] as char) {
+            i -= 1;
+        }
+        i
+    };
+    let colon = back(value.start);
+    if colon == 0 || b[colon - 1] != b':' {
+        return None;
+    }
+    let key_end = back(colon - 1);
+    if key_end == 0 || b[key_end - 1] != b'"' {
+        return None;
+    }
+    let key_start = raw[..key_end - 1].rfind('"')?;
+    if raw[key_start + 1..key_end - 1].contains('\\') {
+        return None;
+    }
+    let before = back(key_start);
+    match b.get(before.checked_sub(1)?) {
+        Some(b',') => Some(Span {
+            start: before - 1,
+            end: value.end,
+        }),
+        Some(b'{') => {
+            let mut end = value.end;
+            while end < b.len() && is_json_whitespace(b[end] as char) {
+                end += 1;
+            }
+            if b.get(end) == Some(&b',') {
+                end += 1;
+            }
+            Some(Span {
+                start: key_start,
+                end,
+            })
+        }
+        _ => None,
     }
 }
 
@@ -516,7 +575,7 @@ struct BidContext<'a> {
     id: Option<Cow<'a, str>>,
     impid: Option<Cow<'a, str>>,
     adid: Option<Cow<'a, str>>,
-    lurl: Option<Cow<'a, str>>,
+    lurl: Option<JsonStr<'a>>,
 }
 
 type BidResult<'a> = Result<(Bid<'a>, u64), (BidRejection, BidContext<'a>)>;
@@ -529,36 +588,17 @@ fn read_bid<'a>(raw: &'a str, imp_ids: &[&str]) -> BidResult<'a> {
     let Ok(wire) = serde_json::from_str::<WireBid<'a>>(raw) else {
         return Err(malformed());
     };
-    let span = |value: Option<&'a RawValue>| -> Result<Option<Span>, ()> {
-        value
-            .map(|v| Span::of_str(raw.as_bytes(), v.get()).ok_or(()))
-            .transpose()
-    };
-    let string = |value: Option<&'a RawValue>| value.map_or(Ok(None), raw_str);
-    let parsed = (|| {
-        Ok::<_, ()>((
-            (
-                span(wire.adm)?,
-                span(wire.nurl)?,
-                span(wire.burl)?,
-                span(wire.lurl)?,
-            ),
-            (
-                string(wire.adm)?,
-                string(wire.nurl)?,
-                string(wire.burl)?,
-                string(wire.lurl)?,
-            ),
-        ))
-    })();
-    let Ok(((adm_span, nurl_span, burl_span, lurl_span), (adm, nurl, burl, lurl))) = parsed else {
+    let fields = [wire.adm, wire.nurl, wire.burl, wire.lurl].map(|v| rewritable(raw, v));
+    let [Ok((adm, adm_span)), Ok((nurl, nurl_span)), Ok((burl, burl_span)), Ok((lurl, lurl_span))] =
+        fields
+    else {
         return Err(malformed());
     };
     let context = |id: &Option<Cow<'a, str>>, impid: &Option<Cow<'a, str>>| BidContext {
         id: id.clone(),
         impid: impid.clone(),
         adid: wire.adid.clone(),
-        lurl: lurl.clone(),
+        lurl,
     };
     let reject = |reason| Err((reason, context(&wire.id, &wire.impid)));
 
@@ -573,8 +613,8 @@ fn read_bid<'a>(raw: &'a str, imp_ids: &[&str]) -> BidResult<'a> {
     if !imp_ids.iter().any(|known| *known == impid) {
         return reject(BidRejection::UnknownImp);
     }
-    let price_raw = match wire.price {
-        Some(raw_price) if raw_price.get() != "null" => raw_price,
+    let (price_raw, price_span) = match wire.price {
+        Some(value) if value.get() != "null" => (value, Span::of_str(raw.as_bytes(), value.get())),
         _ => return reject(BidRejection::MissingPrice),
     };
     let Ok(price) = serde_json::from_str::<f64>(price_raw.get()) else {
@@ -583,11 +623,12 @@ fn read_bid<'a>(raw: &'a str, imp_ids: &[&str]) -> BidResult<'a> {
     let Some(price_micros) = json::cpm_to_micros(price) else {
         return reject(BidRejection::BadPrice);
     };
-    let Ok(Some(price_span)) = span(Some(price_raw)) else {
+    // The value was parsed out of `raw`, so its span always resolves.
+    let Some(price_span) = price_span else {
         return Err(malformed());
     };
-    let has = |s: &Option<Cow<'_, str>>| s.as_deref().is_some_and(|s| !s.is_empty());
-    if !has(&adm) && !has(&nurl) {
+    let has = |s: Option<JsonStr<'_>>| s.is_some_and(|s| !s.is_empty());
+    if !has(adm) && !has(nurl) {
         return reject(BidRejection::NoMarkup);
     }
     if wire.mtype.is_some_and(|m| !(1..=4).contains(&m)) {
@@ -660,34 +701,34 @@ fn salvage_context<'a>(raw: &'a str) -> BidContext<'a> {
     let Ok(loose) = serde_json::from_str::<Loose<'a>>(raw) else {
         return BidContext::default();
     };
-    let string = |v: Option<&'a RawValue>| v.and_then(|v| raw_str(v).ok().flatten());
+    let literal = |v: Option<&'a RawValue>| v.and_then(|v| JsonStr::from_literal(v.get()));
     BidContext {
-        id: string(loose.id),
-        impid: string(loose.impid),
-        adid: string(loose.adid),
-        lurl: string(loose.lurl),
+        id: literal(loose.id).map(|s| s.decode()),
+        impid: literal(loose.impid).map(|s| s.decode()),
+        adid: literal(loose.adid).map(|s| s.decode()),
+        lurl: literal(loose.lurl),
     }
 }
 
-/// A raw JSON value as a string: `null` is `None`, anything but a string is an error.
-/// Strings without escapes are borrowed from the input as they are.
-fn raw_str(raw: &RawValue) -> Result<Option<Cow<'_, str>>, ()> {
-    let text = raw.get();
-    if text == "null" {
-        return Ok(None);
+/// One of the values `Bid::rewrite` replaces: its string and where it sits in `raw`.
+/// A `null` value has no string but keeps its span.
+type Rewritable<'a> = (Option<JsonStr<'a>>, Option<Span>);
+
+fn rewritable<'a>(raw: &'a str, value: Option<&'a RawValue>) -> Result<Rewritable<'a>, ()> {
+    let Some(value) = value else {
+        return Ok((None, None));
+    };
+    // The value was parsed out of `raw`, so its span always resolves.
+    let span = Span::of_str(raw.as_bytes(), value.get()).ok_or(())?;
+    Ok((raw_literal(value)?, Some(span)))
+}
+
+/// A raw JSON value that must be a string: `null` is `None`, anything else an error.
+fn raw_literal(raw: &RawValue) -> Result<Option<JsonStr<'_>>, ()> {
+    match raw.get() {
+        "null" => Ok(None),
+        text => JsonStr::from_literal(text).map(Some).ok_or(()),
     }
-    let inner = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .ok_or(())?;
-    // The value already parsed as JSON, so a string without a backslash is exactly
-    // the text between its quotes.
-    if !inner.contains('\\') {
-        return Ok(Some(Cow::Borrowed(inner)));
-    }
-    serde_json::from_str::<String>(text)
-        .map(|s| Some(Cow::Owned(s)))
-        .map_err(|_| ())
 }
 
 #[derive(Deserialize)]
@@ -909,6 +950,10 @@ mod tests {
         }
     }
 
+    fn text(s: Option<JsonStr<'_>>) -> Option<String> {
+        s.map(|s| s.decode().into_owned())
+    }
+
     fn read(body: &str) -> Answer<'_> {
         read_answer(200, body.as_bytes(), &EXPECT)
     }
@@ -1122,7 +1167,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            rejected[2].lurl.as_deref(),
+            text(rejected[2].lurl).as_deref(),
             Some("https://l/?r=${AUCTION_LOSS}")
         );
         assert_eq!(rejected[2].imp_id.as_deref(), Some("nope"));
@@ -1270,19 +1315,23 @@ mod tests {
             ("b1", "imp-2", 2.25)
         );
         assert_eq!(accepted[0].price_micros, 2_250_000);
-        assert_eq!(b.adm.as_deref(), Some("<a href=\"x\">"));
+        assert_eq!(text(b.adm).as_deref(), Some("<a href=\"x\">"));
         assert!(
-            matches!(b.adm, Some(Cow::Owned(_))),
+            matches!(b.adm.map(|s| s.decode()), Some(Cow::Owned(_))),
             "escaped strings are decoded"
         );
-        assert!(matches!(b.nurl, Some(Cow::Borrowed("https://n"))));
+        assert!(matches!(
+            b.nurl.map(|s| s.decode()),
+            Some(Cow::Borrowed("https://n"))
+        ));
+        assert_eq!(b.adm.map(|s| s.raw()), Some(r#""<a href=\"x\">""#));
         assert!(matches!(
             b.adomain[..],
             [Cow::Borrowed("a.com"), Cow::Borrowed("b.com")]
         ));
         assert!(matches!(b.crid, Some(Cow::Borrowed("cr1"))));
         assert_eq!(
-            (b.burl.as_deref(), b.lurl.as_deref()),
+            (text(b.burl).as_deref(), text(b.lurl).as_deref()),
             (Some("https://b"), Some("https://l"))
         );
         assert_eq!(
@@ -1344,12 +1393,58 @@ mod tests {
         text
     }
 
+    #[test]
+    fn dropping_nurl_cuts_the_member_wherever_it_stands() {
+        for (raw, want) in [
+            (
+                r#"{"id":"b","impid":"1","price":1,"nurl":"http://n"}"#,
+                r#"{"id":"b","impid":"1","price":1.5}"#,
+            ),
+            (
+                r#"{"nurl" : "http://n" , "id":"b","impid":"1","price":1}"#,
+                r#"{ "id":"b","impid":"1","price":1.5}"#,
+            ),
+            (
+                r#"{"id":"b","nurl":"http://n","impid":"1","price":1,"ext":{"nurl":"x"}}"#,
+                r#"{"id":"b","impid":"1","price":1.5,"ext":{"nurl":"x"}}"#,
+            ),
+            (
+                r#"{"id":"b","impid":"1","price":1}"#,
+                r#"{"id":"b","impid":"1","price":1.5}"#,
+            ),
+        ] {
+            let body = format!(r#"{{"id":"r","seatbid":[{{"bid":[{raw}]}}]}}"#);
+            let expect = Expect {
+                request_id: "r",
+                imp_ids: &["1"],
+                currency: "USD",
+            };
+            // Every case gets markup, so the one without nurl is accepted too.
+            let body = body.replace(r#""price":1"#, r#""price":1,"adm":"<a/>""#);
+            let Answer::Bids { accepted, .. } = read_answer(200, body.as_bytes(), &expect) else {
+                panic!("{raw}: not read as bids")
+            };
+            let mut out = Vec::new();
+            accepted[0].bid.rewrite(
+                &BidEdits {
+                    drop_nurl: true,
+                    price_micros: 1_500_000,
+                    ..NO_EDITS
+                },
+                &mut out,
+            );
+            let want = want.replace(r#""price":1.5"#, r#""price":1.5,"adm":"<a/>""#);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{raw}");
+        }
+    }
+
     const NO_EDITS: BidEdits<'static> = BidEdits {
         price_micros: 1_000_000,
         adm: None,
         nurl: None,
         burl: None,
         lurl: None,
+        drop_nurl: false,
     };
 
     #[test]
@@ -1390,6 +1485,7 @@ mod tests {
                 burl: Some("https://b"),
                 lurl: Some("https://l/?x=1&y=\u{e9}"),
                 nurl: Some("https://n"),
+                drop_nurl: false,
             },
         );
         assert_eq!(
@@ -1417,8 +1513,8 @@ mod tests {
         let (_, accepted, _) = bids(read(&body));
         let again = &accepted[0];
         assert_eq!(again.price_micros, 10_000);
-        assert_eq!(again.bid.adm.as_deref(), Some("y"));
-        assert_eq!(again.bid.lurl.as_deref(), Some("l"));
+        assert_eq!(text(again.bid.adm).as_deref(), Some("y"));
+        assert_eq!(text(again.bid.lurl).as_deref(), Some("l"));
         assert_eq!(again.bid.crid.as_deref(), Some("c"));
         assert_eq!(again.bid.ext.map(RawValue::get), Some(r#"{"a":[]}"#));
     }
@@ -1457,6 +1553,61 @@ mod tests {
         }
         for code in ["", "US", "USDT", "TYR", "XXX", "XAU", "€", "ÜSD"] {
             assert!(!is_currency_code(code), "{code}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_edit_survives_a_rewrite_and_a_re_read(
+            adm in proptest::prelude::any::<String>(),
+            nurl in proptest::option::of(proptest::prelude::any::<String>()),
+            micros in 1..=json::MAX_CPM_MICROS,
+        ) {
+            let bid = r#"{"id":"b","impid":"imp-1","price":1,"adm":"x","ext":{"q":"\u00e9"}}"#;
+            let body = answer_with(&[bid]);
+            let (_, accepted, _) = bids(read(&body));
+            let mut out = Vec::new();
+            let edits = BidEdits { price_micros: micros, adm: Some(&adm), nurl: nurl.as_deref(), ..NO_EDITS };
+            accepted[0].bid.rewrite(&edits, &mut out);
+            let out = String::from_utf8(out).unwrap();
+            let body = answer_with(&[&out]);
+            let (_, again, rejected) = bids(read(&body));
+            let again = match (again.first(), rejected.first()) {
+                (Some(a), _) => a,
+                // An empty adm with no nurl is, rightly, nothing to serve.
+                (None, Some(r)) => {
+                    proptest::prop_assert!(adm.is_empty() && nurl.as_deref().is_none_or(str::is_empty));
+                    proptest::prop_assert_eq!(r.reason, BidRejection::NoMarkup);
+                    return Ok(());
+                }
+                (None, None) => unreachable!("one bid in, one bid out"),
+            };
+            proptest::prop_assert_eq!(again.price_micros, micros);
+            proptest::prop_assert_eq!(text(again.bid.adm), Some(adm));
+            proptest::prop_assert_eq!(text(again.bid.nurl), nurl);
+            proptest::prop_assert_eq!(again.bid.ext.map(RawValue::get), Some(r#"{"q":"\u00e9"}"#));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_reader(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = read_answer(200, &body, &EXPECT);
+        }
+
+        #[test]
+        fn mangled_answers_never_panic_or_accept_a_bid_they_should_not(
+            at in 0usize..200,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let mut body = answer_with(&[GOOD_BID, r#"{"id":"b2","impid":"imp-2","price":0.5,"nurl":"n"}"#]).into_bytes();
+            let at = at % body.len();
+            body[at] = byte;
+            if let Answer::Bids { accepted, .. } = read_answer(200, &body, &EXPECT) {
+                for a in &accepted {
+                    proptest::prop_assert!(a.price_micros > 0 && a.price_micros <= json::MAX_CPM_MICROS);
+                    proptest::prop_assert!(EXPECT.imp_ids.contains(&a.bid.impid.as_ref()));
+                    proptest::prop_assert!(!a.bid.id.is_empty());
+                }
+            }
         }
     }
 

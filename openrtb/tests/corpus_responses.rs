@@ -169,16 +169,19 @@ fn check_rewrites(file: &str, answer: &Answer<'_>, originals: &[Value]) {
             loss: Some(0),
             ..MacroValues::default()
         };
-        let adm = bid.adm.as_deref().map(|t| macros::expand(t, &values));
-        let nurl = bid.nurl.as_deref().map(|t| macros::expand_url(t, &values));
-        let burl = bid.burl.as_deref().map(|t| macros::expand_url(t, &values));
-        let lurl = bid.lurl.as_deref().map(|t| macros::expand_url(t, &values));
+        let templates = [bid.adm, bid.nurl, bid.burl, bid.lurl].map(|s| s.map(|s| s.decode()));
+        let [adm, nurl, burl, lurl] = &templates;
+        let adm = adm.as_deref().map(|t| macros::expand(t, &values));
+        let nurl = nurl.as_deref().map(|t| macros::expand_url(t, &values));
+        let burl = burl.as_deref().map(|t| macros::expand_url(t, &values));
+        let lurl = lurl.as_deref().map(|t| macros::expand_url(t, &values));
         let edits = BidEdits {
             price_micros: 1_234_567,
             adm: adm.as_deref(),
             nurl: nurl.as_deref(),
             burl: burl.as_deref(),
             lurl: lurl.as_deref(),
+            drop_nurl: false,
         };
         let mut out = Vec::new();
         bid.rewrite(&edits, &mut out);
@@ -220,6 +223,24 @@ fn check_rewrites(file: &str, answer: &Answer<'_>, originals: &[Value]) {
                 "{file}: ext was not copied byte for byte"
             );
         }
+
+        // Dropping the win notice removes exactly that member and keeps the JSON valid.
+        let mut dropped = Vec::new();
+        bid.rewrite(
+            &BidEdits {
+                drop_nurl: true,
+                ..edits
+            },
+            &mut dropped,
+        );
+        let dropped: Value = serde_json::from_slice(&dropped)
+            .unwrap_or_else(|e| panic!("{file}: rewrite without nurl is not JSON ({e})"));
+        want.remove("nurl");
+        assert_eq!(
+            dropped.as_object().unwrap(),
+            &want,
+            "{file}: dropping nurl changed more than nurl"
+        );
     }
 }
 

@@ -139,8 +139,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<CampaignState, Error>>;
 
     /// The campaign's totals and per-session holdings, `None` if absent.
-    fn state<'a>(&'a self, key: &'a CampaignKey)
-        -> BoxFuture<'a, Result<Option<CampaignState>, Error>>;
+    fn state<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+    ) -> BoxFuture<'a, Result<Option<CampaignState>, Error>>;
 
     /// Writes off a dead session's lease: its held money becomes available again and the session
     /// gets no more. Returns the micros released. Only for sessions known to be gone: a live
@@ -248,13 +250,22 @@ mod tests {
             ..Totals::default()
         };
         let (mut a, mut b) = (Session::default(), Session::default());
-        assert_eq!(apply_sync(&mut totals, &mut a, &item(0, 0, 0, 700)).granted, 700);
-        assert_eq!(apply_sync(&mut totals, &mut b, &item(0, 0, 0, 700)).granted, 300);
+        assert_eq!(
+            apply_sync(&mut totals, &mut a, &item(0, 0, 0, 700)).granted,
+            700
+        );
+        assert_eq!(
+            apply_sync(&mut totals, &mut b, &item(0, 0, 0, 700)).granted,
+            300
+        );
         assert_eq!(totals.held, 1_000);
         // a spent 200 and hands 100 back: b may top up by the 100, not by what a still holds.
         let g = apply_sync(&mut totals, &mut a, &item(700, 200, 100, 0));
         assert_eq!((g.spent, g.held), (200, 700));
-        assert_eq!(apply_sync(&mut totals, &mut b, &item(300, 0, 0, 700)).granted, 400);
+        assert_eq!(
+            apply_sync(&mut totals, &mut b, &item(300, 0, 0, 700)).granted,
+            400
+        );
         assert_eq!(totals.held, 800);
         assert_eq!(totals.spent + totals.held, 1_000);
     }
@@ -293,7 +304,10 @@ mod tests {
             ..Totals::default()
         };
         let mut s = Session::default();
-        assert_eq!(apply_sync(&mut totals, &mut s, &item(0, 0, 0, 500)).granted, 0);
+        assert_eq!(
+            apply_sync(&mut totals, &mut s, &item(0, 0, 0, 500)).granted,
+            0
+        );
         totals.paused = false;
         let mut dead = Session {
             reclaimed: true,

@@ -305,10 +305,8 @@ impl Store for RedisStore {
         budget: u64,
         paused: bool,
     ) -> BoxFuture<'a, Result<bool, Error>> {
-        self.timed(async move {
-            Ok(self.change_budget(key, "seed", budget, paused).await? == 1)
-        })
-        .boxed()
+        self.timed(async move { Ok(self.change_budget(key, "seed", budget, paused).await? == 1) })
+            .boxed()
     }
 
     fn set_budget<'a>(

@@ -34,7 +34,10 @@ pub struct Answer {
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("answer is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "answer is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 }
@@ -42,7 +45,10 @@ impl Answer {
 /// A config whose DSPs are the given mocks, with every other key at its default.
 pub fn config_for(dsps: &[&MockDspHandle]) -> Config {
     let mut config = Config::default();
-    config.dsps = dsps.iter().map(|d| DspConfig::new(d.name(), d.url())).collect();
+    config.dsps = dsps
+        .iter()
+        .map(|d| DspConfig::new(d.name(), d.url()))
+        .collect();
     config
 }
 
@@ -70,7 +76,11 @@ impl TestExchange {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        Answer { status, headers, body }
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn post(&self, path: &str, body: impl Into<Bytes>) -> Answer {
@@ -117,19 +127,23 @@ impl TestExchange {
 
 /// Finds a sample line `name{labels...} value` whose labels include all of `labels`.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (key, value) = line.rsplit_once(' ')?;
-        let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
-        if metric != name {
-            return None;
-        }
-        let all = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-        if all {
-            value.parse().ok()
-        } else {
-            None
-        }
-    })
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
+            if metric != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            if all {
+                value.parse().ok()
+            } else {
+                None
+            }
+        })
 }
 
 /// Polls `check` until it is true or `limit` passes; for effects that happen after the

@@ -1,0 +1,36 @@
+//! The auction engine: filters, clearing and loss reasons for one request.
+//!
+//! Run: `cargo bench -p benches --bench auction`
+//!
+//! Latest figures (see BENCHMARKS.md for the machine and date):
+//!   FIGURES
+
+use std::hint::black_box;
+
+use auction::{Rules, Unlimited};
+use benches::AuctionFixture;
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn auction(c: &mut Criterion) {
+    let mut group = c.benchmark_group("auction");
+    let rules = Rules {
+        increment_micros: 10_000,
+    };
+    let ledger = Unlimited::<()>::new();
+    for (imps, bids) in [(1, 3), (1, 10), (1, 50), (5, 10)] {
+        let fixture = AuctionFixture::new(imps, bids);
+        let request = fixture.request();
+        let candidates = fixture.bids(bids);
+        group.bench_function(format!("{imps}_imp_x_{bids}_bids"), |b| {
+            b.iter(|| {
+                let outcome =
+                    auction::run(black_box(&request), black_box(&candidates), &rules, &ledger);
+                black_box(outcome.imps.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, auction);
+criterion_main!(benches);

@@ -1,0 +1,137 @@
+//! The wire model's hot paths: parse + validate, the body each DSP receives, reading a DSP
+//! answer, and writing a winning bid with its macros substituted.
+//!
+//! Run: `cargo bench -p benches --bench openrtb`
+//!
+//! Latest figures (see BENCHMARKS.md for the machine and date):
+//!   FIGURES
+
+use std::hint::black_box;
+
+use benches::{dsp_answer, IAB_APP_BANNER, IAB_BANNER, IAB_VIDEO};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use openrtb::forward::Outbound;
+use openrtb::macros::{expand, expand_url, MacroValues};
+use openrtb::response::{read_answer, Answer, BidEdits, Expect};
+
+fn parse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parse_validate");
+    for (name, body) in [
+        ("iab26_banner_604B", IAB_BANNER),
+        ("iab26_app_banner_1401B", IAB_APP_BANNER),
+        ("iab26_video_2549B", IAB_VIDEO),
+    ] {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let req = openrtb::request::parse(black_box(body)).unwrap();
+                black_box(req.imp.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+fn forward(c: &mut Criterion) {
+    let req = openrtb::request::parse(IAB_APP_BANNER).unwrap();
+    let mut group = c.benchmark_group("forward");
+    group.bench_function("outbound_new_app_banner", |b| {
+        b.iter(|| black_box(Outbound::new(black_box(IAB_APP_BANNER), &req, 2, "USD")))
+    });
+    let outbound = Outbound::new(IAB_APP_BANNER, &req, 2, "USD");
+    let mut out = Vec::with_capacity(outbound.len_hint() + 16);
+    group.bench_function("render_per_dsp_app_banner", |b| {
+        b.iter(|| {
+            out.clear();
+            outbound.render(black_box(27), &mut out);
+            black_box(out.len())
+        })
+    });
+    group.finish();
+}
+
+fn answers(c: &mut Criterion) {
+    let imp_ids = ["1"];
+    let expect = Expect {
+        request_id: "req-1",
+        imp_ids: &imp_ids,
+        currency: "USD",
+    };
+    let mut group = c.benchmark_group("read_answer");
+    for bids in [1, 5] {
+        let body = dsp_answer("req-1", bids);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(format!("{bids}_bids_{}B", body.len()), |b| {
+            b.iter(|| match read_answer(200, black_box(&body), &expect) {
+                Answer::Bids { accepted, .. } => black_box(accepted.len()),
+                _ => unreachable!("the fixture has bids"),
+            })
+        });
+    }
+    group.finish();
+}
+
+fn winning_bid(c: &mut Criterion) {
+    let imp_ids = ["1"];
+    let expect = Expect {
+        request_id: "req-1",
+        imp_ids: &imp_ids,
+        currency: "USD",
+    };
+    let body = dsp_answer("req-1", 1);
+    let Answer::Bids {
+        accepted, response, ..
+    } = read_answer(200, &body, &expect)
+    else {
+        unreachable!("the fixture has a bid")
+    };
+    let bid = &accepted[0].bid;
+    let adm_template = bid.adm.map(|s| s.decode()).unwrap_or_default();
+    let nurl_template = bid.nurl.map(|s| s.decode()).unwrap_or_default();
+    let burl_template = bid.burl.map(|s| s.decode()).unwrap_or_default();
+    let values = MacroValues {
+        auction_id: Some("req-1"),
+        bid_id: response.bidid.as_deref(),
+        imp_id: Some("1"),
+        seat_id: Some("seat-1"),
+        ad_id: bid.adid.as_deref(),
+        price_cpm_micros: Some(1_234_567),
+        currency: Some("USD"),
+        loss: Some(0),
+        min_to_win_cpm_micros: Some(1_224_567),
+        ..MacroValues::default()
+    };
+    let mut group = c.benchmark_group("winning_bid");
+    group.bench_function("macros_adm_nurl_burl", |b| {
+        b.iter(|| {
+            let adm = expand(&adm_template, black_box(&values));
+            let nurl = expand_url(&nurl_template, &values);
+            let burl = expand_url(&burl_template, &values);
+            black_box((adm.len(), nurl.len(), burl.len()))
+        })
+    });
+    let adm = expand(&adm_template, &values).into_owned();
+    let nurl = expand_url(&nurl_template, &values).into_owned();
+    let mut out = Vec::with_capacity(2048);
+    group.bench_function("rewrite_bid_json", |b| {
+        b.iter(|| {
+            out.clear();
+            bid.rewrite(
+                &BidEdits {
+                    price_micros: 1_234_567,
+                    adm: Some(&adm),
+                    nurl: Some(&nurl),
+                    burl: None,
+                    lurl: None,
+                    drop_nurl: false,
+                },
+                &mut out,
+            );
+            black_box(out.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, forward, answers, winning_bid);
+criterion_main!(benches);

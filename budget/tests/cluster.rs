@@ -1,0 +1,242 @@
+//! Several nodes on one Redis under concurrent load: the budget holds across nodes, through a
+//! Redis crash and restart, and a crashed node's lease stays visible until reclaimed.
+
+mod support;
+
+use budget::{BudgetConfig, Budgets, CampaignSeed, Lookup, RedisStore, Store, SyncTask};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::RedisServer;
+
+fn config(budget_micros: u64) -> BudgetConfig {
+    BudgetConfig {
+        sync_interval_ms: 10,
+        redis_timeout_ms: 300,
+        full_sync_ms: 20,
+        min_lease_micros: 10_000,
+        shutdown_timeout_ms: 5_000,
+        campaigns: vec![CampaignSeed {
+            dsp: "acme".into(),
+            cid: "c1".into(),
+            budget_micros,
+            paused: false,
+        }],
+        ..BudgetConfig::default()
+    }
+}
+
+fn store(redis: &RedisServer, cfg: &BudgetConfig) -> Arc<dyn Store> {
+    Arc::new(RedisStore::open(&redis.url(), &cfg.key_prefix, cfg.redis_timeout()).unwrap())
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Bidding threads on acme/c1 across several nodes, summing what they won.
+struct Load {
+    stop: Arc<AtomicBool>,
+    won: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(nodes: &[Arc<Budgets>], threads_per_node: usize, price: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let won = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for node in nodes {
+            for _ in 0..threads_per_node {
+                let (node, stop, won) = (node.clone(), stop.clone(), won.clone());
+                threads.push(std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let charged = match node.lookup("acme", Some("c1")) {
+                            Lookup::Found(c) => c.can_cover(price) && c.try_charge(price),
+                            Lookup::NoCid | Lookup::Unknown => false,
+                        };
+                        if charged {
+                            won.fetch_add(price, Ordering::Relaxed);
+                        } else {
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                    }
+                }));
+            }
+        }
+        Load { stop, won, threads }
+    }
+
+    fn won(&self) -> u64 {
+        self.won.load(Ordering::Relaxed)
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.won.load(Ordering::Relaxed)
+    }
+}
+
+async fn start_nodes(
+    redis: &RedisServer,
+    cfg: &BudgetConfig,
+    n: usize,
+) -> Vec<(Arc<Budgets>, SyncTask)> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let cfg = BudgetConfig {
+            node_id: format!("node{i}"),
+            ..cfg.clone()
+        };
+        nodes.push(
+            Budgets::start(cfg.clone(), store(redis, &cfg))
+                .await
+                .unwrap(),
+        );
+    }
+    nodes
+}
+
+fn charged_on(nodes: &[Arc<Budgets>]) -> u64 {
+    nodes
+        .iter()
+        .map(|n| n.local("acme", "c1").unwrap().charged_total)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_never_overspend_and_account_for_every_micro() {
+    let redis = RedisServer::start();
+    let budget = 3_000_000;
+    let price = 900;
+    let cfg = config(budget);
+    let admin = store(&redis, &cfg);
+    let (nodes, tasks): (Vec<_>, Vec<_>) = start_nodes(&redis, &cfg, 3).await.into_iter().unzip();
+    let load = Load::start(&nodes, 3, price);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let key = budget::CampaignKey::new("acme", "c1");
+    while budget - load.won() >= 3 * price {
+        assert!(
+            Instant::now() < deadline,
+            "budget not spent: {}",
+            load.won()
+        );
+        let state = admin.state(&key).await.unwrap().unwrap();
+        assert!(state.spent + state.held <= budget, "store: {state:?}");
+        assert!(load.won() <= budget, "charged {} of {budget}", load.won());
+        assert!(charged_on(&nodes) <= budget);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let won = load.stop();
+    for task in tasks {
+        task.shutdown().await.unwrap();
+    }
+    assert!(won <= budget);
+    assert_eq!(charged_on(&nodes), won);
+    let state = admin.state(&key).await.unwrap().unwrap();
+    assert_eq!(
+        state.spent, won,
+        "Redis spent equals the sum charged on the nodes"
+    );
+    assert_eq!(state.held, 0, "every lease came back");
+    assert!(state.nodes.is_empty());
+    // Every node took part.
+    for node in &nodes {
+        assert!(node.local("acme", "c1").unwrap().charged_total > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_crash_costs_no_spend_and_no_overspend() {
+    let mut redis = RedisServer::start_persistent();
+    let budget = 50_000_000;
+    let price = 1_000;
+    let cfg = config(budget);
+    let (nodes, tasks): (Vec<_>, Vec<_>) = start_nodes(&redis, &cfg, 2).await.into_iter().unzip();
+    let load = Load::start(&nodes, 2, price);
+    wait_until("some spend", || load.won() >= 1_000_000).await;
+
+    redis.kill();
+    // Nodes spend what they hold, then stop bidding on the campaign (fail closed).
+    wait_until("leases to run dry", || {
+        nodes
+            .iter()
+            .all(|n| n.local("acme", "c1").unwrap().available < price)
+    })
+    .await;
+    let stalled = load.won();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(load.won(), stalled, "no spend without a lease");
+    assert!(stalled <= budget);
+    let unreported: u64 = nodes
+        .iter()
+        .map(|n| n.local("acme", "c1").unwrap().unreported)
+        .sum();
+    assert!(unreported > 0, "spend made while Redis was away is kept");
+
+    redis.restart();
+    wait_until("spending to resume", || load.won() >= stalled + 500_000).await;
+    let won = load.stop();
+    for task in tasks {
+        task.shutdown().await.unwrap();
+    }
+    let state = store(&redis, &cfg)
+        .state(&budget::CampaignKey::new("acme", "c1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.spent, won, "nothing lost, nothing counted twice");
+    assert_eq!(state.held, 0);
+    assert!(state.spent <= budget);
+}
+
+#[tokio::test]
+async fn a_crashed_node_keeps_its_lease_visible_until_reclaimed() {
+    let redis = RedisServer::start();
+    let budget = 100_000;
+    let cfg = BudgetConfig {
+        min_lease_micros: 60_000,
+        ..config(budget)
+    };
+    let crashed = Budgets::new(cfg.clone(), store(&redis, &cfg)).unwrap();
+    crashed.seed().await.unwrap();
+    crashed.sync_once().await.unwrap();
+    let session = crashed.session().to_owned();
+    let Lookup::Found(c) = crashed.lookup("acme", Some("c1")) else {
+        panic!("seeded campaign is known");
+    };
+    assert!(c.try_charge(10_000));
+    crashed.sync_once().await.unwrap(); // reports the spend, tops the lease up to 60_000
+    assert_eq!(c.available(), 60_000);
+    drop(c);
+    drop(crashed); // no release: the process died
+
+    let other = Budgets::new(cfg.clone(), store(&redis, &cfg)).unwrap();
+    other.sync_once().await.unwrap();
+    assert_eq!(
+        other.local("acme", "c1").unwrap().available,
+        30_000,
+        "only what the crashed node does not hold"
+    );
+    let state = other.state("acme", "c1").await.unwrap().unwrap();
+    let dead = state.nodes.iter().find(|n| n.session == session).unwrap();
+    assert_eq!((dead.spent, dead.held), (10_000, 60_000));
+
+    assert_eq!(other.reclaim("acme", "c1", &session).await.unwrap(), 60_000);
+    for _ in 0..4 {
+        other.sync_once().await.unwrap();
+    }
+    assert_eq!(other.local("acme", "c1").unwrap().available, 60_000);
+    let state = other.state("acme", "c1").await.unwrap().unwrap();
+    assert_eq!((state.spent, state.held), (10_000, 60_000));
+    let dead = state.nodes.iter().find(|n| n.session == session).unwrap();
+    assert!(dead.reclaimed);
+    assert_eq!(dead.held, 0);
+}

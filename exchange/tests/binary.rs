@@ -1,0 +1,81 @@
+//! The `exchange` binary as a newcomer runs it: no arguments but a free port, demo DSPs,
+//! the README's example request.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_embedded_default_runs_a_real_auction_on_the_example_request() {
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_exchange"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let addr = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        lines
+            .find_map(|l| {
+                l.ok()?
+                    .split("listening on http://")
+                    .nth(1)
+                    .map(str::to_owned)
+            })
+            .expect("the exchange printed its address")
+    })
+    .await
+    .unwrap();
+
+    let example = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/banner.json"
+    ))
+    .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    // The demo DSPs bid about 80% of the time each, so a handful of tries is plenty.
+    let mut won = None;
+    for _ in 0..20 {
+        let req = http::Request::post(format!("http://{addr}/openrtb2/auction"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(example.clone())))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(status == 200 || status == 204, "{status}");
+        if status == 200 {
+            won = Some(body);
+            break;
+        }
+    }
+    let body: serde_json::Value =
+        serde_json::from_slice(&won.expect("no demo DSP ever won")).unwrap();
+    assert_eq!(body["id"], "example-auction-1");
+    let bid = &body["seatbid"][0]["bid"][0];
+    assert!(
+        bid["price"].as_f64().unwrap() >= 0.5,
+        "the floor holds: {bid}"
+    );
+    assert!(["alpha", "beta", "gamma"].contains(&body["seatbid"][0]["seat"].as_str().unwrap()));
+}

@@ -1,0 +1,457 @@
+//! The tracker end to end without Redis (embedded default): decorated markup, impression and
+//! click recording, dedup, the memory store's bound through the spool, the event file and the
+//! report read from it, and the event file's torn tail.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use impressions::{
+    read_events, AdFormat, BidRef, Billed, BilledHook, Error, Event, EventLog, EventLogConfig,
+    EventType, Outcome, Rejection, Report, Tracker, TrackerConfig, TrackingKey,
+};
+use support::{query, ManualClock, TempDir};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn bid(n: u32) -> BidRef {
+    BidRef {
+        auction_id: format!("req-{n}"),
+        imp_id: "1".into(),
+        bid_id: format!("bid-{n}"),
+        dsp: if n & 1 == 0 {
+            "dsp-a".into()
+        } else {
+            "dsp-b".into()
+        },
+        seat: "seat".into(),
+        campaign: format!("camp-{}", n % 3),
+        creative_id: "cr-1".into(),
+        price_micros: 2_500_000,
+        currency: "USD".into(),
+        auction_ts_ms: T0,
+    }
+}
+
+fn config(dir: &TempDir) -> TrackerConfig {
+    let mut c = TrackerConfig {
+        public_url: "https://ex.test".into(),
+        key: TrackingKey::from_secret("integration-test-secret-0123456789").unwrap(),
+        spool_dir: dir.path().join("spool"),
+        // Replays run when a test asks for them, so their effects are deterministic.
+        replay_interval: Duration::from_secs(3600),
+        ..TrackerConfig::default()
+    };
+    c.events.file = Some(dir.path().join("events.jsonl"));
+    c.events.fsync_interval = Duration::from_millis(10);
+    c
+}
+
+fn recording_hook() -> (BilledHook, Arc<Mutex<Vec<Billed>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    (
+        Arc::new(move |b: &Billed| sink.lock().unwrap().push(b.clone())),
+        seen,
+    )
+}
+
+fn events(dir: &TempDir) -> Vec<Event> {
+    let mut out = Vec::new();
+    read_events(&dir.path().join("events.jsonl"), |e| out.push(e)).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn banner_impression_and_click_are_billed_once() {
+    let dir = TempDir::new("e2e");
+    let clock = ManualClock::new(T0 + 5_000);
+    let (hook, billed) = recording_hook();
+    let tracker = Tracker::start_with_clock(config(&dir), Some(hook), clock.clock())
+        .await
+        .unwrap();
+
+    let adm = r#"<html><body><a href="https://shop.test/p?id=7&amp;src=ad"><img src="https://cdn.test/b.png"></a></body></html>"#;
+    let decorated = tracker.decorate(
+        &bid(1),
+        Some("https://dsp.test/bill?p=2.5"),
+        adm,
+        AdFormat::Banner,
+    );
+    assert!(decorated.burl.starts_with("https://ex.test/event/imp?"));
+    let adm = decorated.adm.unwrap();
+    let pixel = format!(r#"<img src="{}""#, decorated.burl.replace('&', "&amp;"));
+    assert!(adm.contains(&pixel), "{adm}");
+    let click_start = adm.find("https://ex.test/event/click?").unwrap();
+    let click_url =
+        adm[click_start..adm[click_start..].find('"').unwrap() + click_start].replace("&amp;", "&");
+
+    // The burl and the pixel are the same URL: whichever fires first bills.
+    let first = tracker
+        .record_impression(query(&decorated.burl))
+        .await
+        .unwrap();
+    let Outcome::Billed(event) = first else {
+        panic!("first sighting not billed: {first:?}")
+    };
+    assert_eq!(event.kind, EventType::Impression);
+    assert_eq!(event.cost_micros, Some(2_500));
+    assert_eq!(event.price_micros, 2_500_000);
+    assert_eq!(
+        tracker
+            .record_impression(query(&decorated.burl))
+            .await
+            .unwrap(),
+        Outcome::Duplicate
+    );
+
+    let tampered = decorated.burl.replace("p=2500000", "p=9500000");
+    assert_ne!(tampered, decorated.burl);
+    assert!(matches!(
+        tracker.record_impression(query(&tampered)).await,
+        Err(Error::Rejected(Rejection::BadSignature))
+    ));
+    assert!(matches!(
+        tracker.record_click(query(&decorated.burl)).await,
+        Err(Error::Rejected(Rejection::WrongKind))
+    ));
+
+    let click = tracker.record_click(query(&click_url)).await.unwrap();
+    assert_eq!(click.landing, "https://shop.test/p?id=7&src=ad");
+    assert!(matches!(click.outcome, Outcome::Billed(ref e) if e.kind == EventType::Click));
+    let again = tracker.record_click(query(&click_url)).await.unwrap();
+    assert_eq!(
+        (again.landing.as_str(), again.outcome),
+        ("https://shop.test/p?id=7&src=ad", Outcome::Duplicate)
+    );
+
+    // Past the window the URL is refused.
+    clock.set(T0 + 3_600_001);
+    assert!(matches!(
+        tracker.record_impression(query(&decorated.burl)).await,
+        Err(Error::Rejected(Rejection::Expired))
+    ));
+
+    tracker
+        .record_event(&Event::win(&bid(1), T0 + 1))
+        .await
+        .unwrap();
+    tracker.shutdown().await.unwrap();
+    assert!(matches!(
+        tracker.record_impression(query(&decorated.burl)).await,
+        Err(Error::Closed)
+    ));
+
+    let hook_calls = billed.lock().unwrap().clone();
+    assert_eq!(hook_calls.len(), 1, "burl fired once");
+    assert_eq!(
+        hook_calls[0].burl.as_deref(),
+        Some("https://dsp.test/bill?p=2.5")
+    );
+
+    let kinds: Vec<EventType> = events(&dir).iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventType::Impression,
+            EventType::DuplicateImpression,
+            EventType::Click,
+            EventType::DuplicateClick,
+            EventType::Win
+        ]
+    );
+    let all = events(&dir);
+    assert_eq!(
+        all[0].impression_id, all[2].impression_id,
+        "a click carries its impression's id"
+    );
+    assert_eq!(all[0].auction_id, "req-1");
+    assert_eq!(all[0].campaign, "camp-1");
+
+    let report = Report::from_file(&dir.path().join("events.jsonl")).unwrap();
+    assert_eq!(
+        (
+            report.impressions,
+            report.clicks,
+            report.duplicates_dropped,
+            report.wins
+        ),
+        (1, 1, 2, 1)
+    );
+    assert_eq!(report.spend_micros["USD"], 2_500);
+    assert_eq!(report.ctr_bp, Some(10_000));
+}
+
+#[tokio::test]
+async fn the_event_line_has_the_promised_fields() {
+    let dir = TempDir::new("fields");
+    let clock = ManualClock::new(T0 + 1);
+    let tracker = Tracker::start_with_clock(config(&dir), None, clock.clock())
+        .await
+        .unwrap();
+    let url = tracker.impression_url(&bid(2), None);
+    tracker.record_impression(query(&url)).await.unwrap();
+    tracker.shutdown().await.unwrap();
+    let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    for field in [
+        "type",
+        "ts",
+        "auction_id",
+        "imp_id",
+        "bid_id",
+        "dsp",
+        "campaign",
+        "price_micros",
+        "currency",
+        "impression_id",
+    ] {
+        assert!(line.get(field).is_some(), "missing {field} in {line}");
+    }
+    assert_eq!(line["type"], "impression");
+    assert_eq!(line["ts"], T0 + 1);
+    assert_eq!(line["price_micros"], 2_500_000);
+}
+
+#[tokio::test]
+async fn full_memory_store_spools_instead_of_forgetting_then_replays() {
+    let dir = TempDir::new("full");
+    let clock = ManualClock::new(T0);
+    let (hook, billed) = recording_hook();
+    let mut cfg = config(&dir);
+    cfg.memory_capacity = 1;
+    let ttl = cfg.dedup_ttl_ms();
+    let tracker = Tracker::start_with_clock(cfg, Some(hook), clock.clock())
+        .await
+        .unwrap();
+
+    let a = tracker.impression_url(&bid(1), None);
+    assert!(matches!(
+        tracker.record_impression(query(&a)).await.unwrap(),
+        Outcome::Billed(_)
+    ));
+
+    // Shortly before A's entry expires, B arrives: the store is full of live ids.
+    let late = T0 + ttl - 2_000;
+    clock.set(late);
+    let b_bid = BidRef {
+        auction_ts_ms: late - 1_000,
+        ..bid(2)
+    };
+    let b = tracker.impression_url(&b_bid, Some("https://dsp.test/b2"));
+    assert_eq!(
+        tracker.record_impression(query(&b)).await.unwrap(),
+        Outcome::Spooled
+    );
+    assert_eq!(
+        tracker.record_impression(query(&b)).await.unwrap(),
+        Outcome::Spooled
+    );
+    assert_eq!(tracker.spooled(), 2);
+
+    // Still full: the replay keeps everything.
+    let stats = tracker.replay_now().await.unwrap();
+    assert_eq!((stats.billed, stats.remaining), (0, 2));
+
+    clock.set(T0 + ttl + 1);
+    let stats = tracker.replay_now().await.unwrap();
+    assert_eq!(
+        (
+            stats.billed,
+            stats.duplicates,
+            stats.quarantined,
+            stats.remaining
+        ),
+        (1, 1, 0, 0)
+    );
+    assert_eq!(tracker.spooled(), 0);
+    tracker.shutdown().await.unwrap();
+
+    let hooks = billed.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(hooks[1].burl.as_deref(), Some("https://dsp.test/b2"));
+    assert!(hooks[1].event.replayed);
+    let report = Report::from_file(&dir.path().join("events.jsonl")).unwrap();
+    assert_eq!((report.impressions, report.duplicates_dropped), (2, 1));
+}
+
+#[tokio::test]
+async fn spooled_events_past_the_dedup_horizon_are_quarantined_not_billed() {
+    let dir = TempDir::new("horizon");
+    let clock = ManualClock::new(T0);
+    let mut cfg = config(&dir);
+    cfg.memory_capacity = 1;
+    let ttl = cfg.dedup_ttl_ms();
+    let tracker = Tracker::start_with_clock(cfg, None, clock.clock())
+        .await
+        .unwrap();
+    let a = tracker.impression_url(&bid(1), None);
+    tracker.record_impression(query(&a)).await.unwrap();
+    let b = tracker.impression_url(&bid(2), None);
+    assert_eq!(
+        tracker.record_impression(query(&b)).await.unwrap(),
+        Outcome::Spooled
+    );
+
+    // By now an entry written for B on another node could have expired: B cannot be checked.
+    clock.set(T0 + ttl + 1);
+    let stats = tracker.replay_now().await.unwrap();
+    assert_eq!(
+        (stats.billed, stats.quarantined, stats.remaining),
+        (0, 1, 0)
+    );
+    tracker.shutdown().await.unwrap();
+
+    let kept = std::fs::read_to_string(dir.path().join("spool/unverifiable.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(kept.trim()).unwrap();
+    assert_eq!(line["reason"], "past_dedup_horizon");
+    assert_eq!(line["record"]["data"]["bid"]["auction_id"], "req-2");
+    assert_eq!(
+        Report::from_file(&dir.path().join("events.jsonl"))
+            .unwrap()
+            .impressions,
+        1
+    );
+}
+
+#[tokio::test]
+async fn spool_survives_a_restart_of_the_tracker() {
+    let dir = TempDir::new("restart");
+    let clock = ManualClock::new(T0);
+    let mut cfg = config(&dir);
+    cfg.memory_capacity = 1;
+    let ttl = cfg.dedup_ttl_ms();
+    {
+        let tracker = Tracker::start_with_clock(cfg.clone(), None, clock.clock())
+            .await
+            .unwrap();
+        tracker
+            .record_impression(query(&tracker.impression_url(&bid(1), None)))
+            .await
+            .unwrap();
+        let b = tracker.impression_url(
+            &BidRef {
+                auction_ts_ms: T0 + ttl / 2,
+                ..bid(2)
+            },
+            None,
+        );
+        clock.set(T0 + ttl / 2);
+        assert_eq!(
+            tracker.record_impression(query(&b)).await.unwrap(),
+            Outcome::Spooled
+        );
+        // Dropped without shutdown, as a crash would leave it.
+    }
+    let tracker = Tracker::start_with_clock(cfg, None, clock.clock())
+        .await
+        .unwrap();
+    assert_eq!(tracker.spooled(), 1);
+    let stats = tracker.replay_now().await.unwrap();
+    assert_eq!((stats.billed, stats.remaining), (1, 0));
+    tracker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn event_file_torn_tail_is_skipped_and_reported() {
+    let dir = TempDir::new("torn");
+    let path = dir.path().join("events.jsonl");
+    let open = || {
+        EventLog::open_file(EventLogConfig {
+            file: Some(path.clone()),
+            fsync_interval: Duration::from_millis(5),
+            ..EventLogConfig::default()
+        })
+        .unwrap()
+    };
+    let log = open();
+    for n in 0..10 {
+        log.append(&Event::win(&bid(n), T0 + u64::from(n)))
+            .await
+            .unwrap();
+    }
+    log.shutdown().await.unwrap();
+    assert!(matches!(
+        log.append(&Event::win(&bid(0), T0)).await,
+        Err(Error::Closed)
+    ));
+
+    // A crash mid-line: the last line is cut in the middle.
+    let full = std::fs::read(&path).unwrap();
+    let last_start = full[..full.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    std::fs::write(&path, &full[..last_start + 20]).unwrap();
+    let mut read = Vec::new();
+    let stats = read_events(&path, |e| read.push(e)).unwrap();
+    assert_eq!(read.len(), 9, "everything before the torn line is read");
+    assert_eq!(read[8].auction_id, "req-8");
+    assert_eq!((stats.torn_tail_bytes, stats.bad_lines), (20, 0));
+
+    // Garbage appended without a newline is a torn tail too.
+    std::fs::write(&path, &full).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"\x00\x00{\"type\":\"imp")
+        .unwrap();
+    let mut read = Vec::new();
+    let stats = read_events(&path, |e| read.push(e)).unwrap();
+    assert_eq!((read.len(), stats.torn_tail_bytes), (10, 14));
+
+    // A log reopened after the crash cuts the torn tail, so new events do not fuse with it.
+    let log = open();
+    log.append(&Event::loss(&bid(99), 102, T0)).await.unwrap();
+    log.shutdown().await.unwrap();
+    let mut read = Vec::new();
+    let stats = read_events(&path, |e| read.push(e)).unwrap();
+    assert_eq!(
+        (read.len(), stats.torn_tail_bytes, stats.bad_lines),
+        (11, 0, 0)
+    );
+    assert_eq!(read[10].kind, EventType::Loss);
+    assert_eq!(read[10].loss_reason, Some(102));
+}
+
+#[tokio::test]
+async fn flush_makes_events_readable_without_shutdown() {
+    let dir = TempDir::new("flush");
+    let path = dir.path().join("events.jsonl");
+    let log = EventLog::open_file(EventLogConfig {
+        file: Some(path.clone()),
+        fsync_interval: Duration::from_secs(3600),
+        ..EventLogConfig::default()
+    })
+    .unwrap();
+    for n in 0..1000 {
+        log.append(&Event::late(&bid(n), 7, T0)).await.unwrap();
+    }
+    log.flush().await.unwrap();
+    let mut count = 0;
+    read_events(&path, |e| {
+        assert_eq!(e.late_ms, Some(7));
+        count += 1;
+    })
+    .unwrap();
+    assert_eq!(count, 1000);
+}
+
+#[tokio::test]
+async fn config_problems_are_reported() {
+    let dir = TempDir::new("cfg");
+    let mut cfg = config(&dir);
+    cfg.public_url = "ex.test".into();
+    cfg.time_bucket_ms = 0;
+    let err = Tracker::start(cfg, None).await.unwrap_err().to_string();
+    assert!(
+        err.contains("public_url") && err.contains("time_bucket_ms"),
+        "{err}"
+    );
+    let shown = format!("{:?}", config(&dir));
+    assert!(!shown.contains("integration-test-secret"), "{shown}");
+}
