@@ -44,8 +44,9 @@ pub fn run<L: Ledger>(
             &mut heap
         }
     };
+    let blocks = filter::Blocks::new(req);
     for (bid, slot) in bids.iter().zip(slots.iter_mut()) {
-        match filter::eligibility(req, bid, ledger) {
+        match filter::eligibility(req, &blocks, bid, ledger) {
             Ok(class) => {
                 *slot = Slot::In(class);
                 results.push(PENDING);

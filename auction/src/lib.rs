@@ -83,6 +83,7 @@ mod filter;
 mod ledger;
 mod model;
 mod reason;
+mod scratch;
 
 pub use engine::run;
 pub use ledger::{Ledger, Unlimited};

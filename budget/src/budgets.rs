@@ -20,12 +20,15 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Size of the lock-free filter of recently queued unknown campaigns.
+const RECENT_UNKNOWN_SLOTS: usize = 4096;
 
 /// Campaigns by DSP then `cid`, plus a flat list for the sync loop.
 #[derive(Default)]
@@ -137,6 +140,8 @@ pub struct Budgets {
     /// Serialises index rebuilds (never held across `.await`).
     index_writer: Mutex<()>,
     pending: Mutex<Pending>,
+    /// Lock-free filter in front of `pending`: hashes of recently queued unknown campaigns.
+    recent_unknown: Box<[AtomicU64]>,
     pair_hasher: foldhash::fast::RandomState,
     round: AtomicU64,
     full_every: u64,
@@ -215,6 +220,9 @@ impl Budgets {
             index: ArcSwap::from_pointee(Index::default()),
             index_writer: Mutex::new(()),
             pending: Mutex::new(Pending::default()),
+            recent_unknown: (0..RECENT_UNKNOWN_SLOTS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             pair_hasher: foldhash::fast::RandomState::default(),
             round: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -346,8 +354,16 @@ impl Budgets {
 
     #[cold]
     fn queue_unknown(&self, dsp: &str, cid: &str) {
-        let hash = self.pair_hasher.hash_one((dsp, cid));
-        // try_lock: if another thread is queueing right now, this cid will be seen again.
+        // Bids of unbudgeted campaigns may be most of the traffic: a cid already queued since
+        // the last full round costs a hash and one shared read, no lock and no write.
+        let hash = self.pair_hasher.hash_one((dsp, cid)) | 1;
+        let slot = &self.recent_unknown[(hash >> 40) as usize % RECENT_UNKNOWN_SLOTS];
+        if slot.load(Ordering::Relaxed) == hash {
+            return;
+        }
+        slot.store(hash, Ordering::Relaxed);
+        // try_lock: if another thread is queueing right now, the full round's campaign list
+        // finds the campaign anyway.
         let Ok(mut pending) = self.pending.try_lock() else {
             return;
         };
@@ -461,8 +477,7 @@ impl Budgets {
             report.returned += taken;
         }
         let touched: Vec<&CampaignHandle> = index.all.iter().filter(|c| c.book().sent).collect();
-        let deadline =
-            Instant::now() + std::time::Duration::from_millis(self.cfg.shutdown_timeout_ms);
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown_timeout_ms);
         loop {
             let items: Vec<SyncItem> = touched
                 .iter()
@@ -499,7 +514,8 @@ impl Budgets {
                         // at once; report that too.
                         again |= grant.is_some() && book.returned > book.acked_returned;
                     }
-                    if !again {
+                    // `again` can only repeat once per lost grant; the deadline is a backstop.
+                    if !again || Instant::now() >= deadline {
                         break;
                     }
                 }
@@ -693,6 +709,9 @@ impl Budgets {
             // Campaigns created since are also found by the full round's campaign list, so
             // forgetting what was asked costs at most one repeated probe per cid.
             pending.seen.clear();
+            for slot in self.recent_unknown.iter() {
+                slot.store(0, Ordering::Relaxed);
+            }
         }
         probes
     }
@@ -705,9 +724,11 @@ impl Budgets {
         let spent = charged_now.saturating_sub(book.last_charged);
         book.last_charged = charged_now;
         let unmet = c.take_unmet();
-        let mut target = self.policy.next_target(&mut book, spent, unmet);
+        let grow = !book.starved && !book.paused;
+        let mut target = self.policy.next_target(&mut book, spent, unmet, grow);
         if book.paused {
             target = 0;
+            book.target = 0;
         }
         // Hand back what sits idle: everything when the target is zero, else what exceeds
         // twice the target (the slack keeps a lease from bouncing between node and store).

@@ -1,13 +1,11 @@
 //! Several nodes on one Redis under concurrent load: the budget holds across nodes, through a
 //! Redis crash and restart, and a crashed node's lease stays visible until reclaimed.
 
-mod support;
-
 use budget::{BudgetConfig, Budgets, CampaignSeed, Lookup, RedisStore, Store, SyncTask};
+use loadtest::redis::RedisServer;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::RedisServer;
 
 fn config(budget_micros: u64) -> BudgetConfig {
     BudgetConfig {
@@ -113,7 +111,7 @@ fn charged_on(nodes: &[Arc<Budgets>]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_never_overspend_and_account_for_every_micro() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let budget = 3_000_000;
     let price = 900;
     let cfg = config(budget);
@@ -155,7 +153,7 @@ async fn three_nodes_never_overspend_and_account_for_every_micro() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_crash_costs_no_spend_and_no_overspend() {
-    let mut redis = RedisServer::start_persistent();
+    let mut redis = RedisServer::start_persistent().expect("start redis-server");
     let budget = 50_000_000;
     let price = 1_000;
     let cfg = config(budget);
@@ -181,7 +179,7 @@ async fn a_redis_crash_costs_no_spend_and_no_overspend() {
         .sum();
     assert!(unreported > 0, "spend made while Redis was away is kept");
 
-    redis.restart();
+    redis.restart().expect("restart redis-server");
     wait_until("spending to resume", || load.won() >= stalled + 500_000).await;
     let won = load.stop();
     for task in tasks {
@@ -199,7 +197,7 @@ async fn a_redis_crash_costs_no_spend_and_no_overspend() {
 
 #[tokio::test]
 async fn a_crashed_node_keeps_its_lease_visible_until_reclaimed() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let budget = 100_000;
     let cfg = BudgetConfig {
         min_lease_micros: 60_000,

@@ -1,15 +1,13 @@
 //! One or two nodes against a real Redis (or in process): charging, leases, pause, discovery,
 //! graceful release and Redis outages.
 
-mod support;
-
 use budget::{
     open_store, BudgetConfig, Budgets, CampaignSeed, Lookup, RedisStore, Store, UnknownPolicy,
 };
+use loadtest::redis::{free_port, RedisServer};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::RedisServer;
 
 /// Generous bound for "this must not hang" checks; real calls take milliseconds.
 const BOUND: Duration = Duration::from_secs(5);
@@ -97,7 +95,7 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_threads_spend_exactly_the_budget() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let budget = 1_000_000;
     let price = 700;
     let cfg = config(budget);
@@ -123,7 +121,7 @@ async fn eight_threads_spend_exactly_the_budget() {
 
 #[tokio::test]
 async fn graceful_release_hands_the_lease_back() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let cfg = config(10_000_000);
     let a = Budgets::new(cfg.clone(), redis_store(&redis, &cfg)).unwrap();
     a.seed().await.unwrap();
@@ -157,7 +155,7 @@ async fn graceful_release_hands_the_lease_back() {
 
 #[tokio::test]
 async fn pause_stops_spending_after_the_next_sync_and_a_raise_gives_more() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let cfg = config(20_000);
     let node = Budgets::new(cfg.clone(), redis_store(&redis, &cfg)).unwrap();
     let admin = Budgets::new(cfg.clone(), redis_store(&redis, &cfg)).unwrap();
@@ -198,7 +196,7 @@ async fn pause_stops_spending_after_the_next_sync_and_a_raise_gives_more() {
 
 #[tokio::test]
 async fn unknown_campaigns_follow_the_policy_and_are_discovered() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let cfg = BudgetConfig {
         unknown_campaign: UnknownPolicy::Reject,
         full_sync_ms: 10_000,
@@ -281,7 +279,7 @@ async fn embedded_budgets_come_from_config() {
 
 #[tokio::test]
 async fn a_dead_redis_never_stalls_and_fails_closed() {
-    let port = support::free_port();
+    let port = free_port().expect("free port");
     let cfg = BudgetConfig {
         redis_url: Some(format!("redis://127.0.0.1:{port}")),
         ..config(1_000_000)
@@ -306,7 +304,7 @@ async fn a_dead_redis_never_stalls_and_fails_closed() {
 
 #[tokio::test]
 async fn a_frozen_redis_times_out_and_unreported_spend_arrives_later() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let cfg = config(1_000_000);
     let node = Budgets::new(cfg.clone(), redis_store(&redis, &cfg)).unwrap();
     node.seed().await.unwrap();
@@ -317,7 +315,7 @@ async fn a_frozen_redis_times_out_and_unreported_spend_arrives_later() {
     let lease = c.available();
     assert!(lease > 0);
 
-    redis.freeze();
+    redis.freeze().expect("freeze redis-server");
     let result = tokio::time::timeout(BOUND, node.sync_once()).await;
     match result.expect("a sync is bounded") {
         Err(budget::Error::Timeout(_)) => {}
@@ -336,7 +334,7 @@ async fn a_frozen_redis_times_out_and_unreported_spend_arrives_later() {
         .is_err());
     assert_eq!(node.local("acme", "c1").unwrap().unreported, spent);
 
-    redis.thaw();
+    redis.thaw().expect("thaw redis-server");
     let deadline = Instant::now() + Duration::from_secs(30);
     while node.sync_once().await.is_err() {
         assert!(Instant::now() < deadline, "Redis came back");

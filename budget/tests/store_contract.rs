@@ -1,10 +1,8 @@
 //! One contract, two stores: `RedisStore` (real redis-server) and `MemoryStore` must agree.
 
-mod support;
-
 use budget::{CampaignKey, Error, MemoryStore, RedisStore, Store, SyncItem, MAX_MICROS};
+use loadtest::redis::RedisServer;
 use std::time::Duration;
-use support::RedisServer;
 
 fn item(key: &CampaignKey, granted: u64, spent: u64, returned: u64, want: u64) -> SyncItem {
     SyncItem {
@@ -198,7 +196,7 @@ async fn memory_store_keeps_the_contract() {
 
 #[tokio::test]
 async fn redis_store_keeps_the_contract() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let store = RedisStore::open(&redis.url(), "budget", Duration::from_secs(2)).unwrap();
     contract(&store).await;
     many_campaigns(&store).await;
@@ -206,7 +204,7 @@ async fn redis_store_keeps_the_contract() {
 
 #[tokio::test]
 async fn redis_prefixes_keep_stores_apart() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let one = RedisStore::open(&redis.url(), "one", Duration::from_secs(2)).unwrap();
     let two = RedisStore::open(&redis.url(), "two", Duration::from_secs(2)).unwrap();
     let key = CampaignKey::new("d", "c");
@@ -217,7 +215,7 @@ async fn redis_prefixes_keep_stores_apart() {
 
 #[tokio::test]
 async fn redis_store_survives_a_flushed_script_cache() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let store = RedisStore::open(&redis.url(), "budget", Duration::from_secs(2)).unwrap();
     let key = CampaignKey::new("d", "c");
     store.seed_if_absent(&key, 1_000, false).await.unwrap();

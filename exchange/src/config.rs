@@ -18,6 +18,53 @@ pub struct Config {
     pub notices: NoticeConfig,
     #[serde(rename = "dsp")]
     pub dsps: Vec<DspConfig>,
+    pub redis: RedisConfig,
+    /// Budget sync and policy; see the `budget` crate for each key.
+    pub budget: budget::BudgetConfig,
+    pub admin: AdminConfig,
+    /// Campaign budgets seeded at start (in Redis only where the campaign is absent there).
+    #[serde(rename = "campaign")]
+    pub campaigns: Vec<CampaignConfig>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` shared by every node of a fleet. Absent (the default): budgets
+    /// and dedup live in process, for one node. Also EXCHANGE_REDIS_URL.
+    pub url: Option<String>,
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token of the admin API; absent (the default) turns the API off. Also
+    /// EXCHANGE_ADMIN_TOKEN.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a credential: never in logs.
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A campaign budget from the config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignConfig {
+    /// The DSP's configured name.
+    pub dsp: String,
+    /// The `cid` the DSP's bids carry.
+    pub id: String,
+    /// Total budget in the auction currency (not CPM).
+    pub budget: f64,
+    /// Created paused. Default false.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -165,6 +212,8 @@ impl DspConfig {
 
 /// Environment variables that override the file, applied after it is read.
 pub const ENV_LISTEN: &str = "EXCHANGE_LISTEN";
+pub const ENV_REDIS_URL: &str = "EXCHANGE_REDIS_URL";
+pub const ENV_ADMIN_TOKEN: &str = "EXCHANGE_ADMIN_TOKEN";
 
 impl Config {
     /// Reads a TOML file, applies the environment overrides and validates the result.
@@ -189,6 +238,12 @@ impl Config {
             self.server.listen = listen
                 .parse()
                 .map_err(|e| Error::Config(vec![format!("{ENV_LISTEN}={listen:?}: {e}")]))?;
+        }
+        if let Some(url) = var(ENV_REDIS_URL).filter(|u| !u.is_empty()) {
+            self.redis.url = Some(url);
+        }
+        if let Some(token) = var(ENV_ADMIN_TOKEN).filter(|t| !t.is_empty()) {
+            self.admin.token = Some(token);
         }
         Ok(())
     }
@@ -271,11 +326,71 @@ impl Config {
                 ));
             }
         }
+        self.validate_budgets(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
             Err(Error::Config(errors))
         }
+    }
+
+    fn validate_budgets(&self, errors: &mut Vec<String>) {
+        if self.budget.redis_url.is_some() {
+            errors.push("budget.redis_url: set [redis] url instead, it serves every store".into());
+        }
+        if !self.budget.campaigns.is_empty() {
+            errors.push(
+                "budget.campaigns: use [[campaign]] tables (budget in currency units)".into(),
+            );
+        }
+        if let Err(e) = self.budget.validate() {
+            errors.push(format!("budget: {e}"));
+        }
+        if let Some(url) = &self.redis.url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                errors.push(format!("redis.url {url:?} must start with redis://"));
+            }
+        }
+        if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
+            errors.push("admin.token must be at least 16 characters".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.campaigns.iter().enumerate() {
+            let at = format!("campaign[{i}] ({:?}/{:?})", c.dsp, c.id);
+            if !self.dsps.iter().any(|d| d.name == c.dsp) {
+                errors.push(format!("{at}: dsp {:?} is not a configured dsp", c.dsp));
+            }
+            if c.id.is_empty() {
+                errors.push(format!("{at}: id must not be empty"));
+            }
+            if !seen.insert((c.dsp.as_str(), c.id.as_str())) {
+                errors.push(format!("{at}: the same campaign is listed twice"));
+            }
+            if money_to_micros(c.budget).is_none() {
+                errors.push(format!(
+                    "{at}: budget must be a non-negative amount below 9 billion, not {}",
+                    c.budget
+                ));
+            }
+        }
+    }
+
+    /// The budget crate's configuration: `[budget]` plus the shared Redis URL and the
+    /// `[[campaign]]` seeds in micros.
+    pub fn budget_config(&self) -> budget::BudgetConfig {
+        let mut cfg = self.budget.clone();
+        cfg.redis_url = self.redis.url.clone();
+        cfg.campaigns = self
+            .campaigns
+            .iter()
+            .map(|c| budget::CampaignSeed {
+                dsp: c.dsp.clone(),
+                cid: c.id.clone(),
+                budget_micros: money_to_micros(c.budget).unwrap_or(0),
+                paused: c.paused,
+            })
+            .collect();
+        cfg
     }
 
     /// The timeout of DSP `dsp`: its own, or the auction-wide one.
@@ -284,6 +399,14 @@ impl Config {
             .unwrap_or(self.auction.dsp_timeout_ms)
             .min(self.auction.dsp_timeout_ms)
     }
+}
+
+/// An amount of money in currency units as integer micros, or `None` when it is negative, not
+/// finite, or beyond what the stores keep exactly (2^53 micros).
+pub fn money_to_micros(amount: f64) -> Option<u64> {
+    let micros = (amount * 1e6).round();
+    (amount.is_finite() && amount >= 0.0 && micros <= budget::MAX_MICROS as f64)
+        .then_some(micros as u64)
 }
 
 /// DSP endpoints are plain HTTP for now: TLS needs a connector this build does not carry.
@@ -383,6 +506,52 @@ mod tests {
     fn unknown_keys_are_refused_rather_than_ignored() {
         let e = errors("[auction]\ndsp_timeout = 30\n");
         assert!(e[0].contains("dsp_timeout"), "{e:?}");
+    }
+
+    #[test]
+    fn campaigns_are_checked_against_the_dsps_and_converted_to_micros() {
+        let text = r#"
+            [redis]
+            url = "redis://127.0.0.1:6379"
+            [budget]
+            sync_interval_ms = 50
+            unknown_campaign = "reject"
+            [admin]
+            token = "0123456789abcdef"
+            [[dsp]]
+            name = "alpha"
+            url = "http://127.0.0.1:9001/bid"
+            [[campaign]]
+            dsp = "alpha"
+            id = "cmp-1"
+            budget = 50.25
+        "#;
+        let c = Config::from_toml(text).unwrap();
+        c.validate().unwrap();
+        let b = c.budget_config();
+        assert_eq!(b.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(b.sync_interval_ms, 50);
+        assert_eq!(b.campaigns.len(), 1);
+        assert_eq!(b.campaigns[0].budget_micros, 50_250_000);
+        assert!(
+            !format!("{c:?}").contains("0123456789abcdef"),
+            "the token leaked into Debug"
+        );
+
+        let e = errors(
+            r#"
+            [admin]
+            token = "short"
+            [[campaign]]
+            dsp = "nobody"
+            id = "c"
+            budget = -1.0
+            "#,
+        )
+        .join("\n");
+        for needle in ["admin.token", "not a configured dsp", "non-negative amount"] {
+            assert!(e.contains(needle), "missing {needle:?} in {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub enum Error {
     Config(Vec<String>),
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("budgets: {0}")]
+    Budget(#[from] budget::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

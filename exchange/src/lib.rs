@@ -6,6 +6,7 @@
 //! any queue grow without a bound. The auction rules live in `auction`, the wire format in
 //! `openrtb`.
 
+mod admin;
 pub mod config;
 pub mod fanout;
 pub mod metrics;

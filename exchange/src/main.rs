@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use exchange::config::DspConfig;
+use exchange::config::{CampaignConfig, DspConfig};
 use exchange::Config;
 use loadtest::mockdsp::{demo_fleet, MockFleet};
 use tokio::net::TcpListener;
@@ -26,6 +26,14 @@ struct Args {
     listen: Option<SocketAddr>,
 }
 
+/// The campaigns `loadtest::mockdsp::demo_fleet` bids for.
+const DEMO_CAMPAIGNS: &[(&str, &str)] = &[
+    ("alpha", "alpha-cmp-1"),
+    ("alpha", "alpha-cmp-2"),
+    ("beta", "beta-cmp-1"),
+    ("gamma", "gamma-cmp-1"),
+];
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_logging();
@@ -42,6 +50,16 @@ async fn main() -> anyhow::Result<()> {
             for (name, url) in fleet.endpoints() {
                 println!("demo dsp {name} at {url}");
                 config.dsps.push(DspConfig::new(name, url));
+            }
+            // The demo DSPs' campaigns get budgets, so the budget path runs from the first
+            // request (and shows in GET /admin/campaigns with EXCHANGE_ADMIN_TOKEN set).
+            for (dsp, id) in DEMO_CAMPAIGNS {
+                config.campaigns.push(CampaignConfig {
+                    dsp: (*dsp).to_owned(),
+                    id: (*id).to_owned(),
+                    budget: 1000.0,
+                    paused: false,
+                });
             }
             (config, Some(fleet))
         }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use auction::{AuctionType, BidResult, Candidate, Outcome};
+use auction::{AuctionType, BidResult, Candidate, LossReason, Outcome};
+use budget::metrics::DropReason;
+use budget::Lookup;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use openrtb::forward::Outbound;
@@ -92,7 +94,11 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
         .iter()
         .map(|e| e.bid.bid.attr.iter().map(|&a| i64::from(a)).collect())
         .collect();
-    let candidates: Vec<Candidate<'_, ()>> = bids
+    // Budgets: local atomics only, no IO. The view lives until the end of this function,
+    // past the last await, so no lock or guard is held across one.
+    let view = app.budgets.view();
+    let policy = app.budgets.unknown_policy();
+    let candidates: Vec<Candidate<'_, Spend<'_>>> = bids
         .iter()
         .zip(&attrs)
         .map(|(e, attr)| Candidate {
@@ -109,15 +115,17 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
             cat: &e.bid.bid.cat,
             attr,
             bundle: e.bid.bid.bundle.as_deref(),
-            campaign: None,
+            campaign: match view.lookup(&e.dsp.name, e.bid.bid.cid.as_deref()) {
+                Lookup::Found(campaign) => Some(Spend::Budget(campaign)),
+                // Allowed without a budget: takes part, never charged.
+                _ if policy.allows() => None,
+                Lookup::NoCid => Some(Spend::Refused(DropReason::NoCid)),
+                Lookup::Unknown => Some(Spend::Refused(DropReason::UnknownCampaign)),
+            },
         })
         .collect();
-    let outcome = auction::run(
-        &areq,
-        &candidates,
-        &app.rules,
-        &auction::Unlimited::<()>::new(),
-    );
+    let outcome = auction::run(&areq, &candidates, &app.rules, &BudgetLedger::default());
+    record_budget_drops(app, &bids, &candidates, &outcome);
 
     let mut notices = Vec::new();
     let answer = write_answer(app, &req, &bids, &outcome, &mut notices);
@@ -131,6 +139,60 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
             app.metrics.outcome(AuctionOutcome::NoBid);
             no_bid()
         }
+    }
+}
+
+/// The campaign behind a bid, as the auction's ledger sees it.
+#[derive(Clone, Copy)]
+enum Spend<'v> {
+    /// A budgeted campaign: its lease decides.
+    Budget(&'v budget::Campaign),
+    /// No campaign the exchange knows, and the policy is `reject`: the bid loses with the
+    /// exchange's "campaign inactive" reason.
+    Refused(DropReason),
+}
+
+/// Charges winners against the node's local leases: atomics, never IO.
+#[derive(Default)]
+struct BudgetLedger<'v>(std::marker::PhantomData<&'v ()>);
+
+impl<'v> auction::Ledger for BudgetLedger<'v> {
+    type Campaign = Spend<'v>;
+
+    fn can_cover(&self, campaign: &Spend<'v>, cost_micros: u64) -> bool {
+        matches!(campaign, Spend::Budget(c) if c.can_cover(cost_micros))
+    }
+
+    fn try_charge(&self, campaign: &Spend<'v>, cost_micros: u64) -> bool {
+        matches!(campaign, Spend::Budget(c) if c.try_charge(cost_micros))
+    }
+
+    fn is_active(&self, campaign: &Spend<'v>) -> bool {
+        matches!(campaign, Spend::Budget(_))
+    }
+}
+
+/// Counts the bids the budgets kept out of the auction, by reason.
+fn record_budget_drops(
+    app: &App,
+    bids: &[Entry<'_, '_>],
+    candidates: &[Candidate<'_, Spend<'_>>],
+    outcome: &Outcome,
+) {
+    for ((entry, candidate), result) in bids.iter().zip(candidates).zip(&outcome.bids) {
+        let reason = match (result, candidate.campaign) {
+            (
+                BidResult::Lost {
+                    reason: LossReason::CampaignBudgetExhausted,
+                    ..
+                },
+                Some(Spend::Budget(_)),
+            ) => DropReason::Insufficient,
+            (BidResult::Lost { .. }, Some(Spend::Refused(reason))) => reason,
+            _ => continue,
+        };
+        app.budgets
+            .record_drop(&entry.dsp.name, entry.bid.bid.cid.as_deref(), reason);
     }
 }
 

@@ -35,12 +35,17 @@ pub(crate) struct App {
     pub notifier: Notifier,
     pub rules: auction::Rules,
     pub metrics: ServerMetrics,
+    pub budgets: Arc<budget::Budgets>,
     prometheus: PrometheusHandle,
     in_flight: AtomicUsize,
 }
 
 impl App {
-    fn new(config: Config, prometheus: PrometheusHandle) -> Result<App, Error> {
+    fn new(
+        config: Config,
+        prometheus: PrometheusHandle,
+        budgets: Arc<budget::Budgets>,
+    ) -> Result<App, Error> {
         let metrics = ServerMetrics::new();
         let client = http_client();
         let dsps = config
@@ -67,6 +72,7 @@ impl App {
             notifier,
             rules,
             metrics,
+            budgets,
             prometheus,
             in_flight: AtomicUsize::new(0),
         })
@@ -77,11 +83,8 @@ impl App {
         let limit = self.config.server.max_in_flight_auctions;
         let now = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(self);
-        if now >= limit {
-            return None;
-        }
-        self.metrics.in_flight.set((now + 1) as f64);
-        Some(guard)
+        self.metrics.in_flight.increment(1.0);
+        (now < limit).then_some(guard)
     }
 }
 
@@ -91,6 +94,7 @@ struct InFlight<'a>(&'a App);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.in_flight.decrement(1.0);
     }
 }
 
@@ -107,7 +111,12 @@ pub async fn run(
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let header_timeout = Duration::from_millis(config.server.header_read_timeout_ms);
     let connections = Arc::new(Semaphore::new(config.server.max_connections));
-    let app = Arc::new(App::new(config, prometheus)?);
+    // Budgets come first: an exchange that cannot enforce them must not start bidding. A
+    // Redis that is down does not stop the start, it only leaves every lease empty.
+    let store = budget::open_store(&config.budget_config())?;
+    let (budgets, budget_sync) = budget::Budgets::start(config.budget_config(), store).await?;
+    budget::metrics::describe();
+    let app = Arc::new(App::new(config, prometheus, budgets)?);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -158,6 +167,11 @@ pub async fn run(
         tracing::warn!("shutdown: connections still open after {grace:?}, closing them");
     }
     app.notifier.drain(grace).await;
+    // Unspent leases go back to the store so other nodes can spend them.
+    match budget_sync.shutdown().await {
+        Ok(report) => tracing::info!(?report, "budget leases handed back"),
+        Err(e) => tracing::warn!(error = %e, "could not hand budget leases back; they stay held"),
+    }
     Ok(())
 }
 
@@ -166,6 +180,7 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/openrtb2/auction") => auction(app, start, req).await,
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (_, path) if path.starts_with("/admin/") => crate::admin::handle(app, req).await,
         (&Method::GET, "/metrics") => {
             let mut r = text(StatusCode::OK, app.prometheus.render());
             r.headers_mut().insert(

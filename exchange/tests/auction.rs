@@ -492,3 +492,42 @@ async fn a_deal_bid_beats_a_higher_open_market_bid() {
     );
     ex.stop().await;
 }
+
+#[tokio::test]
+async fn past_the_in_flight_bound_auctions_are_answered_204_at_once() {
+    let slow = fixed("busy-slow", 1.0)
+        .latency(Latency::Fixed(Duration::from_millis(25)))
+        .start()
+        .await
+        .unwrap();
+    let mut config = config_for(&[&slow]);
+    config.server.max_in_flight_auctions = 1;
+    config.auction.dsp_timeout_ms = 200;
+    let ex = TestExchange::start(config).await;
+    let first = ex.auction(banner_request("busy-1", 0.0));
+    let second = async {
+        // Let the first auction get admitted and reach the DSP.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let started = Instant::now();
+        let answer = ex.auction(banner_request("busy-2", 0.0)).await;
+        (answer, started.elapsed())
+    };
+    let (first, (second, took)) = tokio::join!(first, second);
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(second.status, StatusCode::NO_CONTENT);
+    assert!(
+        took < Duration::from_millis(25),
+        "the overloaded answer waited: {took:?}"
+    );
+    assert!(
+        ex.metric("exchange_auctions_total", &[("outcome", "overloaded")])
+            .await
+            >= 1.0
+    );
+    // Once the first is done, the next one is admitted again.
+    assert_eq!(
+        ex.auction(banner_request("busy-3", 0.0)).await.status,
+        StatusCode::OK
+    );
+    ex.stop().await;
+}

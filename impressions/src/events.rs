@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::journal::{scan_lines, AppendFile, Line};
+use crate::journal::{retry_blocking, scan_lines, AppendFile, Line};
 use crate::redis_conn::RedisHandle;
 use crate::sign::BidRef;
 use crate::Error;
@@ -391,53 +391,6 @@ impl Writer {
             backoff = (backoff * 2).min(Duration::from_secs(2));
             stream.redis.ping().await;
         }
-    }
-}
-
-/// Runs `op` on the blocking pool until it succeeds, logging each failure: an event that was
-/// accepted is never given up on (a full disk stalls the log, it does not empty it).
-pub(crate) async fn retry_blocking(
-    file: AppendFile,
-    what: &'static str,
-    op: impl Fn(&mut AppendFile) -> std::io::Result<()> + Send + Sync + 'static,
-) -> AppendFile {
-    let op = std::sync::Arc::new(op);
-    let path = file.path().to_owned();
-    let mut slot = Some(file);
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let error = match slot.take() {
-            Some(mut file) => {
-                let op = op.clone();
-                let joined = tokio::task::spawn_blocking(move || {
-                    let res = op(&mut file);
-                    (file, res)
-                })
-                .await;
-                match joined {
-                    Ok((file, Ok(()))) => return file,
-                    Ok((file, Err(e))) => {
-                        slot = Some(file);
-                        e.to_string()
-                    }
-                    // Only a panic in `op` (there is none) or a runtime going away gets here;
-                    // the handle went with the task, so the file is opened again next round.
-                    Err(e) => e.to_string(),
-                }
-            }
-            // Reopening cuts whatever a lost write left half done.
-            None => match AppendFile::open(&path) {
-                Ok((file, _)) => {
-                    slot = Some(file);
-                    continue;
-                }
-                Err(e) => e.to_string(),
-            },
-        };
-        metrics::counter!("impressions_file_io_errors_total").increment(1);
-        tracing::error!(error, what, path = %path.display(), "file IO failed; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -1,10 +1,12 @@
 //! Append-only line files shared by the event log and the spool: opening with torn-tail repair,
 //! whole-batch writes that roll back on error, fsync, and a reader that tells complete lines
-//! from a torn tail. Blocking IO: callers run it on the blocking pool.
+//! from a torn tail. Blocking IO, run on the blocking pool (`retry_blocking` does that for
+//! writes that must not be given up on).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// An append-only file of `\n`-terminated lines. Every write is one whole batch of complete
 /// lines, so after a crash only the last batch can be torn, and only at the tail.
@@ -166,18 +168,75 @@ pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Runs `op` on the blocking pool until it succeeds, logging each failure: an event that was
+/// accepted is never given up on (a full disk stalls the log, it does not empty it).
+pub(crate) async fn retry_blocking(
+    file: AppendFile,
+    what: &'static str,
+    op: impl Fn(&mut AppendFile) -> std::io::Result<()> + Send + Sync + 'static,
+) -> AppendFile {
+    let op = std::sync::Arc::new(op);
+    let path = file.path().to_owned();
+    let mut slot = Some(file);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let error = match slot.take() {
+            Some(mut file) => {
+                let op = op.clone();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let res = op(&mut file);
+                    (file, res)
+                })
+                .await;
+                match joined {
+                    Ok((file, Ok(()))) => return file,
+                    Ok((file, Err(e))) => {
+                        slot = Some(file);
+                        e.to_string()
+                    }
+                    // Only a panic in `op` (there is none) or a runtime going away gets here;
+                    // the handle went with the task, so the file is opened again next round.
+                    Err(e) => e.to_string(),
+                }
+            }
+            // Reopening cuts whatever a lost write left half done.
+            None => match AppendFile::open(&path) {
+                Ok((file, _)) => {
+                    slot = Some(file);
+                    continue;
+                }
+                Err(e) => e.to_string(),
+            },
+        };
+        metrics::counter!("impressions_file_io_errors_total").increment(1);
+        tracing::error!(error, what, path = %path.display(), "file IO failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
+    /// Removes the test's directory when dropped.
+    struct Tmp(PathBuf);
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tmp(name: &str) -> (Tmp, PathBuf) {
         let dir = std::env::temp_dir().join(format!(
             "impressions-journal-{}-{}",
             std::process::id(),
             rand::random::<u64>()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
+        let path = dir.join(name);
+        (Tmp(dir), path)
     }
 
     fn lines(path: &Path) -> (Vec<String>, usize) {
@@ -196,7 +255,7 @@ mod tests {
 
     #[test]
     fn reopen_cuts_a_torn_tail_and_appends_cleanly() {
-        let path = tmp("a.log");
+        let (_tmp, path) = tmp("a.log");
         let (mut f, cut) = AppendFile::open(&path).unwrap();
         assert_eq!(cut, 0);
         f.write(b"one\ntwo\n").unwrap();
@@ -222,7 +281,7 @@ mod tests {
 
     #[test]
     fn file_without_any_newline_is_cut_to_empty() {
-        let path = tmp("b.log");
+        let (_tmp, path) = tmp("b.log");
         std::fs::write(&path, vec![b'x'; 10_000]).unwrap();
         let (f, cut) = AppendFile::open(&path).unwrap();
         assert_eq!((f.len(), cut), (0, 10_000));
@@ -230,7 +289,7 @@ mod tests {
 
     #[test]
     fn scan_reports_offsets() {
-        let path = tmp("c.log");
+        let (_tmp, path) = tmp("c.log");
         std::fs::write(&path, b"ab\ncde\n").unwrap();
         let mut ends = Vec::new();
         scan_lines(File::open(&path).unwrap(), 0, |line| {
@@ -245,7 +304,7 @@ mod tests {
 
     #[test]
     fn atomic_write_replaces_content() {
-        let path = tmp("d.offset");
+        let (_tmp, path) = tmp("d.offset");
         write_atomic(&path, b"12").unwrap();
         write_atomic(&path, b"345").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"345");

@@ -284,6 +284,10 @@ struct Inner {
     clock: Clock,
     replay_lock: Mutex<()>,
     closed: AtomicBool,
+    /// Held (shared) by every call that may log or spool; shutdown takes it exclusively after
+    /// setting `closed`, so it waits for calls in flight instead of cutting one off between
+    /// its claim and its event.
+    in_flight: tokio::sync::RwLock<()>,
     replayer: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -343,6 +347,7 @@ impl Tracker {
             clock,
             replay_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
+            in_flight: tokio::sync::RwLock::new(()),
             replayer: std::sync::Mutex::new(None),
         });
         let task = tokio::spawn(replay_loop(Arc::downgrade(&inner), config.replay_interval));
@@ -397,7 +402,8 @@ impl Tracker {
 
     /// Logs a win, loss or late-answer event (or any other event) as it is.
     pub async fn record_event(&self, event: &Event) -> Result<(), Error> {
-        if self.inner.closed.load(Ordering::Relaxed) {
+        let _in_flight = self.inner.in_flight.read().await;
+        if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
         self.inner.log.append(event).await
@@ -422,7 +428,8 @@ impl Tracker {
     /// Stops the replay loop, then writes and fsyncs every accepted event. Call it after the
     /// HTTP server stopped taking event requests; later calls fail with [`Error::Closed`].
     pub async fn shutdown(&self) -> Result<(), Error> {
-        self.inner.closed.store(true, Ordering::Relaxed);
+        self.inner.closed.store(true, Ordering::SeqCst);
+        drop(self.inner.in_flight.write().await);
         let task = self.inner.replayer.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             // The loop only awaits between replay passes or inside one; a pass holds the
@@ -437,7 +444,8 @@ impl Tracker {
 
     async fn record(&self, query: &str, kind: Kind) -> Result<(Outcome, Option<String>), Error> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Relaxed) {
+        let _in_flight = inner.in_flight.read().await;
+        if inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
         let now = (inner.clock)();
@@ -530,7 +538,8 @@ impl Inner {
     /// ours) and lives `dedup_ttl_ms`.
     fn still_checkable(&self, bid: &BidRef, now: u64) -> bool {
         let skew = self.validity.max_skew_ms;
-        now.saturating_add(2 * skew) < bid.auction_ts_ms.saturating_add(self.dedup_ttl_ms)
+        now.saturating_add(skew.saturating_mul(2))
+            < bid.auction_ts_ms.saturating_add(self.dedup_ttl_ms)
     }
 
     async fn replay(&self) -> Result<ReplayStats, Error> {
@@ -652,7 +661,7 @@ async fn replay_loop(inner: Weak<Inner>, interval: Duration) {
     loop {
         ticker.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        if inner.closed.load(Ordering::Relaxed) {
+        if inner.closed.load(Ordering::SeqCst) {
             return;
         }
         if let Some(redis) = &inner.redis {

@@ -136,7 +136,9 @@ impl Builder {
 }
 
 fn ctr_bp(clicks: u64, impressions: u64) -> Option<u64> {
-    (impressions > 0).then(|| (u128::from(clicks) * 10_000 / u128::from(impressions)) as u64)
+    (impressions > 0).then(|| {
+        u64::try_from(u128::from(clicks) * 10_000 / u128::from(impressions)).unwrap_or(u64::MAX)
+    })
 }
 
 /// `1234567` micros as `1.234567`.
@@ -237,6 +239,7 @@ not an event
             .write_all(FILE.as_bytes())
             .unwrap();
         let r = Report::from_file(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
         assert_eq!(r.impressions, 3);
         assert_eq!(r.clicks, 1);
         assert_eq!(r.duplicates_dropped, 2);

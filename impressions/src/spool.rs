@@ -26,8 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
-use crate::events::retry_blocking;
-use crate::journal::{scan_lines, sync_dir, write_atomic, AppendFile, Line};
+use crate::journal::{retry_blocking, scan_lines, sync_dir, write_atomic, AppendFile, Line};
 use crate::sign::TrackingData;
 use crate::Error;
 
@@ -424,12 +423,21 @@ mod tests {
     use super::*;
     use crate::sign::{BidRef, TrackingData};
 
-    fn dir() -> PathBuf {
-        std::env::temp_dir().join(format!(
+    /// Removes the test's directory when dropped.
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir() -> Dir {
+        Dir(std::env::temp_dir().join(format!(
             "impressions-spool-{}-{}",
             std::process::id(),
             rand::random::<u64>()
-        ))
+        )))
     }
 
     fn record(n: u64) -> SpoolRecord {
@@ -460,7 +468,8 @@ mod tests {
 
     #[tokio::test]
     async fn records_survive_reopen_and_rotation_is_confirmed_stepwise() {
-        let d = dir();
+        let dir = dir();
+        let d = dir.0.clone();
         let spool = Spool::open(&d).await.unwrap();
         for n in 0..5 {
             spool.append(&record(n)).await.unwrap();
@@ -497,7 +506,8 @@ mod tests {
 
     #[tokio::test]
     async fn torn_tail_is_cut_and_bad_checksum_is_reported() {
-        let d = dir();
+        let dir = dir();
+        let d = dir.0.clone();
         let spool = Spool::open(&d).await.unwrap();
         spool.append(&record(1)).await.unwrap();
         spool.append(&record(2)).await.unwrap();
@@ -521,7 +531,8 @@ mod tests {
 
     #[tokio::test]
     async fn empty_spool_has_nothing_to_replay() {
-        let spool = Spool::open(&dir()).await.unwrap();
+        let dir = dir();
+        let spool = Spool::open(&dir.0).await.unwrap();
         assert!(!spool.begin_replay().await.unwrap());
         assert_eq!(spool.pending(), 0);
     }

@@ -13,7 +13,8 @@ use impressions::{
     read_events, BidRef, Billed, BilledHook, Claim, ClaimKey, DedupStore, Event, EventId,
     EventType, Kind, Outcome, RedisConfig, RedisDedup, Tracker, TrackerConfig, TrackingKey,
 };
-use support::{free_port, query, RedisServer, TempDir};
+use loadtest::redis::{free_port, RedisServer};
+use support::{query, TempDir};
 
 const SECRET: &str = "shared-secret-of-every-node-0123456789";
 
@@ -96,7 +97,7 @@ fn billed_ids(nodes: &[&Node]) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_sightings_on_two_nodes_bill_once() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let a = Node::start("conc-a", &redis.url(), |_| {}).await;
     let b = Node::start("conc-b", &redis.url(), |_| {}).await;
     let url = a
@@ -147,8 +148,7 @@ async fn hundred_concurrent_sightings_on_two_nodes_bill_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_every_impression_billed_exactly_once() {
-    let data = TempDir::new("redis-data");
-    let mut redis = RedisServer::start_persistent(data.path());
+    let mut redis = RedisServer::start_persistent().expect("start redis-server");
     let a = Node::start("outage-a", &redis.url(), |_| {}).await;
     let b = Node::start("outage-b", &redis.url(), |_| {}).await;
     let ts = now_ms();
@@ -193,7 +193,7 @@ async fn redis_killed_and_restarted_every_impression_billed_exactly_once() {
     // A replay while Redis is still down keeps everything.
     assert_eq!(a.tracker.replay_now().await.unwrap().remaining, 20);
 
-    redis.restart();
+    redis.restart().expect("restart redis-server");
     let (ra, rb) = tokio::join!(a.tracker.replay_now(), b.tracker.replay_now());
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(ra.remaining + rb.remaining, 0);
@@ -237,7 +237,7 @@ async fn redis_killed_and_restarted_every_impression_billed_exactly_once() {
 
 #[tokio::test]
 async fn hung_redis_times_out_and_spools() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let node = Node::start("hung", &redis.url(), |c| {
         if let Some(r) = c.redis.as_mut() {
             r.timeout = Duration::from_millis(100);
@@ -251,7 +251,7 @@ async fn hung_redis_times_out_and_spools() {
         Outcome::Billed(_)
     ));
 
-    redis.pause();
+    redis.freeze().expect("freeze redis-server");
     let url = node.tracker.impression_url(&bid(1, ts), None);
     for _ in 0..3 {
         let outcome = tokio::time::timeout(
@@ -263,7 +263,7 @@ async fn hung_redis_times_out_and_spools() {
         .unwrap();
         assert_eq!(outcome, Outcome::Spooled);
     }
-    redis.resume();
+    redis.thaw().expect("thaw redis-server");
     let stats = node.tracker.replay_now().await.unwrap();
     assert_eq!((stats.billed, stats.duplicates, stats.remaining), (1, 2, 0));
     node.tracker.shutdown().await.unwrap();
@@ -272,7 +272,7 @@ async fn hung_redis_times_out_and_spools() {
 
 #[tokio::test]
 async fn redis_down_at_start_spools_until_it_answers() {
-    let port = free_port();
+    let port = free_port().expect("free port");
     let url = format!("redis://127.0.0.1:{port}/");
     let node = Node::start("late-start", &url, |_| {}).await;
     let imp = node.tracker.impression_url(&bid(1, now_ms()), None);
@@ -282,7 +282,7 @@ async fn redis_down_at_start_spools_until_it_answers() {
     );
     assert_eq!(node.tracker.replay_now().await.unwrap().remaining, 1);
 
-    let _redis = RedisServer::start_on(port);
+    let _redis = RedisServer::start_on(port).expect("start redis-server");
     let stats = node.tracker.replay_now().await.unwrap();
     assert_eq!((stats.billed, stats.remaining), (1, 0));
     assert_eq!(
@@ -294,7 +294,7 @@ async fn redis_down_at_start_spools_until_it_answers() {
 
 #[tokio::test]
 async fn a_claim_is_idempotent_for_its_own_token() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let store = RedisDedup::connect(&redis.url(), Duration::from_millis(500), 60).unwrap();
     let id = EventId::new(&bid(1, 1_000), 60_000);
     let key = |token| ClaimKey {
@@ -328,7 +328,7 @@ async fn a_claim_is_idempotent_for_its_own_token() {
 
 #[tokio::test]
 async fn events_are_mirrored_to_a_redis_stream() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("start redis-server");
     let node = Node::start("stream", &redis.url(), |c| {
         if let Some(r) = c.redis.as_mut() {
             r.stream = true;

@@ -452,6 +452,15 @@ async fn config_problems_are_reported() {
         err.contains("public_url") && err.contains("time_bucket_ms"),
         "{err}"
     );
-    let shown = format!("{:?}", config(&dir));
+    let mut cfg = config(&dir);
+    cfg.redis = Some(impressions::RedisConfig::new(
+        "redis://user:hunter2@127.0.0.1:6379/0",
+    ));
+    let shown = format!("{cfg:?}");
     assert!(!shown.contains("integration-test-secret"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains("redis://<redacted>@127.0.0.1:6379/0"),
+        "{shown}"
+    );
 }

@@ -8,5 +8,6 @@
 
 mod error;
 pub mod mockdsp;
+pub mod redis;
 
 pub use error::Error;

@@ -154,7 +154,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<u64, Error>>;
 }
 
-/// The store the config asks for: Redis when `redis_url` is set, else in process.
+/// The store the config asks for: Redis when `redis_url` is set, else in process. Call it
+/// inside the tokio runtime that will run the sync loop.
 pub fn open_store(cfg: &BudgetConfig) -> Result<Arc<dyn Store>, Error> {
     match &cfg.redis_url {
         Some(url) => Ok(Arc::new(redis::RedisStore::open(

@@ -48,7 +48,13 @@ impl RedisStore {
     /// down and its calls fail within `timeout` until Redis answers. Connect and response are
     /// bounded by `timeout` too, and the manager retries a lost connection at most twice before
     /// the next call tries again, so a dead Redis never holds a call past its timeout.
+    /// Must be called inside a tokio runtime (the connection manager spawns a task).
     pub fn open(url: &str, key_prefix: &str, timeout: Duration) -> Result<Self, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config(
+                "RedisStore::open must be called inside a tokio runtime".to_owned(),
+            ));
+        }
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -414,6 +420,12 @@ mod tests {
         assert_eq!(state.nodes[0].held, 300);
         assert!(state.nodes[1].reclaimed);
         assert!(parse_state(&key, &HashMap::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn opening_outside_a_runtime_is_an_error_not_a_panic() {
+        let opened = RedisStore::open("redis://127.0.0.1:1", "budget", Duration::from_millis(10));
+        assert!(matches!(opened, Err(Error::Config(_))));
     }
 
     #[test]

@@ -1,0 +1,256 @@
+//! The admin API: campaign budgets over HTTP, behind a bearer token.
+//!
+//! Amounts cross this API in currency units, the way operators and finance think of them, and
+//! are kept in integer micros inside; every answer carries both.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use crate::config::money_to_micros;
+use crate::server::{error, json, App, Body};
+
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// The body of `PUT /admin/campaigns/{dsp}/{cid}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutCampaign {
+    /// Sets (creates, raises or lowers) the total budget, in currency units.
+    budget: Option<f64>,
+    /// Pauses or resumes the campaign.
+    paused: Option<bool>,
+}
+
+pub(crate) async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let Some(token) = app.config.admin.token.as_deref() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the admin API is off: set admin.token or EXCHANGE_ADMIN_TOKEN",
+            "",
+        );
+    };
+    if let Some(refused) = authorize(req.headers().get(header::AUTHORIZATION), token) {
+        return refused;
+    }
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, ["admin", "campaigns"]) => list(app).await,
+        (method, ["admin", "campaigns", dsp, cid]) => {
+            let (Some(dsp), Some(cid)) = (percent_decode(dsp), percent_decode(cid)) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad percent-encoding in the path",
+                    "",
+                );
+            };
+            match method {
+                Method::GET => get(app, &dsp, &cid).await,
+                Method::PUT => put(app, &dsp, &cid, req).await,
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT", ""),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such admin endpoint", ""),
+    }
+}
+
+/// `None` when the request carries the right bearer token, else the refusal to send.
+fn authorize(header: Option<&HeaderValue>, token: &str) -> Option<Response<Body>> {
+    let Some(given) = header.and_then(|h| h.to_str().ok()) else {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer token",
+            "",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"exchange-admin\""),
+        );
+        return Some(r);
+    };
+    let given = given.strip_prefix("Bearer ").unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        None
+    } else {
+        Some(error(StatusCode::FORBIDDEN, "wrong admin token", ""))
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a guessed
+/// token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn list(app: &App) -> Response<Body> {
+    match app.budgets.campaigns().await {
+        Ok(keys) => {
+            let list: Vec<_> = keys
+                .iter()
+                .map(|k| serde_json::json!({"dsp": &*k.dsp, "cid": &*k.cid}))
+                .collect();
+            json_value(StatusCode::OK, &serde_json::json!({ "campaigns": list }))
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn get(app: &App, dsp: &str, cid: &str) -> Response<Body> {
+    match app.budgets.state(dsp, cid).await {
+        Ok(Some(state)) => json_value(StatusCode::OK, &describe(app, &state)),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such campaign", ""),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn put(app: &App, dsp: &str, cid: &str, req: Request<Incoming>) -> Response<Body> {
+    let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body over 64 KiB", ""),
+    };
+    let change = match parse_put(&body) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    if dsp.is_empty() || cid.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "dsp and cid must not be empty", "");
+    }
+    let mut state = None;
+    if let Some(amount) = change.budget {
+        let Some(micros) = money_to_micros(amount) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "budget must be a non-negative amount below 9 billion",
+                "budget",
+            );
+        };
+        match app.budgets.set_budget(dsp, cid, micros).await {
+            Ok(s) => state = Some(s),
+            Err(e) => return store_error(&e),
+        }
+    }
+    if let Some(paused) = change.paused {
+        match app.budgets.pause(dsp, cid, paused).await {
+            Ok(s) => state = Some(s),
+            Err(e) => return store_error(&e),
+        }
+    }
+    match state {
+        Some(state) => json_value(StatusCode::OK, &describe(app, &state)),
+        None => error(
+            StatusCode::BAD_REQUEST,
+            "give \"budget\", \"paused\" or both",
+            "",
+        ),
+    }
+}
+
+fn parse_put(body: &Bytes) -> Result<PutCampaign, Response<Body>> {
+    let malformed = |msg: String, field: String| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("malformed body: {msg}"),
+            &field,
+        )
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let put: PutCampaign = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." || field == "?" {
+            String::new()
+        } else {
+            field
+        };
+        malformed(e.inner().to_string(), field)
+    })?;
+    de.end()
+        .map_err(|e| malformed(e.to_string(), String::new()))?;
+    Ok(put)
+}
+
+fn describe(app: &App, state: &budget::CampaignState) -> serde_json::Value {
+    let units = |micros: u64| micros as f64 / 1e6;
+    let local = app.budgets.local(&state.key.dsp, &state.key.cid);
+    serde_json::json!({
+        "dsp": &*state.key.dsp,
+        "cid": &*state.key.cid,
+        "currency": app.config.auction.currency,
+        "budget": units(state.budget),
+        "spent": units(state.spent),
+        "held": units(state.held),
+        "remaining": units(state.budget.saturating_sub(state.spent + state.held)),
+        "paused": state.paused,
+        "budget_micros": state.budget,
+        "spent_micros": state.spent,
+        "held_micros": state.held,
+        "nodes": state.nodes,
+        "this_node": local.map(|l| serde_json::json!({
+            "session": app.budgets.session(),
+            "available_micros": l.available,
+            "charged_micros": l.charged_total,
+            "unreported_micros": l.unreported,
+        })),
+    })
+}
+
+fn store_error(e: &budget::Error) -> Response<Body> {
+    let status = match e {
+        budget::Error::NotFound(_) => StatusCode::NOT_FOUND,
+        budget::Error::BelowCommitted { .. } => StatusCode::CONFLICT,
+        budget::Error::TooLarge(_) => StatusCode::BAD_REQUEST,
+        budget::Error::Timeout(_) | budget::Error::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &e.to_string(), "")
+}
+
+fn json_value(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    json(status, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Decodes `%XX` escapes in one path segment; `None` for a broken escape or non-UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret-token-123", b"secret-token-123"));
+        assert!(!constant_time_eq(b"secret-token-124", b"secret-token-123"));
+        assert!(!constant_time_eq(b"secret", b"secret-token-123"));
+    }
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(percent_decode("cmp%2F1").as_deref(), Some("cmp/1"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+    }
+}
