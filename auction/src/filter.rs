@@ -8,7 +8,7 @@ use crate::{impression_cost_micros, Candidate, Imp, Ledger, LossReason, Request}
 
 /// `badv` entries whose bare hosts stay on the stack; longer lists spill to the heap once per
 /// auction.
-const INLINE_BADV: usize = 16;
+const INLINE_BADV: usize = 8;
 
 /// Where an eligible bid competes within its imp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,7 @@ pub(crate) struct Blocks<'a> {
 }
 
 impl<'a> Blocks<'a> {
+    #[inline]
     pub(crate) fn new(req: &Request<'a>) -> Self {
         let mut badv = InlineVec::new(&[][..]);
         let all: &'a [Cow<'a, str>] = req.badv;

@@ -12,6 +12,7 @@ pub(crate) struct InlineVec<T: Copy, const N: usize> {
 
 impl<T: Copy, const N: usize> InlineVec<T, N> {
     /// `fill` only occupies the unused inline cells; it is never visible through `as_slice`.
+    #[inline]
     pub(crate) fn new(fill: T) -> Self {
         Self {
             inline: [fill; N],
@@ -20,6 +21,7 @@ impl<T: Copy, const N: usize> InlineVec<T, N> {
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, item: T) {
         if !self.heap.is_empty() {
             self.heap.push(item);
@@ -38,6 +40,7 @@ impl<T: Copy, const N: usize> InlineVec<T, N> {
         }
     }
 
+    #[inline]
     pub(crate) fn as_slice(&self) -> &[T] {
         if self.heap.is_empty() {
             // `len` never exceeds `N` while the items are inline, so this is always `Some`.
@@ -47,6 +50,7 @@ impl<T: Copy, const N: usize> InlineVec<T, N> {
         }
     }
 
+    #[inline]
     pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
         if self.heap.is_empty() {
             self.inline.get_mut(..self.len).unwrap_or_default()

@@ -57,6 +57,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A baseline configuration that cannot work (no DSP, zero timeout or bound...).
+    #[error("invalid baseline configuration: {0}")]
+    InvalidBaseline(String),
     /// The baseline proxy could not open its listening socket.
     #[error("baseline: cannot listen on {addr}: {source}")]
     Listen {
