@@ -2,23 +2,34 @@
 //! charge its campaign (falling back to the next bid when that fails) and settle every other bid.
 
 use crate::filter::{self, Class};
+use crate::scratch::InlineVec;
 use crate::{
     impression_cost_micros, AuctionType, BidResult, Candidate, Imp, ImpResult, Ledger, LossReason,
     Outcome, Request, Rules,
 };
 
-/// Up to this many candidates the per-bid scratch lives on the stack; beyond it, one `Vec` per
-/// auction. 32 covers a typical fan-out many times over.
-const INLINE_BIDS: usize = 32;
+/// Up to this many eligible bids the per-bid scratch lives on the stack; beyond it, one `Vec`
+/// per auction. 16 covers a typical fan-out several times over.
+const INLINE_BIDS: usize = 16;
 
-/// A candidate's standing while its imp is being settled.
+/// An eligible bid while its imp is being settled.
 #[derive(Debug, Clone, Copy)]
-enum Slot {
-    /// Filtered out or already settled.
-    Out,
-    /// Eligible and not settled yet.
-    In(Class),
+struct Entry {
+    /// Index into the candidates.
+    index: usize,
+    imp: usize,
+    class: Class,
+    /// Cleared when the bid drops out before its imp is settled (its charge failed).
+    live: bool,
 }
+
+/// Fills the unused inline cells of the scratch; never read.
+const UNUSED: Entry = Entry {
+    index: 0,
+    imp: 0,
+    class: Class::Open,
+    live: false,
+};
 
 /// Placeholder for eligible bids until their imp is settled; `settle` overwrites every one.
 const PENDING: BidResult = BidResult::Lost {
@@ -34,21 +45,18 @@ pub fn run<L: Ledger>(
     rules: &Rules,
     ledger: &L,
 ) -> Outcome {
-    let mut results = Vec::with_capacity(bids.len());
-    let mut inline = [Slot::Out; INLINE_BIDS];
-    let mut heap = Vec::new();
-    let slots: &mut [Slot] = match inline.get_mut(..bids.len()) {
-        Some(slots) => slots,
-        None => {
-            heap.resize(bids.len(), Slot::Out);
-            &mut heap
-        }
-    };
     let blocks = filter::Blocks::new(req);
-    for (bid, slot) in bids.iter().zip(slots.iter_mut()) {
+    let mut results = Vec::with_capacity(bids.len());
+    let mut eligible = InlineVec::<Entry, INLINE_BIDS>::new(UNUSED);
+    for (index, bid) in bids.iter().enumerate() {
         match filter::eligibility(req, &blocks, bid, ledger) {
             Ok(class) => {
-                *slot = Slot::In(class);
+                eligible.push(Entry {
+                    index,
+                    imp: bid.imp,
+                    class,
+                    live: true,
+                });
                 results.push(PENDING);
             }
             Err(reason) => results.push(BidResult::Lost {
@@ -57,17 +65,27 @@ pub fn run<L: Ledger>(
             }),
         }
     }
+    // Grouped by imp so that each imp's auction visits only its own bids; within an imp the
+    // candidates' order is kept. Eligibility rejected every `imp` out of range, so the groups
+    // come in the order of `req.imps` and none is left over. A single imp is one group already.
+    let eligible = eligible.as_mut_slice();
+    if req.imps.len() > 1 {
+        eligible.sort_unstable_by_key(|e| (e.imp, e.index));
+    }
+    let mut rest = eligible;
     let imps = req
         .imps
         .iter()
         .enumerate()
         .map(|(i, imp)| {
+            let mine = rest.iter().take_while(|e| e.imp == i).count();
+            let (entries, tail) = std::mem::take(&mut rest).split_at_mut(mine);
+            rest = tail;
             let mut auction = ImpAuction {
                 req,
-                imp_index: i,
                 imp,
                 bids,
-                slots: &mut *slots,
+                entries,
                 results: &mut results,
             };
             auction.settle(rules, ledger)
@@ -79,13 +97,13 @@ pub fn run<L: Ledger>(
     }
 }
 
-/// One imp's auction over the shared per-bid state.
+/// One imp's auction over its own eligible bids.
 struct ImpAuction<'r, 'a, C> {
     req: &'r Request<'a>,
-    imp_index: usize,
     imp: &'r Imp<'a>,
     bids: &'r [Candidate<'a, C>],
-    slots: &'r mut [Slot],
+    /// This imp's eligible bids, and only them.
+    entries: &'r mut [Entry],
     results: &'r mut [BidResult],
 }
 
@@ -117,13 +135,15 @@ impl<'r, 'a, C> ImpAuction<'r, 'a, C> {
                     if !ledger.try_charge(campaign, cost) {
                         // Drained by a concurrent auction since `can_cover`: drop this bid and
                         // rerun the race over what remains, so the price is recomputed too.
-                        // In range: `lead.index` enumerates `bids`, which `slots` and
-                        // `results` parallel.
-                        self.slots[lead.index] = Slot::Out;
-                        self.results[lead.index] = BidResult::Lost {
-                            reason: LossReason::CampaignBudgetExhausted,
-                            min_to_win_micros: None,
-                        };
+                        if let Some(entry) = self.entries.get_mut(lead.entry) {
+                            entry.live = false;
+                        }
+                        if let Some(result) = self.results.get_mut(lead.index) {
+                            *result = BidResult::Lost {
+                                reason: LossReason::CampaignBudgetExhausted,
+                                min_to_win_micros: None,
+                            };
+                        }
                         continue;
                     }
                     cost
@@ -156,40 +176,32 @@ impl<'r, 'a, C> ImpAuction<'r, 'a, C> {
         let mut deals = Race::default();
         let mut open = Race::default();
         let bids: &'r [Candidate<'a, C>] = self.bids;
-        for (index, (bid, slot)) in bids.iter().zip(self.slots.iter()).enumerate() {
-            match *slot {
-                Slot::In(class) if bid.imp == self.imp_index => {
-                    let race = match class {
-                        Class::Deal(_) => &mut deals,
-                        Class::Open => &mut open,
-                    };
-                    race.enter(index, bid, class, seed);
-                }
-                _ => {}
-            }
+        for (entry, e) in self.entries.iter().enumerate() {
+            // `e.index` enumerated `bids`, so the lookup always succeeds.
+            let Some(bid) = bids.get(e.index).filter(|_| e.live) else {
+                continue;
+            };
+            let race = match e.class {
+                Class::Deal(_) => &mut deals,
+                Class::Open => &mut open,
+            };
+            race.enter(entry, e.index, bid, e.class, seed);
         }
         (deals, open)
     }
 
     /// Settles every unsettled bid of this imp once `winner` is charged.
     fn close(&mut self, winner: usize, clearing: u64, deal_won: bool, loser_min_to_win: u64) {
-        let entries = self
-            .bids
-            .iter()
-            .zip(self.slots.iter_mut())
-            .zip(self.results.iter_mut())
-            .enumerate();
-        for (index, ((bid, slot), result)) in entries {
-            let Slot::In(class) = *slot else { continue };
-            if bid.imp != self.imp_index {
+        for e in self.entries.iter_mut().filter(|e| e.live) {
+            e.live = false;
+            let Some(result) = self.results.get_mut(e.index) else {
                 continue;
-            }
-            *slot = Slot::Out;
-            *result = if index == winner {
+            };
+            *result = if e.index == winner {
                 BidResult::Won {
                     clearing_micros: clearing,
                 }
-            } else if matches!(class, Class::Deal(_)) == deal_won {
+            } else if matches!(e.class, Class::Deal(_)) == deal_won {
                 BidResult::Lost {
                     reason: LossReason::LostToHigherBid,
                     min_to_win_micros: Some(loser_min_to_win),
@@ -225,6 +237,9 @@ fn clearing_price(
 
 /// The highest bid of one class so far.
 struct Lead<'r, 'a, C> {
+    /// Position in the imp's entries.
+    entry: usize,
+    /// Index into the candidates.
     index: usize,
     bid: &'r Candidate<'a, C>,
     class: Class,
@@ -249,10 +264,18 @@ impl<C> Default for Race<'_, '_, C> {
 }
 
 impl<'r, 'a, C> Race<'r, 'a, C> {
-    fn enter(&mut self, index: usize, bid: &'r Candidate<'a, C>, class: Class, seed: u64) {
+    fn enter(
+        &mut self,
+        entry: usize,
+        index: usize,
+        bid: &'r Candidate<'a, C>,
+        class: Class,
+        seed: u64,
+    ) {
         let price = bid.price_micros;
         let Some(lead) = &mut self.lead else {
             self.lead = Some(Lead {
+                entry,
                 index,
                 bid,
                 class,
@@ -270,6 +293,7 @@ impl<'r, 'a, C> Race<'r, 'a, C> {
         };
         let beaten = if takes_lead {
             *lead = Lead {
+                entry,
                 index,
                 bid,
                 class,

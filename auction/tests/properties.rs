@@ -65,6 +65,11 @@ fn auction_type() -> impl Strategy<Value = AuctionType> {
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
+    scenario_of(12)
+}
+
+/// Up to `max_bids` candidates spread over one to three imps.
+fn scenario_of(max_bids: usize) -> impl Strategy<Value = Scenario> {
     let deal = (0..1_500_000u64, proptest::option::of(auction_type()))
         .prop_map(|(floor, at)| DealSpec { floor, at });
     let imp = (
@@ -83,7 +88,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         any::<u64>(),
         proptest::collection::vec(imp, 1..=3),
     )
-        .prop_flat_map(|(at, increment, seed, imps)| {
+        .prop_flat_map(move |(at, increment, seed, imps)| {
             // One past the last imp, so that candidates for a missing imp are generated too.
             let bid = (
                 0..=imps.len(),
@@ -97,7 +102,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     deal,
                     campaign,
                 });
-            proptest::collection::vec(bid, 0..=12).prop_map(move |bids| Scenario {
+            proptest::collection::vec(bid, 0..=max_bids).prop_map(move |bids| Scenario {
                 at,
                 increment,
                 seed,
@@ -311,6 +316,50 @@ fn check_outcome(s: &Scenario, out: &Outcome) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The budget invariants: winners with a campaign are charged exactly the cost of their
+/// clearing price, balances drop by what was charged, drained and unknown campaigns never pay.
+fn check_with_budgets(
+    s: &Scenario,
+    balances: &[u64],
+    drained: &[bool],
+) -> Result<(), TestCaseError> {
+    // Campaign 3 is unknown to the ledger.
+    let known: Vec<(u32, u64)> = (0..3).map(|c| (c, balances[c as usize])).collect();
+    let drained: Vec<u32> = (0..4).filter(|c| drained[*c as usize]).collect();
+    let ledger = TestLedger::new(&known, &drained, &[]);
+    let out = run_scenario(s, &ledger);
+    check_outcome(s, &out)?;
+
+    let mut charged = [0u64; 4];
+    for r in &out.imps {
+        let Some(w) = r.winner else { continue };
+        match s.bids[w].campaign {
+            Some(c) => {
+                prop_assert_eq!(r.charged_micros, impression_cost_micros(r.clearing_micros));
+                charged[c as usize] += r.charged_micros;
+            }
+            None => prop_assert_eq!(r.charged_micros, 0),
+        }
+    }
+    for (c, before) in &known {
+        let spent = charged[*c as usize];
+        if drained.contains(c) {
+            prop_assert_eq!(spent, 0, "a drained campaign only wins for free");
+        } else {
+            prop_assert_eq!(ledger.balance(*c), Some(before - spent));
+        }
+    }
+    for (j, b) in s.bids.iter().enumerate() {
+        if b.campaign == Some(3) {
+            prop_assert!(matches!(
+                out.bids[j].loss_code(),
+                501 | 1 | 4 | 100 | 101 | 213
+            ));
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
@@ -331,37 +380,17 @@ proptest! {
         balances in proptest::collection::vec(0..6_000u64, 4),
         drained in proptest::collection::vec(any::<bool>(), 4),
     ) {
-        // Campaign 3 is unknown to the ledger.
-        let known: Vec<(u32, u64)> = (0..3).map(|c| (c, balances[c as usize])).collect();
-        let drained: Vec<u32> = (0..4).filter(|c| drained[*c as usize]).collect();
-        let ledger = TestLedger::new(&known, &drained, &[]);
-        let out = run_scenario(&s, &ledger);
-        check_outcome(&s, &out)?;
+        check_with_budgets(&s, &balances, &drained)?;
+    }
 
-        let mut charged = [0u64; 4];
-        for r in &out.imps {
-            let Some(w) = r.winner else { continue };
-            match s.bids[w].campaign {
-                Some(c) => {
-                    prop_assert_eq!(r.charged_micros, impression_cost_micros(r.clearing_micros));
-                    charged[c as usize] += r.charged_micros;
-                }
-                None => prop_assert_eq!(r.charged_micros, 0),
-            }
-        }
-        for (c, before) in &known {
-            let spent = charged[*c as usize];
-            if drained.contains(c) {
-                prop_assert_eq!(spent, 0, "a drained campaign only wins for free");
-            } else {
-                prop_assert_eq!(ledger.balance(*c), Some(before - spent));
-            }
-        }
-        for (j, b) in s.bids.iter().enumerate() {
-            if b.campaign == Some(3) {
-                prop_assert!(matches!(out.bids[j].loss_code(), 501 | 1 | 4 | 100 | 101 | 213));
-            }
-        }
+    /// Past the engine's inline scratch (16 eligible bids), with imps interleaved.
+    #[test]
+    fn invariants_with_budgets_on_large_auctions(
+        s in scenario_of(40),
+        balances in proptest::collection::vec(0..6_000u64, 4),
+        drained in proptest::collection::vec(any::<bool>(), 4),
+    ) {
+        check_with_budgets(&s, &balances, &drained)?;
     }
 
     #[test]

@@ -25,6 +25,89 @@ pub struct Config {
     /// Campaign budgets seeded at start (in Redis only where the campaign is absent there).
     #[serde(rename = "campaign")]
     pub campaigns: Vec<CampaignConfig>,
+    pub tracking: TrackingConfig,
+    pub events: EventsConfig,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingConfig {
+    /// HMAC secret of tracking URLs, at least 16 bytes; every node of a fleet needs the same.
+    /// Also EXCHANGE_TRACKING_SECRET. Absent: a random one per process (fine for one node that
+    /// never restarts; the exchange says so at start).
+    pub secret: Option<String>,
+    /// The public address tracking URLs point at, e.g. `https://rtb.example.com`. Default
+    /// `http://` + `server.listen`.
+    pub base_url: Option<String>,
+    /// How long a tracking URL stays valid after its auction. Default 3 600 000 ms (1 hour).
+    pub window_ms: u64,
+    /// How long events spooled during a Redis outage stay replayable past that window.
+    /// Default 3 600 000 ms.
+    pub replay_horizon_ms: u64,
+    /// Where impressions and clicks wait while Redis cannot be asked. One per node: never
+    /// shared by two processes. Default `spool`.
+    pub spool_dir: std::path::PathBuf,
+    /// How often the spool is replayed. Default 1 000 ms.
+    pub replay_interval_ms: u64,
+    /// Bound on every Redis call of the tracker. Default 250 ms.
+    pub redis_timeout_ms: u64,
+    /// Impression ids remembered without Redis (one node). Default 1 000 000.
+    pub memory_capacity: usize,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            base_url: None,
+            window_ms: 3_600_000,
+            replay_horizon_ms: 3_600_000,
+            spool_dir: "spool".into(),
+            replay_interval_ms: 1_000,
+            redis_timeout_ms: 250,
+            memory_capacity: 1_000_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for TrackingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret signs billing events: never in logs.
+        f.debug_struct("TrackingConfig")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("base_url", &self.base_url)
+            .field("window_ms", &self.window_ms)
+            .field("spool_dir", &self.spool_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Append-only JSON-lines event log. Default `events.jsonl`; set to "" to turn it off.
+    pub file: Option<std::path::PathBuf>,
+    /// Also `XADD` every event to this Redis Stream (needs `[redis] url`). Default none.
+    pub redis_stream: Option<String>,
+    /// `MAXLEN ~` of that stream. Default 1 000 000.
+    pub stream_maxlen: u64,
+    /// Longest time a written event waits for its fsync. Default 200 ms.
+    pub fsync_interval_ms: u64,
+    /// Win, loss and late-answer events waiting to be written, at most; past it they are
+    /// dropped and counted (billing events are never dropped). Default 65 536.
+    pub max_pending: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            file: Some("events.jsonl".into()),
+            redis_stream: None,
+            stream_maxlen: 1_000_000,
+            fsync_interval_ms: 200,
+            max_pending: 65_536,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -214,6 +297,7 @@ impl DspConfig {
 pub const ENV_LISTEN: &str = "EXCHANGE_LISTEN";
 pub const ENV_REDIS_URL: &str = "EXCHANGE_REDIS_URL";
 pub const ENV_ADMIN_TOKEN: &str = "EXCHANGE_ADMIN_TOKEN";
+pub const ENV_TRACKING_SECRET: &str = "EXCHANGE_TRACKING_SECRET";
 
 impl Config {
     /// Reads a TOML file, applies the environment overrides and validates the result.
@@ -244,6 +328,9 @@ impl Config {
         }
         if let Some(token) = var(ENV_ADMIN_TOKEN).filter(|t| !t.is_empty()) {
             self.admin.token = Some(token);
+        }
+        if let Some(secret) = var(ENV_TRACKING_SECRET).filter(|t| !t.is_empty()) {
+            self.tracking.secret = Some(secret);
         }
         Ok(())
     }
@@ -327,6 +414,7 @@ impl Config {
             }
         }
         self.validate_budgets(&mut errors);
+        self.validate_tracking(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -373,6 +461,82 @@ impl Config {
                 ));
             }
         }
+    }
+
+    fn validate_tracking(&self, errors: &mut Vec<String>) {
+        let t = &self.tracking;
+        if t.secret.as_deref().is_some_and(|s| s.len() < impressions::TrackingKey::MIN_LEN) {
+            errors.push(format!(
+                "tracking.secret must be at least {} bytes",
+                impressions::TrackingKey::MIN_LEN
+            ));
+        }
+        if let Some(url) = &t.base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(format!("tracking.base_url {url:?} must start with http:// or https://"));
+            }
+        }
+        if t.window_ms == 0 || t.replay_interval_ms == 0 || t.redis_timeout_ms == 0 {
+            errors.push("tracking.window_ms, replay_interval_ms and redis_timeout_ms must be above 0".into());
+        }
+        if t.memory_capacity == 0 {
+            errors.push("tracking.memory_capacity must be above 0".into());
+        }
+        if self.events.redis_stream.is_some() && self.redis.url.is_none() {
+            errors.push("events.redis_stream needs [redis] url".into());
+        }
+        if self.events.max_pending == 0 || self.events.fsync_interval_ms == 0 {
+            errors.push("events.max_pending and events.fsync_interval_ms must be above 0".into());
+        }
+    }
+
+    /// The tracker's configuration; tracking URLs default to `local`, the address actually
+    /// bound. Without a secret a random key is made, which only one node that never restarts
+    /// can live with: the second value says so.
+    pub fn tracker_config(
+        &self,
+        local: SocketAddr,
+    ) -> Result<(impressions::TrackerConfig, bool), Error> {
+        let t = &self.tracking;
+        let (key, random_key) = match &t.secret {
+            Some(secret) => (
+                impressions::TrackingKey::from_secret(secret)
+                    .map_err(|e| Error::Config(vec![format!("tracking.secret: {e}")]))?,
+                false,
+            ),
+            None => (impressions::TrackingKey::random(), true),
+        };
+        let redis = self.redis.url.as_ref().map(|url| impressions::RedisConfig {
+            url: url.clone(),
+            timeout: std::time::Duration::from_millis(t.redis_timeout_ms),
+            stream: self.events.redis_stream.is_some(),
+        });
+        let defaults = impressions::EventLogConfig::default();
+        let events = impressions::EventLogConfig {
+            file: self.events.file.clone().filter(|f| !f.as_os_str().is_empty()),
+            stream_key: self.events.redis_stream.clone().unwrap_or(defaults.stream_key.clone()),
+            stream_maxlen: self.events.stream_maxlen,
+            fsync_interval: std::time::Duration::from_millis(self.events.fsync_interval_ms),
+            ..defaults
+        };
+        let config = impressions::TrackerConfig {
+            public_url: t
+                .base_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{local}"))
+                .trim_end_matches('/')
+                .to_owned(),
+            key,
+            validity: impressions::Validity { window_ms: t.window_ms, ..Default::default() },
+            replay_horizon_ms: t.replay_horizon_ms,
+            memory_capacity: t.memory_capacity,
+            redis,
+            events,
+            spool_dir: t.spool_dir.clone(),
+            replay_interval: std::time::Duration::from_millis(t.replay_interval_ms),
+            ..impressions::TrackerConfig::default()
+        };
+        Ok((config, random_key))
     }
 
     /// The budget crate's configuration: `[budget]` plus the shared Redis URL and the

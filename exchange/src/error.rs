@@ -11,6 +11,8 @@ pub enum Error {
     Metrics(String),
     #[error("budgets: {0}")]
     Budget(#[from] budget::Error),
+    #[error("tracking: {0}")]
+    Tracking(#[from] impressions::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

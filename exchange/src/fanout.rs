@@ -101,6 +101,9 @@ impl CallError {
     }
 }
 
+/// Told about every late answer: `(dsp, auction id, ms past the deadline)`.
+pub type LateHook = Arc<dyn Fn(&str, &str, u64) + Send + Sync>;
+
 /// Fan-out settings and the bound on late calls left running in the background.
 pub struct FanOut {
     client: HttpClient,
@@ -108,16 +111,23 @@ pub struct FanOut {
     late_grace: Duration,
     late_slots: Arc<Semaphore>,
     late_abandoned: metrics::Counter,
+    on_late: LateHook,
 }
 
 impl FanOut {
-    pub fn new(client: HttpClient, config: &Config, late_abandoned: metrics::Counter) -> Self {
+    pub fn new(
+        client: HttpClient,
+        config: &Config,
+        late_abandoned: metrics::Counter,
+        on_late: LateHook,
+    ) -> Self {
         Self {
             client,
             max_response_bytes: config.auction.max_response_bytes,
             late_grace: Duration::from_millis(config.auction.late_grace_ms),
             late_slots: Arc::new(Semaphore::new(config.auction.max_late_in_flight)),
             late_abandoned,
+            on_late,
         }
     }
 
@@ -126,6 +136,7 @@ impl FanOut {
     /// body a DSP receives; `tmax_ms` is that DSP's own remaining time.
     pub async fn call_all(
         &self,
+        auction_id: &str,
         dsps: &[Arc<Dsp>],
         start: Instant,
         auction_deadline: Instant,
@@ -182,7 +193,7 @@ impl FanOut {
                     }
                     _ = tokio::time::sleep_until(deadline) => {
                         dsp.metrics.timeouts.increment(1);
-                        self.finish_late(dsp.clone(), call, deadline, permit);
+                        self.finish_late(dsp.clone(), auction_id, call, deadline, permit);
                         CallOutcome::TimedOut
                     }
                 }
@@ -197,6 +208,7 @@ impl FanOut {
     fn finish_late<F>(
         &self,
         dsp: Arc<Dsp>,
+        auction_id: &str,
         call: std::pin::Pin<Box<F>>,
         deadline: Instant,
         dsp_permit: tokio::sync::OwnedSemaphorePermit,
@@ -208,9 +220,14 @@ impl FanOut {
             return;
         };
         let grace = self.late_grace;
+        let on_late = self.on_late.clone();
+        let auction_id = auction_id.to_owned();
         tokio::spawn(async move {
             let result = tokio::time::timeout(grace, call).await;
             let late_by = deadline.elapsed();
+            if result.is_ok() {
+                on_late(&dsp.name, &auction_id, late_by.as_millis() as u64);
+            }
             match result {
                 Ok(Ok((status, body))) => {
                     dsp.metrics.late_answers.increment(1);

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod notices;
 mod pipeline;
 pub mod server;
+mod tracking;
 
 mod error;
 

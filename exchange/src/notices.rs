@@ -16,6 +16,8 @@ use crate::fanout::{Dsp, HttpClient};
 pub enum NoticeKind {
     Win,
     Loss,
+    /// The DSP's own `burl`, fired once its impression is billed.
+    Billing,
 }
 
 impl NoticeKind {
@@ -23,6 +25,7 @@ impl NoticeKind {
         match self {
             NoticeKind::Win => "win",
             NoticeKind::Loss => "loss",
+            NoticeKind::Billing => "billing",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One auction, from a request body to the publisher's answer: deadline, fan-out, reading
 //! the DSP answers, the auction, the winning bids rewritten, and the notices.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use auction::{AuctionType, BidResult, Candidate, LossReason, Outcome};
 use budget::metrics::DropReason;
 use budget::Lookup;
 use bytes::Bytes;
+use impressions::Event;
 use http::{Response, StatusCode};
 use openrtb::forward::Outbound;
 use openrtb::json;
@@ -20,6 +22,7 @@ use crate::fanout::{CallOutcome, Dsp};
 use crate::metrics::AuctionOutcome;
 use crate::notices::{Notice, NoticeKind};
 use crate::server::{error, json as json_response, no_bid, App, Body};
+use crate::tracking;
 
 /// Runs the auction for `body` and builds the answer. The auction clock started at `start`,
 /// when the request head arrived.
@@ -56,7 +59,7 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
     let outbound = Outbound::new(body, &req, at.to_openrtb() as u8, &cfg.currency);
     let calls = app
         .fanout
-        .call_all(&app.dsps, start, deadline, |tmax| {
+        .call_all(&req.id, &app.dsps, start, deadline, |tmax| {
             let mut out = Vec::with_capacity(outbound.len_hint() + 8);
             outbound.render(tmax, &mut out);
             Bytes::from(out)
@@ -128,8 +131,10 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
     record_budget_drops(app, &bids, &candidates, &outcome);
 
     let mut notices = Vec::new();
-    let answer = write_answer(app, &req, &bids, &outcome, &mut notices);
+    let mut events = Vec::new();
+    let answer = write_answer(app, &req, &bids, &outcome, &mut notices, &mut events);
     app.notifier.fire(notices);
+    app.events.emit(events);
     match answer {
         Some(body) => {
             app.metrics.outcome(AuctionOutcome::Won);
@@ -339,8 +344,10 @@ fn write_answer(
     bids: &[Entry<'_, '_>],
     outcome: &Outcome,
     notices: &mut Vec<Notice>,
+    events: &mut Vec<Event>,
 ) -> Option<Vec<u8>> {
     let currency = app.config.auction.currency.as_str();
+    let auction_ts = tracking::now_ms();
     let mut winners: Vec<usize> = outcome.imps.iter().filter_map(|imp| imp.winner).collect();
 
     for (i, (entry, result)) in bids.iter().zip(&outcome.bids).enumerate() {
@@ -351,7 +358,7 @@ fn write_answer(
                 min_to_win_micros,
             } => {
                 entry.dsp.metrics.lost(reason.as_str());
-                loss_notice(
+                let fired = loss_notice(
                     req,
                     entry,
                     result.loss_code(),
@@ -359,6 +366,18 @@ fn write_answer(
                     currency,
                     notices,
                 );
+                if fired {
+                    let bid = tracking::bid_ref(
+                        &req.id,
+                        &entry.bid.bid,
+                        &entry.dsp.name,
+                        entry.seat(),
+                        entry.bid.price_micros,
+                        currency,
+                        auction_ts,
+                    );
+                    events.push(Event::loss(&bid, u32::from(result.loss_code()), auction_ts));
+                }
                 debug_assert!(!winners.contains(&i));
             }
         }
@@ -411,6 +430,28 @@ fn write_answer(
         let adm = adm.as_deref().map(|adm| expand(adm, &values));
         let nurl = nurl.as_deref().map(|nurl| expand_url(nurl, &values));
         let burl = burl.as_deref().map(|burl| expand_url(burl, &values));
+        // Tracking: the bid's burl becomes the exchange's signed impression URL (which carries
+        // the DSP's own burl, fired once the impression is billed), and the markup gets the
+        // same URL as a pixel or tracker, with its clicks sent through the exchange.
+        let billing = tracking::bid_ref(
+            &req.id,
+            bid,
+            &entry.dsp.name,
+            entry.seat(),
+            clearing_micros,
+            currency,
+            auction_ts,
+        );
+        let imp = req.imp.iter().find(|imp| imp.id == bid.impid);
+        let (burl, adm) = match (&adm, imp) {
+            (Some(markup), Some(imp)) => {
+                let format = tracking::ad_format(bid.mtype, imp);
+                let decorated = app.tracker.decorate(&billing, burl.as_deref(), markup, format);
+                (decorated.burl, decorated.adm.map(Cow::Owned).or(adm))
+            }
+            _ => (app.tracker.impression_url(&billing, burl.as_deref()), adm),
+        };
+        events.push(Event::win(&billing, auction_ts));
         // With markup in hand the exchange fires the win notice itself and keeps it from
         // the publisher, so the win is not notified twice; without markup, the publisher
         // fetches it from the nurl, and that fetch is the win notice.
@@ -427,7 +468,7 @@ fn write_answer(
                 price_micros: clearing_micros,
                 adm: adm.as_deref(),
                 nurl: nurl.as_deref(),
-                burl: burl.as_deref(),
+                burl: Some(&burl),
                 lurl: None,
                 drop_nurl: fire_nurl,
             },
@@ -440,6 +481,8 @@ fn write_answer(
     Some(out)
 }
 
+/// Queues the loss notice of a losing bid, if it has an `lurl` and its DSP wants them;
+/// true when one was queued.
 fn loss_notice(
     req: &BidRequest<'_>,
     entry: &Entry<'_, '_>,
@@ -447,15 +490,15 @@ fn loss_notice(
     min_to_win: Option<u64>,
     currency: &str,
     notices: &mut Vec<Notice>,
-) {
+) -> bool {
     let dsp = entry.dsp;
     let Some(lurl) = entry.bid.bid.lurl.map(|l| l.decode()) else {
-        return;
+        return false;
     };
     if !dsp.loss_notices
         || (dsp.loss_notice_sample < 1.0 && rand::random::<f64>() >= dsp.loss_notice_sample)
     {
-        return;
+        return false;
     }
     let values = MacroValues {
         auction_id: Some(&req.id),
@@ -473,4 +516,5 @@ fn loss_notice(
         kind: NoticeKind::Loss,
         url: expand_url(&lurl, &values).into_owned(),
     });
+    true
 }

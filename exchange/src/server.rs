@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,7 +23,8 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::fanout::{http_client, Dsp, FanOut};
 use crate::metrics::{AuctionOutcome, ServerMetrics};
-use crate::notices::Notifier;
+use crate::notices::{Notice, NoticeKind, Notifier};
+use crate::tracking::EventSink;
 use crate::Error;
 
 pub(crate) type Body = Full<Bytes>;
@@ -32,20 +34,31 @@ pub(crate) struct App {
     pub config: Config,
     pub dsps: Vec<Arc<Dsp>>,
     pub fanout: FanOut,
-    pub notifier: Notifier,
+    pub notifier: Arc<Notifier>,
     pub rules: auction::Rules,
     pub metrics: ServerMetrics,
     pub budgets: Arc<budget::Budgets>,
+    pub tracker: impressions::Tracker,
+    pub events: EventSink,
     prometheus: PrometheusHandle,
     in_flight: AtomicUsize,
 }
 
 impl App {
-    fn new(
+    /// Builds the shared state and starts the background services (budget sync, tracking
+    /// replay, event log). Budgets come first: an exchange that cannot enforce them must not
+    /// bid. A Redis that is down does not stop the start; it leaves every lease empty and
+    /// sends impressions to the spool.
+    async fn start(
         config: Config,
+        local: SocketAddr,
         prometheus: PrometheusHandle,
-        budgets: Arc<budget::Budgets>,
-    ) -> Result<App, Error> {
+    ) -> Result<(App, budget::SyncTask), Error> {
+        let store = budget::open_store(&config.budget_config())?;
+        let (budgets, budget_sync) =
+            budget::Budgets::start(config.budget_config(), store).await?;
+        budget::metrics::describe();
+
         let metrics = ServerMetrics::new();
         let client = http_client();
         let dsps = config
@@ -55,17 +68,32 @@ impl App {
             .enumerate()
             .map(|(i, d)| Dsp::from_config(i as u32, d, &config).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let fanout = FanOut::new(client.clone(), &config, metrics.late_abandoned.clone());
-        let notifier = Notifier::new(
-            client,
+        let notifier = Arc::new(Notifier::new(
+            client.clone(),
             config.notices.max_in_flight,
             Duration::from_millis(config.notices.timeout_ms),
             metrics.notices_dropped.clone(),
-        );
+        ));
+
+        let (tracker_config, random_key) = config.tracker_config(local)?;
+        if random_key {
+            tracing::warn!(
+                "no tracking.secret (or EXCHANGE_TRACKING_SECRET): tracking URLs are signed \
+                 with a random key that dies with this process; a fleet or a restart needs one"
+            );
+        }
+        let tracker = impressions::Tracker::start(
+            tracker_config,
+            Some(billing_notices(notifier.clone(), &dsps)),
+        )
+        .await?;
+        let events = EventSink::new(tracker.clone(), config.events.max_pending);
+        let fanout =
+            FanOut::new(client, &config, metrics.late_abandoned.clone(), events_for_late(&tracker));
         let rules = auction::Rules {
             increment_micros: (config.auction.price_increment * 1e6).round() as u64,
         };
-        Ok(App {
+        let app = App {
             config,
             dsps,
             fanout,
@@ -73,9 +101,12 @@ impl App {
             rules,
             metrics,
             budgets,
+            tracker,
+            events,
             prometheus,
             in_flight: AtomicUsize::new(0),
-        })
+        };
+        Ok((app, budget_sync))
     }
 
     /// Admits one more auction unless `server.max_in_flight_auctions` are running.
@@ -86,6 +117,33 @@ impl App {
         self.metrics.in_flight.increment(1.0);
         (now < limit).then_some(guard)
     }
+}
+
+/// Fires a DSP's own `burl` once the impression it bills has been billed: the tracker calls
+/// this exactly once per billed impression, on arrival or on spool replay. It must not block,
+/// so it only hands the URL to the bounded notifier.
+fn billing_notices(notifier: Arc<Notifier>, dsps: &[Arc<Dsp>]) -> impressions::BilledHook {
+    let by_name: std::collections::HashMap<String, Arc<Dsp>> =
+        dsps.iter().map(|d| (d.name.to_string(), d.clone())).collect();
+    Arc::new(move |billed: &impressions::Billed| {
+        let (Some(url), Some(dsp)) = (&billed.burl, by_name.get(&billed.event.dsp)) else {
+            return;
+        };
+        notifier.fire(vec![Notice { dsp: dsp.clone(), kind: NoticeKind::Billing, url: url.clone() }]);
+    })
+}
+
+/// Late DSP answers become events too, for analysis of who is slow and by how much.
+fn events_for_late(tracker: &impressions::Tracker) -> crate::fanout::LateHook {
+    let sink = EventSink::new(tracker.clone(), 4096);
+    Arc::new(move |dsp: &str, auction_id: &str, late_ms: u64| {
+        let bid = impressions::BidRef {
+            auction_id: auction_id.to_owned(),
+            dsp: dsp.to_owned(),
+            ..Default::default()
+        };
+        sink.emit(vec![impressions::Event::late(&bid, late_ms, crate::tracking::now_ms())]);
+    })
 }
 
 /// Counts one admitted auction until dropped.
@@ -111,12 +169,8 @@ pub async fn run(
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let header_timeout = Duration::from_millis(config.server.header_read_timeout_ms);
     let connections = Arc::new(Semaphore::new(config.server.max_connections));
-    // Budgets come first: an exchange that cannot enforce them must not start bidding. A
-    // Redis that is down does not stop the start, it only leaves every lease empty.
-    let store = budget::open_store(&config.budget_config())?;
-    let (budgets, budget_sync) = budget::Budgets::start(config.budget_config(), store).await?;
-    budget::metrics::describe();
-    let app = Arc::new(App::new(config, prometheus, budgets)?);
+    let (app, budget_sync) = App::start(config, listener.local_addr()?, prometheus).await?;
+    let app = Arc::new(app);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -166,6 +220,10 @@ pub async fn run(
     {
         tracing::warn!("shutdown: connections still open after {grace:?}, closing them");
     }
+    // The event log is flushed and fsynced before the billing notices it caused are drained.
+    if let Err(e) = app.tracker.shutdown().await {
+        tracing::warn!(error = %e, "tracking shutdown was not clean");
+    }
     app.notifier.drain(grace).await;
     // Unspent leases go back to the store so other nodes can spend them.
     match budget_sync.shutdown().await {
@@ -180,6 +238,8 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/openrtb2/auction") => auction(app, start, req).await,
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/event/imp") => crate::tracking::impression(&app.tracker, &req).await,
+        (&Method::GET, "/event/click") => crate::tracking::click(&app.tracker, &req).await,
         (_, path) if path.starts_with("/admin/") => crate::admin::handle(app, req).await,
         (&Method::GET, "/metrics") => {
             let mut r = text(StatusCode::OK, app.prometheus.render());

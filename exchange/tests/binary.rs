@@ -21,9 +21,13 @@ impl Drop for Child {
 
 #[tokio::test]
 async fn the_embedded_default_runs_a_real_auction_on_the_example_request() {
+    // The embedded default keeps its event log and spool in the working directory.
+    let cwd = std::env::temp_dir().join(format!("exchange-binary-{}", std::process::id()));
+    std::fs::create_dir_all(&cwd).unwrap();
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_exchange"))
             .args(["--listen", "127.0.0.1:0"])
+            .current_dir(&cwd)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -78,4 +82,21 @@ async fn the_embedded_default_runs_a_real_auction_on_the_example_request() {
         "the floor holds: {bid}"
     );
     assert!(["alpha", "beta", "gamma"].contains(&body["seatbid"][0]["seat"].as_str().unwrap()));
+    // SIGTERM: a graceful stop flushes the event log; the win is where the embedded default
+    // says it logs.
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut exited = None;
+    for _ in 0..300 {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = exited.expect("the exchange stopped within 15 s of SIGTERM");
+    assert!(status.success(), "{status}");
+    let events = std::fs::read_to_string(cwd.join("events.jsonl")).unwrap_or_default();
+    assert!(events.contains(r#""type":"win""#), "no win event in {events:?}");
+    let _ = std::fs::remove_dir_all(&cwd);
 }

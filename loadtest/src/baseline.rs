@@ -302,7 +302,7 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receive
                 Ok(p) => p,
                 Err(_) => break,
             },
-            _ = stopped.wait_for(|s| *s) => break,
+            () = stop_requested(&mut stopped) => break,
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -314,7 +314,7 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receive
                     continue;
                 }
             },
-            _ = stopped.wait_for(|s| *s) => break,
+            () = stop_requested(&mut stopped) => break,
         };
         let _ = stream.set_nodelay(true);
         let svc_app = Arc::clone(&app);
@@ -336,6 +336,13 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receive
     }
     drop(listener);
     let _ = tokio::time::timeout(app.config.shutdown_grace, graceful.shutdown()).await;
+}
+
+/// Resolves once the baseline is told to stop (or its handle is gone).
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    // Err means the sender, held by the handle, was dropped: that is a stop as well. The
+    // borrow guard is dropped here, never held across an await of the caller.
+    let _ = stopped.wait_for(|s| *s).await;
 }
 
 async fn handle(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {

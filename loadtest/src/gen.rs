@@ -29,9 +29,7 @@ use tokio::time::Instant;
 
 use crate::mix::Mix;
 use crate::plan::Plan;
-use crate::stats::{
-    count_bids, MixEntry, Outcome, Recorder, RunReport, SecondReport, Window,
-};
+use crate::stats::{count_bids, MixEntry, Outcome, Recorder, RunReport, SecondReport, Window};
 use crate::target::Target;
 use crate::Error;
 
@@ -88,7 +86,10 @@ impl RunConfig {
             ));
         }
         if !(1..=MAX_QUEUE).contains(&self.queue) {
-            return bad(format!("queue must be 1 to {MAX_QUEUE}, got {}", self.queue));
+            return bad(format!(
+                "queue must be 1 to {MAX_QUEUE}, got {}",
+                self.queue
+            ));
         }
         if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
             return bad(format!(
@@ -270,15 +271,19 @@ where
             last_done: None,
         },
     );
-    // The last, partial second joins the timeline when anything happened in it.
+    // The last, partial second joins the timeline when the schedule still ran in it (an
+    // interrupt, a plan that is not whole seconds); a drain tail of a few milliseconds would
+    // only draw a misleading drop to zero, so its answers count in the total alone.
     let leftover = &recorder.current.counts;
-    if leftover.scheduled + leftover.finished() + leftover.dropped > 0 {
+    if leftover.scheduled > 0 || (interrupted && leftover.finished() > 0) {
         let row = recorder.rotate(tick.t, tick.rate());
         progress(&row);
     }
     let (total, timeline) = recorder.finish();
 
-    let window_end = last_done.map_or(schedule_end, |d| d.max(schedule_end)).min(stopped);
+    let window_end = last_done
+        .map_or(schedule_end, |d| d.max(schedule_end))
+        .min(stopped);
     let elapsed = window_end.saturating_duration_since(measure_start);
     Ok(build_report(&config, total, timeline, elapsed, interrupted))
 }

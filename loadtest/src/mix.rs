@@ -490,7 +490,9 @@ mod tests {
         assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 1);
         assert_eq!(picks.iter().filter(|&&i| i == 2).count(), 2);
         // Never three banners in a row with weights 5:1:2 over 8.
-        assert!(picks.windows(3).all(|w| !(w[0] == 0 && w[1] == 0 && w[2] == 0)));
+        assert!(picks
+            .windows(3)
+            .all(|w| !(w[0] == 0 && w[1] == 0 && w[2] == 0)));
         assert_eq!(mix.pick(8), mix.pick(0));
         let names: Vec<(&str, u32)> = mix.entries().collect();
         assert_eq!(names, [("banner", 5), ("video", 1), ("app", 2)]);
@@ -545,9 +547,6 @@ mod tests {
         std::fs::create_dir_all(&empty).unwrap();
         assert!(matches!(Mix::from_dir(&empty), Err(Error::InvalidMix(_))));
         std::fs::remove_dir_all(&empty).unwrap();
-        assert!(matches!(
-            Mix::from_dir(&empty),
-            Err(Error::File { .. })
-        ));
+        assert!(matches!(Mix::from_dir(&empty), Err(Error::File { .. })));
     }
 }

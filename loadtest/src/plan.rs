@@ -306,7 +306,8 @@ mod tests {
 
     #[test]
     fn a_surge_multiplies_the_middle_phase() {
-        let plan = Plan::surge(100.0, 10.0, secs(2.0), secs(1.0), secs(2.0), Duration::ZERO).unwrap();
+        let plan =
+            Plan::surge(100.0, 10.0, secs(2.0), secs(1.0), secs(2.0), Duration::ZERO).unwrap();
         assert_eq!(plan.total_requests(), 200 + 1000 + 200);
         assert_eq!(plan.peak_rate(), 1000.0);
         assert_eq!(plan.rate_at(secs(1.9)), 100.0);
@@ -355,7 +356,10 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units() {
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("10s").unwrap(), secs(10.0));
         assert_eq!(parse_duration("2m").unwrap(), secs(120.0));
         assert_eq!(parse_duration("1h").unwrap(), secs(3600.0));

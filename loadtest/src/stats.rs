@@ -252,7 +252,9 @@ impl Window {
     }
 }
 
-/// One second of the timeline.
+/// One second of the timeline. Rows cover whole seconds of the measured window and the drain
+/// after it; answers arriving in the last few milliseconds of a drain count in the run's total
+/// but get no row of their own.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SecondReport {
     /// Seconds since the measured window started; this row covers `[t, t + 1)`.
@@ -382,11 +384,41 @@ mod tests {
         w.scheduled();
         w.dropped();
         w.record(ms(1), OK);
-        w.record(ms(1), Outcome::Answered { status: 200, bids: 0 });
-        w.record(ms(1), Outcome::Answered { status: 204, bids: 0 });
-        w.record(ms(1), Outcome::Answered { status: 400, bids: 0 });
-        w.record(ms(1), Outcome::Answered { status: 503, bids: 0 });
-        w.record(ms(1), Outcome::Answered { status: 302, bids: 0 });
+        w.record(
+            ms(1),
+            Outcome::Answered {
+                status: 200,
+                bids: 0,
+            },
+        );
+        w.record(
+            ms(1),
+            Outcome::Answered {
+                status: 204,
+                bids: 0,
+            },
+        );
+        w.record(
+            ms(1),
+            Outcome::Answered {
+                status: 400,
+                bids: 0,
+            },
+        );
+        w.record(
+            ms(1),
+            Outcome::Answered {
+                status: 503,
+                bids: 0,
+            },
+        );
+        w.record(
+            ms(1),
+            Outcome::Answered {
+                status: 302,
+                bids: 0,
+            },
+        );
         w.record(ms(900), Outcome::Timeout);
         w.record(ms(5), Outcome::Error);
         let c = &w.counts;
@@ -394,7 +426,13 @@ mod tests {
         assert_eq!(c.dropped, 1);
         assert_eq!(c.answered, 6);
         assert_eq!(
-            (c.status_200, c.status_204, c.status_4xx, c.status_5xx, c.status_other),
+            (
+                c.status_200,
+                c.status_204,
+                c.status_4xx,
+                c.status_5xx,
+                c.status_other
+            ),
             (2, 1, 1, 1, 1)
         );
         assert_eq!((c.timeouts, c.errors), (1, 1));
@@ -442,8 +480,20 @@ mod tests {
         assert_eq!(first.t, 0);
         assert_eq!(first.target_rate, 100.0);
         assert_eq!(first.counts.answered, 1);
-        r.current.record(ms(40), Outcome::Answered { status: 204, bids: 0 });
-        r.current.record(ms(40), Outcome::Answered { status: 204, bids: 0 });
+        r.current.record(
+            ms(40),
+            Outcome::Answered {
+                status: 204,
+                bids: 0,
+            },
+        );
+        r.current.record(
+            ms(40),
+            Outcome::Answered {
+                status: 204,
+                bids: 0,
+            },
+        );
         let second = r.rotate(1, 100.0);
         assert_eq!(second.counts.status_204, 2);
         assert!(second.latency.p50_us >= 39_000);

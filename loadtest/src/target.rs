@@ -86,7 +86,9 @@ impl Target {
 
     /// The `Host` header value.
     pub fn authority(&self) -> &str {
-        self.uri.authority().map_or(self.host.as_str(), |a| a.as_str())
+        self.uri
+            .authority()
+            .map_or(self.host.as_str(), |a| a.as_str())
     }
 
     /// The path and query requests are sent to (`/` when the URL has none).
@@ -181,7 +183,11 @@ mod tests {
 
     #[test]
     fn remote_targets_need_permission() {
-        for url in ["http://10.1.2.3:80/", "http://example.com/x", "http://0.0.0.0:8080/"] {
+        for url in [
+            "http://10.1.2.3:80/",
+            "http://example.com/x",
+            "http://0.0.0.0:8080/",
+        ] {
             assert!(
                 matches!(Target::parse(url, false), Err(Error::RemoteTarget { .. })),
                 "{url}"
@@ -192,7 +198,12 @@ mod tests {
 
     #[test]
     fn unusable_urls_are_refused() {
-        for url in ["https://127.0.0.1/", "127.0.0.1:8080", "http:///x", "not a url"] {
+        for url in [
+            "https://127.0.0.1/",
+            "127.0.0.1:8080",
+            "http:///x",
+            "not a url",
+        ] {
             assert!(
                 matches!(Target::parse(url, true), Err(Error::InvalidTarget { .. })),
                 "{url}"

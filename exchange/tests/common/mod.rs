@@ -20,6 +20,9 @@ use tokio::task::JoinHandle;
 
 pub struct TestExchange {
     pub addr: SocketAddr,
+    /// Where this node keeps its event log and spool (removed on drop unless a test chose
+    /// its own paths).
+    pub dir: std::path::PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), exchange::Error>>>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -53,7 +56,22 @@ pub fn config_for(dsps: &[&MockDspHandle]) -> Config {
 }
 
 impl TestExchange {
-    pub async fn start(config: Config) -> TestExchange {
+    pub async fn start(mut config: Config) -> TestExchange {
+        // Every node gets its own event log and spool: two processes must never share one.
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "exchange-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let defaults = Config::default();
+        if config.tracking.spool_dir == defaults.tracking.spool_dir {
+            config.tracking.spool_dir = dir.join("spool");
+        }
+        if config.events.file == defaults.events.file {
+            config.events.file = Some(dir.join("events.jsonl"));
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
@@ -62,6 +80,7 @@ impl TestExchange {
         }));
         TestExchange {
             addr,
+            dir,
             stop: Some(stop),
             task: Some(task),
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -111,6 +130,12 @@ impl TestExchange {
         sample(&text, name, labels).unwrap_or(0.0)
     }
 
+    /// The event log's lines, parsed.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.join("events.jsonl")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -122,6 +147,12 @@ impl TestExchange {
                 .unwrap()
                 .unwrap();
         }
+    }
+}
+
+impl Drop for TestExchange {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -1,7 +1,10 @@
-//! The `loadtest` command line: one subcommand per tool (`dsp` now; `run`, `surge` and
-//! `baseline` will join it).
+//! The `loadtest` command line: one subcommand per tool (`dsp`, `run`, `surge`, `baseline`,
+//! `compare`).
 
+mod baseline;
+mod compare;
 mod dsp;
+mod load;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +23,14 @@ struct Cli {
 enum Command {
     /// Run mock DSPs on consecutive loopback ports until Ctrl-C.
     Dsp(dsp::DspArgs),
+    /// Open-loop load at a fixed rate; latency from each request's intended send time.
+    Run(load::RunArgs),
+    /// A base rate, a jump to N times it, back down; a per-second timeline.
+    Surge(load::SurgeArgs),
+    /// A bare fan-out proxy (no parsing, no auction): the limit the exchange is measured against.
+    Baseline(baseline::BaselineArgs),
+    /// Saved JSON reports side by side, optionally as one HTML page.
+    Compare(compare::CompareArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +48,10 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Dsp(args) => dsp::run(args).await,
+            Command::Run(args) => load::run(args).await,
+            Command::Surge(args) => load::surge(args).await,
+            Command::Baseline(args) => baseline::run(args).await,
+            Command::Compare(args) => compare::run(args),
         }
     })
 }

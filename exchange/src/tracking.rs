@@ -1,0 +1,168 @@
+//! The tracking side of the server: `GET /event/imp` and `GET /event/click`, the markup and
+//! `burl` of winning bids, and the non-billing events (wins, losses, late answers).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use impressions::{AdFormat, BidRef, Event, Tracker};
+use tokio::sync::Semaphore;
+
+use crate::server::{error, Body};
+
+/// Win, loss and late-answer events go to the event log in the background, bounded: they
+/// inform analysis, so past the bound they are dropped and counted rather than slowing
+/// auctions down. Billing events never pass through here; they are written before the
+/// tracking endpoint answers.
+pub(crate) struct EventSink {
+    tracker: Tracker,
+    slots: Arc<Semaphore>,
+    dropped: metrics::Counter,
+}
+
+impl EventSink {
+    pub fn new(tracker: Tracker, max_pending: usize) -> Self {
+        Self {
+            tracker,
+            slots: Arc::new(Semaphore::new(max_pending)),
+            dropped: metrics::counter!("exchange_events_dropped_total"),
+        }
+    }
+
+    pub fn emit(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        let Ok(permit) = self.slots.clone().try_acquire_many_owned(n) else {
+            self.dropped.increment(u64::from(n));
+            return;
+        };
+        let tracker = self.tracker.clone();
+        let dropped = self.dropped.clone();
+        tokio::spawn(async move {
+            for event in &events {
+                if tracker.record_event(event).await.is_err() {
+                    dropped.increment(1);
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Milliseconds since the Unix epoch: auction times travel in tracking URLs and events, which
+/// other nodes read, so they are wall-clock times.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The markup format of a winning bid: its `mtype` when it says, else the imp's only media
+/// type, else banner (HTML), the format that tolerates an added pixel best.
+pub(crate) fn ad_format(mtype: Option<u32>, imp: &openrtb::request::Imp<'_>) -> AdFormat {
+    match mtype {
+        Some(1) => return AdFormat::Banner,
+        Some(2) => return AdFormat::Video,
+        Some(3) => return AdFormat::Audio,
+        Some(4) => return AdFormat::Native,
+        _ => {}
+    }
+    match (imp.banner.is_some(), imp.video.is_some(), imp.audio.is_some(), imp.native.is_some()) {
+        (false, true, false, false) => AdFormat::Video,
+        (false, false, true, false) => AdFormat::Audio,
+        (false, false, false, true) => AdFormat::Native,
+        _ => AdFormat::Banner,
+    }
+}
+
+/// `GET /event/imp?...`: 204 whether the impression was billed now, was a duplicate, or was
+/// spooled for later; 403 for a URL that is not ours, tampered or expired.
+pub(crate) async fn impression(tracker: &Tracker, req: &Request<Incoming>) -> Response<Body> {
+    let query = req.uri().query().unwrap_or("");
+    let outcome = tracker.record_impression(query).await;
+    count("imp", outcome.as_ref());
+    match outcome {
+        Ok(_) => {
+            let mut r = Response::new(Body::default());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            no_store(r)
+        }
+        Err(e) => refusal(&e),
+    }
+}
+
+/// `GET /event/click?...`: 302 to the landing URL the signature covers, never to one the
+/// caller chose.
+pub(crate) async fn click(tracker: &Tracker, req: &Request<Incoming>) -> Response<Body> {
+    let query = req.uri().query().unwrap_or("");
+    let outcome = tracker.record_click(query).await;
+    count("click", outcome.as_ref().map(|c| &c.outcome));
+    match outcome {
+        Ok(click) => match HeaderValue::from_str(&click.landing) {
+            Ok(location) => {
+                let mut r = Response::new(Body::default());
+                *r.status_mut() = StatusCode::FOUND;
+                r.headers_mut().insert(header::LOCATION, location);
+                no_store(r)
+            }
+            Err(_) => error(StatusCode::FORBIDDEN, "the landing URL is not a valid header", ""),
+        },
+        Err(e) => refusal(&e),
+    }
+}
+
+fn count(kind: &'static str, outcome: Result<&impressions::Outcome, &impressions::Error>) {
+    let result = match outcome {
+        Ok(o) => match o {
+            impressions::Outcome::Billed(_) => "billed",
+            impressions::Outcome::Duplicate => "duplicate",
+            impressions::Outcome::Spooled => "spooled",
+        },
+        Err(impressions::Error::Rejected(_)) => "rejected",
+        Err(_) => "error",
+    };
+    metrics::counter!("exchange_tracking_events_total", "kind" => kind, "result" => result)
+        .increment(1);
+}
+
+fn refusal(e: &impressions::Error) -> Response<Body> {
+    match e {
+        impressions::Error::Rejected(why) => {
+            error(StatusCode::FORBIDDEN, &format!("tracking URL refused: {why}"), "")
+        }
+        other => {
+            tracing::warn!(error = %other, "tracking event could not be recorded");
+            error(StatusCode::SERVICE_UNAVAILABLE, "the event could not be recorded; retry", "")
+        }
+    }
+}
+
+fn no_store(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// What the tracker needs to know about a winning bid.
+pub(crate) fn bid_ref(
+    auction_id: &str,
+    bid: &openrtb::response::Bid<'_>,
+    dsp: &str,
+    seat: &str,
+    clearing_micros: u64,
+    currency: &str,
+    auction_ts_ms: u64,
+) -> BidRef {
+    BidRef {
+        auction_id: auction_id.to_owned(),
+        imp_id: bid.impid.to_string(),
+        bid_id: bid.id.to_string(),
+        dsp: dsp.to_owned(),
+        seat: seat.to_owned(),
+        campaign: bid.cid.as_deref().unwrap_or_default().to_owned(),
+        creative_id: bid.crid.as_deref().or(bid.adid.as_deref()).unwrap_or_default().to_owned(),
+        price_micros: clearing_micros,
+        currency: currency.to_owned(),
+        auction_ts_ms,
+    }
+}

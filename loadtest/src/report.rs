@@ -1,0 +1,777 @@
+//! Reports: the human table, the per-second progress line, and the HTML page with hand-made
+//! SVG charts (latency by percentile, and the rate and latency timeline).
+//!
+//! Rendering is pure string building from [`RunReport`]s; only [`write_html`] touches the disk.
+//! Every text that comes from outside (labels, URLs, file names) is escaped before it lands in
+//! the page.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::stats::{Counts, LatencySummary, RunReport, SecondReport};
+use crate::Error;
+
+/// Milliseconds from microseconds, with the precision the magnitude deserves.
+pub fn fmt_ms(us: u64) -> String {
+    let ms = us as f64 / 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 100.0 {
+        format!("{r:.0}/s")
+    } else {
+        format!("{r:.1}/s")
+    }
+}
+
+/// One line per second, for the progress printed while a run goes on.
+pub fn progress_line(row: &SecondReport) -> String {
+    let c = &row.counts;
+    let l = &row.latency;
+    format!(
+        "[{:>4}s] target {:>8}  sent {:>8}  answered {:>8}  p50 {:>9}  p99 {:>9}  max {:>9}  \
+         200:{} 204:{} 4xx:{} 5xx:{} timeout:{} error:{} dropped:{}",
+        row.t,
+        fmt_rate(row.target_rate),
+        fmt_rate(c.scheduled.saturating_sub(c.dropped) as f64),
+        fmt_rate(c.answered as f64),
+        fmt_ms(l.p50_us),
+        fmt_ms(l.p99_us),
+        fmt_ms(l.max_us),
+        c.status_200,
+        c.status_204,
+        c.status_4xx,
+        c.status_5xx,
+        c.timeouts,
+        c.errors,
+        c.dropped,
+    )
+}
+
+/// The summary table of one run.
+pub fn render_table(r: &RunReport) -> String {
+    let mut out = String::new();
+    let c = &r.counts;
+    let l = &r.latency;
+    let _ = writeln!(out, "loadtest {}  {}", r.mode, r.url);
+    if r.label != r.url && !r.label.is_empty() {
+        let _ = writeln!(out, "  label        {}", r.label);
+    }
+    let _ = writeln!(
+        out,
+        "  target       {} for {:.1} s (warm-up {:.1} s), {} connections",
+        fmt_rate(r.target_rate),
+        r.planned_s,
+        r.warmup_s,
+        r.connections
+    );
+    let interrupted = if r.interrupted {
+        format!("  [interrupted after {:.1} s]", r.elapsed_s)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "  achieved     {} answered, {} sent, over {:.2} s{interrupted}",
+        fmt_rate(r.achieved_rate),
+        fmt_rate(r.sent_rate),
+        r.elapsed_s
+    );
+    let _ = writeln!(
+        out,
+        "  latency      p50 {}   p90 {}   p99 {}   p99.9 {}   max {}   (mean {}, from intended send time)",
+        fmt_ms(l.p50_us),
+        fmt_ms(l.p90_us),
+        fmt_ms(l.p99_us),
+        fmt_ms(l.p999_us),
+        fmt_ms(l.max_us),
+        fmt_ms(l.mean_us.round() as u64),
+    );
+    let _ = writeln!(
+        out,
+        "  answers      200: {}   204: {}   4xx: {}   5xx: {}   other: {}",
+        c.status_200, c.status_204, c.status_4xx, c.status_5xx, c.status_other
+    );
+    let _ = writeln!(
+        out,
+        "  failures     timeouts: {}   errors: {}   dropped by generator: {}   unfinished: {}",
+        c.timeouts, c.errors, c.dropped, c.unfinished
+    );
+    let _ = writeln!(
+        out,
+        "  bids         {} bids in {} answers, {} no-bids",
+        c.bids, c.status_200, c.no_bids
+    );
+    out
+}
+
+/// The per-second timeline as a table (the surge's main output).
+pub fn render_timeline(r: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>5} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>5} {:>5} {:>6} {:>6} {:>7}",
+        "t(s)", "target/s", "sent/s", "answer/s", "p50", "p90", "p99", "max", "200", "204", "4xx",
+        "5xx", "t/o", "err", "dropped"
+    );
+    for row in &r.timeline {
+        let c = &row.counts;
+        let l = &row.latency;
+        let _ = writeln!(
+            out,
+            "{:>5} {:>9.0} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>5} {:>5} {:>6} {:>6} {:>7}",
+            row.t,
+            row.target_rate,
+            c.scheduled.saturating_sub(c.dropped),
+            c.answered,
+            fmt_ms(l.p50_us),
+            fmt_ms(l.p90_us),
+            fmt_ms(l.p99_us),
+            fmt_ms(l.max_us),
+            c.status_200,
+            c.status_204,
+            c.status_4xx,
+            c.status_5xx,
+            c.timeouts,
+            c.errors,
+            c.dropped
+        );
+    }
+    out
+}
+
+/// Several runs side by side (e.g. the exchange against the baseline).
+pub fn render_comparison(reports: &[RunReport]) -> String {
+    let rows = summary_rows(reports);
+    let label_w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut col_w = vec![0usize; reports.len()];
+    for (_, cells) in &rows {
+        for (w, cell) in col_w.iter_mut().zip(cells) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for (key, cells) in &rows {
+        let _ = write!(out, "{key:<label_w$}");
+        for (cell, w) in cells.iter().zip(&col_w) {
+            let _ = write!(out, "  {cell:>w$}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `(row name, one cell per run)` for the comparison table and the HTML summary.
+fn summary_rows(reports: &[RunReport]) -> Vec<(&'static str, Vec<String>)> {
+    let col = |f: &dyn Fn(&RunReport) -> String| reports.iter().map(f).collect::<Vec<_>>();
+    let lat = |f: fn(&LatencySummary) -> u64| col(&|r: &RunReport| fmt_ms(f(&r.latency)));
+    let count = |f: fn(&Counts) -> u64| col(&|r: &RunReport| f(&r.counts).to_string());
+    vec![
+        ("run", col(&|r| r.label.clone())),
+        ("mode", col(&|r| r.mode.clone())),
+        ("target rate", col(&|r| fmt_rate(r.target_rate))),
+        ("achieved rate", col(&|r| fmt_rate(r.achieved_rate))),
+        ("sent rate", col(&|r| fmt_rate(r.sent_rate))),
+        ("measured", col(&|r| format!("{:.1} s", r.elapsed_s))),
+        ("connections", col(&|r| r.connections.to_string())),
+        ("p50", lat(|l| l.p50_us)),
+        ("p90", lat(|l| l.p90_us)),
+        ("p99", lat(|l| l.p99_us)),
+        ("p99.9", lat(|l| l.p999_us)),
+        ("max", lat(|l| l.max_us)),
+        ("200", count(|c| c.status_200)),
+        ("204", count(|c| c.status_204)),
+        ("4xx", count(|c| c.status_4xx)),
+        ("5xx", count(|c| c.status_5xx)),
+        ("timeouts", count(|c| c.timeouts)),
+        ("errors", count(|c| c.errors)),
+        ("dropped by generator", count(|c| c.dropped)),
+        ("unfinished", count(|c| c.unfinished)),
+        ("bids", count(|c| c.bids)),
+        ("no-bids", count(|c| c.no_bids)),
+        (
+            "interrupted",
+            col(&|r| if r.interrupted { "yes" } else { "no" }.to_owned()),
+        ),
+    ]
+}
+
+/// Writes `index.html` (the page) and `report.json` (the reports) into `dir`, creating it.
+/// Returns the page's path.
+pub fn write_html(dir: &Path, reports: &[RunReport]) -> Result<PathBuf, Error> {
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::File { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(err(dir))?;
+    let page = dir.join("index.html");
+    std::fs::write(&page, render_html(reports)).map_err(err(&page))?;
+    let json = dir.join("report.json");
+    let text = serde_json::to_string_pretty(reports).map_err(|e| Error::File {
+        path: json.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(&json, text).map_err(err(&json))?;
+    Ok(page)
+}
+
+const PALETTE: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+/// The whole page: summary table, latency percentile curve of every run, and each run's
+/// timeline.
+pub fn render_html(reports: &[RunReport]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>loadtest report</title>\n<style>\
+         body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}\
+         table{border-collapse:collapse;margin:1em 0}\
+         td,th{border:1px solid #ccc;padding:3px 10px;text-align:right}\
+         th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}\
+         svg{background:#fff;border:1px solid #ddd;margin:0.5em 0}\
+         .note{color:#666;font-size:90%}\
+         </style></head><body>\n<h1>loadtest report</h1>\n",
+    );
+    out.push_str(
+        "<p class=\"note\">Latency is measured from each request's intended send time \
+         (open loop, no coordinated omission): time spent queued behind a busy connection \
+         counts.</p>\n",
+    );
+
+    out.push_str("<h2>Summary</h2>\n<table>\n");
+    for (key, cells) in summary_rows(reports) {
+        let tag = if key == "run" { "th" } else { "td" };
+        let _ = write!(out, "<tr><{tag}>{}</{tag}>", escape(key));
+        for cell in cells {
+            let _ = write!(out, "<{tag}>{}</{tag}>", escape(&cell));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+    for r in reports {
+        let mix: Vec<String> = r
+            .mix
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.weight))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">{}: {} {}, mix {}</p>",
+            escape(&r.label),
+            escape(&r.mode),
+            escape(&r.url),
+            escape(&mix.join(", "))
+        );
+    }
+
+    out.push_str("<h2>Latency by percentile</h2>\n");
+    out.push_str(&percentile_chart(reports));
+
+    for r in reports {
+        if r.timeline.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "<h2>Timeline: {}</h2>", escape(&r.label));
+        out.push_str(&rate_chart(r));
+        out.push_str(&latency_timeline_chart(r));
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// Where percentile `p` sits on the curve's x axis: decades of "nines" (90% is 1, 99% is 2).
+/// 100% (the max) is drawn half a decade right of 99.999%.
+fn nines(p: f64) -> f64 {
+    if p >= 100.0 {
+        5.5
+    } else {
+        (-(1.0 - p / 100.0).log10()).clamp(0.0, 5.0)
+    }
+}
+
+fn percentile_chart(reports: &[RunReport]) -> String {
+    let series = reports
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Series {
+            name: r.label.clone(),
+            color: PALETTE[i % PALETTE.len()],
+            dashed: false,
+            points: r
+                .percentiles
+                .iter()
+                .map(|p| (nines(p.percentile), p.latency_us as f64 / 1000.0))
+                .collect(),
+        })
+        .collect();
+    let ticks = [
+        (0.0, "0%"),
+        (1.0, "90%"),
+        (2.0, "99%"),
+        (3.0, "99.9%"),
+        (4.0, "99.99%"),
+        (5.0, "99.999%"),
+        (5.5, "max"),
+    ]
+    .map(|(x, s)| (x, s.to_owned()))
+    .to_vec();
+    line_chart(&Chart {
+        title: "Latency by percentile (from intended send time)".to_owned(),
+        x_label: "percentile".to_owned(),
+        y_label: "latency (ms)".to_owned(),
+        x_range: (0.0, 5.5),
+        x_ticks: Some(ticks),
+        series,
+    })
+}
+
+fn rate_chart(r: &RunReport) -> String {
+    let points = |f: &dyn Fn(&SecondReport) -> f64| {
+        r.timeline
+            .iter()
+            .map(|row| (f64::from(row.t) + 0.5, f(row)))
+            .collect::<Vec<_>>()
+    };
+    let series = vec![
+        Series {
+            name: "target".to_owned(),
+            color: "#999999",
+            dashed: true,
+            points: points(&|row| row.target_rate),
+        },
+        Series {
+            name: "sent".to_owned(),
+            color: PALETTE[0],
+            dashed: false,
+            points: points(&|row| row.counts.scheduled.saturating_sub(row.counts.dropped) as f64),
+        },
+        Series {
+            name: "answered".to_owned(),
+            color: PALETTE[2],
+            dashed: false,
+            points: points(&|row| row.counts.answered as f64),
+        },
+        Series {
+            name: "not answered".to_owned(),
+            color: PALETTE[1],
+            dashed: false,
+            points: points(&|row| {
+                (row.counts.dropped + row.counts.timeouts + row.counts.errors) as f64
+            }),
+        },
+    ];
+    line_chart(&Chart {
+        title: format!("Rate per second: {}", r.label),
+        x_label: "seconds".to_owned(),
+        y_label: "requests per second".to_owned(),
+        x_range: (0.0, timeline_end(r)),
+        x_ticks: None,
+        series,
+    })
+}
+
+fn latency_timeline_chart(r: &RunReport) -> String {
+    let points = |f: fn(&LatencySummary) -> u64| {
+        r.timeline
+            .iter()
+            .filter(|row| row.latency.count > 0)
+            .map(|row| (f64::from(row.t) + 0.5, f(&row.latency) as f64 / 1000.0))
+            .collect::<Vec<_>>()
+    };
+    let series = vec![
+        Series {
+            name: "p50".to_owned(),
+            color: PALETTE[0],
+            dashed: false,
+            points: points(|l| l.p50_us),
+        },
+        Series {
+            name: "p90".to_owned(),
+            color: PALETTE[2],
+            dashed: false,
+            points: points(|l| l.p90_us),
+        },
+        Series {
+            name: "p99".to_owned(),
+            color: PALETTE[3],
+            dashed: false,
+            points: points(|l| l.p99_us),
+        },
+        Series {
+            name: "max".to_owned(),
+            color: PALETTE[1],
+            dashed: true,
+            points: points(|l| l.max_us),
+        },
+    ];
+    line_chart(&Chart {
+        title: format!("Latency per second: {}", r.label),
+        x_label: "seconds".to_owned(),
+        y_label: "latency (ms)".to_owned(),
+        x_range: (0.0, timeline_end(r)),
+        x_ticks: None,
+        series,
+    })
+}
+
+fn timeline_end(r: &RunReport) -> f64 {
+    r.timeline.last().map_or(1.0, |row| f64::from(row.t) + 1.0)
+}
+
+struct Series {
+    name: String,
+    color: &'static str,
+    dashed: bool,
+    points: Vec<(f64, f64)>,
+}
+
+struct Chart {
+    title: String,
+    x_label: String,
+    y_label: String,
+    x_range: (f64, f64),
+    /// Fixed ticks; `None` picks round numbers over the range.
+    x_ticks: Option<Vec<(f64, String)>>,
+    series: Vec<Series>,
+}
+
+/// A step of 1, 2 or 5 times a power of ten that cuts `span` into about `target` pieces.
+fn nice_step(span: f64, target: f64) -> f64 {
+    if !(span.is_finite() && span > 0.0) {
+        return 1.0;
+    }
+    let raw = span / target;
+    let mag = 10f64.powf(raw.log10().floor());
+    let norm = raw / mag;
+    let nice = if norm <= 1.0 {
+        1.0
+    } else if norm <= 2.0 {
+        2.0
+    } else if norm <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * mag
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v == v.trunc() && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').to_owned()
+    }
+}
+
+fn line_chart(c: &Chart) -> String {
+    const W: f64 = 960.0;
+    const H: f64 = 340.0;
+    const LEFT: f64 = 70.0;
+    const RIGHT: f64 = 210.0;
+    const TOP: f64 = 34.0;
+    const BOTTOM: f64 = 50.0;
+    let plot_w = W - LEFT - RIGHT;
+    let plot_h = H - TOP - BOTTOM;
+
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    let y_max_data = c
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| finite(p.1)))
+        .fold(0.0, f64::max);
+    let y_step = nice_step(if y_max_data > 0.0 { y_max_data } else { 1.0 }, 5.0);
+    let y_max = ((y_max_data / y_step).ceil() * y_step).max(y_step);
+    let (x0, x1) = c.x_range;
+    let x_span = if x1 > x0 { x1 - x0 } else { 1.0 };
+    let sx = |x: f64| LEFT + (finite(x) - x0).clamp(0.0, x_span) / x_span * plot_w;
+    let sy = |y: f64| TOP + plot_h - (finite(y).clamp(0.0, y_max) / y_max) * plot_h;
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" \
+         viewBox=\"0 0 {W} {H}\" font-family=\"system-ui,sans-serif\" font-size=\"12\">"
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"{LEFT}\" y=\"20\" font-size=\"14\" font-weight=\"bold\">{}</text>",
+        escape(&c.title)
+    );
+    // Horizontal grid and y labels.
+    let mut y = 0.0;
+    while y <= y_max + y_step * 1e-9 {
+        let py = sy(y);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{LEFT}\" y1=\"{py:.1}\" x2=\"{:.1}\" y2=\"{py:.1}\" stroke=\"#e5e5e5\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            LEFT + plot_w,
+            LEFT - 6.0,
+            py + 4.0,
+            fmt_tick(y)
+        );
+        y += y_step;
+    }
+    // X ticks.
+    let ticks: Vec<(f64, String)> = match &c.x_ticks {
+        Some(t) => t.clone(),
+        None => {
+            let step = nice_step(x_span, 10.0);
+            let mut v = Vec::new();
+            let mut x = (x0 / step).ceil() * step;
+            while x <= x1 + step * 1e-9 && v.len() < 100 {
+                v.push((x, fmt_tick(x)));
+                x += step;
+            }
+            v
+        }
+    };
+    for (x, label) in &ticks {
+        let px = sx(*x);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{px:.1}\" y1=\"{TOP}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#f0f0f0\"/>\
+             <text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            TOP + plot_h,
+            TOP + plot_h + 16.0,
+            escape(label)
+        );
+    }
+    // Axes and their names.
+    let _ = writeln!(
+        s,
+        "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"none\" stroke=\"#888\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\
+         <text transform=\"translate(16,{:.1}) rotate(-90)\" text-anchor=\"middle\">{}</text>",
+        LEFT + plot_w / 2.0,
+        H - 12.0,
+        escape(&c.x_label),
+        TOP + plot_h / 2.0,
+        escape(&c.y_label)
+    );
+    // Series and legend.
+    for (i, series) in c.series.iter().enumerate() {
+        let dash = if series.dashed {
+            " stroke-dasharray=\"6 4\""
+        } else {
+            ""
+        };
+        if !series.points.is_empty() {
+            let pts: Vec<String> = series
+                .points
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+                .collect();
+            let _ = writeln!(
+                s,
+                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
+                series.color,
+                pts.join(" ")
+            );
+            if series.points.len() <= 40 {
+                for &(x, y) in &series.points {
+                    let _ = write!(
+                        s,
+                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{}\"/>",
+                        sx(x),
+                        sy(y),
+                        series.color
+                    );
+                }
+                s.push('\n');
+            }
+        }
+        let ly = TOP + 10.0 + i as f64 * 18.0;
+        let lx = LEFT + plot_w + 12.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{lx:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{}\" stroke-width=\"2\"{dash}/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            lx + 22.0,
+            series.color,
+            lx + 28.0,
+            ly + 4.0,
+            escape(&truncate(&series.name, 28))
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{Outcome, Recorder};
+    use std::time::Duration;
+
+    fn sample_report(label: &str) -> RunReport {
+        let mut rec = Recorder::new();
+        for t in 0..3u32 {
+            for i in 0..100u64 {
+                rec.current.scheduled();
+                let status = if i % 4 == 0 { 204 } else { 200 };
+                let bids = u32::from(status == 200);
+                rec.current.record(
+                    Duration::from_micros(500 + i * 20 + u64::from(t) * 1000),
+                    Outcome::Answered { status, bids },
+                );
+            }
+            rec.rotate(t, 100.0);
+        }
+        let (total, timeline) = rec.finish();
+        RunReport {
+            label: label.to_owned(),
+            mode: "run".to_owned(),
+            url: "http://127.0.0.1:8080/openrtb2/auction".to_owned(),
+            target_rate: 100.0,
+            planned_s: 3.0,
+            elapsed_s: 3.0,
+            connections: 8,
+            sent_rate: 100.0,
+            achieved_rate: 100.0,
+            counts: total.counts.clone(),
+            latency: total.latency(),
+            percentiles: total.curve(),
+            timeline,
+            ..RunReport::default()
+        }
+    }
+
+    #[test]
+    fn milliseconds_are_shown_with_sensible_precision() {
+        assert_eq!(fmt_ms(1234), "1.23 ms");
+        assert_eq!(fmt_ms(12_340), "12.3 ms");
+        assert_eq!(fmt_ms(123_400), "123 ms");
+        assert_eq!(fmt_ms(0), "0.00 ms");
+    }
+
+    #[test]
+    fn the_table_carries_every_headline_figure() {
+        let r = sample_report("exchange");
+        let t = render_table(&r);
+        for needle in [
+            "100/s answered",
+            "p50 ",
+            "p90 ",
+            "p99 ",
+            "p99.9 ",
+            "max ",
+            "200: 225",
+            "204: 75",
+            "4xx: 0",
+            "5xx: 0",
+            "dropped by generator: 0",
+            "225 bids in 225 answers, 75 no-bids",
+        ] {
+            assert!(t.contains(needle), "missing {needle:?} in\n{t}");
+        }
+        let line = progress_line(&r.timeline[1]);
+        assert!(line.starts_with("[   1s]"), "{line}");
+        assert!(line.contains("200:75 204:25"), "{line}");
+        let timeline = render_timeline(&r);
+        assert_eq!(timeline.lines().count(), 1 + 3);
+    }
+
+    #[test]
+    fn the_comparison_has_one_column_per_run() {
+        let text = render_comparison(&[sample_report("exchange"), sample_report("baseline")]);
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.contains("exchange") && first.contains("baseline"),
+            "{first}"
+        );
+        assert!(text.lines().any(|l| l.starts_with("p99 ")));
+    }
+
+    #[test]
+    fn the_page_has_both_charts_and_escapes_what_it_quotes() {
+        let page = render_html(&[sample_report("<script>x</script>"), sample_report("b")]);
+        assert!(page.starts_with("<!doctype html>"));
+        assert!(!page.contains("<script>"));
+        assert!(page.contains("&lt;script&gt;"));
+        assert!(page.contains("Latency by percentile"));
+        assert!(page.contains("Rate per second"));
+        assert!(page.contains("Latency per second"));
+        // One percentile chart plus two charts per run.
+        assert_eq!(page.matches("<svg").count(), 5);
+        assert_eq!(page.matches("<svg").count(), page.matches("</svg>").count());
+        assert!(page.contains("<polyline"));
+        assert!(!page.contains("NaN") && !page.contains("inf,") && !page.contains(",inf"));
+    }
+
+    #[test]
+    fn an_empty_run_still_renders() {
+        let page = render_html(&[RunReport::default()]);
+        assert_eq!(page.matches("<svg").count(), 1);
+        assert!(!page.contains("NaN"));
+        let _ = render_table(&RunReport::default());
+    }
+
+    #[test]
+    fn percentiles_map_to_decades_of_nines() {
+        assert_eq!(nines(0.0), 0.0);
+        assert!((nines(90.0) - 1.0).abs() < 1e-9);
+        assert!((nines(99.9) - 3.0).abs() < 1e-9);
+        assert_eq!(nines(100.0), 5.5);
+    }
+
+    #[test]
+    fn nice_steps_are_round() {
+        assert_eq!(nice_step(10.0, 5.0), 2.0);
+        assert_eq!(nice_step(7.0, 5.0), 2.0);
+        assert_eq!(nice_step(1000.0, 10.0), 100.0);
+        assert_eq!(nice_step(0.3, 5.0), 0.1);
+        assert_eq!(nice_step(0.0, 5.0), 1.0);
+        assert_eq!(nice_step(f64::NAN, 5.0), 1.0);
+    }
+
+    #[test]
+    fn the_report_folder_holds_the_page_and_the_json() {
+        let dir = std::env::temp_dir().join(format!("loadtest-report-{}", std::process::id()));
+        let page = write_html(&dir, &[sample_report("a")]).unwrap();
+        let html = std::fs::read_to_string(&page).unwrap();
+        assert!(html.contains("<svg"));
+        let json = std::fs::read_to_string(dir.join("report.json")).unwrap();
+        let back: Vec<RunReport> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, vec![sample_report("a")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
