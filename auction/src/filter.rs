@@ -239,7 +239,73 @@ pub(crate) fn category_blocked(blocked: &str, cat: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{category_blocked, domain_blocked};
+    use proptest::prelude::*;
+
+    use super::{bare_host, category_blocked, domain_blocked};
+
+    /// The plain statement of the reduction that `bare_host` computes without its shortcuts.
+    fn bare_host_reference(domain: &str) -> &[u8] {
+        let mut host = domain.trim().as_bytes();
+        if let Some(at) = host.windows(3).position(|w| w == b"://") {
+            host = &host[at + 3..];
+        }
+        if let Some(end) = host
+            .iter()
+            .position(|&c| matches!(c, b'/' | b'?' | b'#' | b':'))
+        {
+            host = &host[..end];
+        }
+        while let [rest @ .., b'.'] = host {
+            host = rest;
+        }
+        if host.len() > 4 && host[..4].eq_ignore_ascii_case(b"www.") {
+            host = &host[4..];
+        }
+        host
+    }
+
+    fn domain_blocked_reference(blocked: &str, adv: &str) -> bool {
+        let (blocked, adv) = (bare_host_reference(blocked), bare_host_reference(adv));
+        if blocked.is_empty() {
+            return false;
+        }
+        match adv.len().checked_sub(blocked.len()) {
+            Some(0) => adv.eq_ignore_ascii_case(blocked),
+            Some(extra) => adv[extra - 1] == b'.' && adv[extra..].eq_ignore_ascii_case(blocked),
+            None => false,
+        }
+    }
+
+    /// `://`, schemes, `www.`, the other delimiters, dots, ASCII and Unicode whitespace, control
+    /// bytes and multibyte letters, in any order.
+    const DOMAIN: &str = "(://|https?|www\\.|WWW\\.|\
+        [ \t\n.:/?#wWabF\u{e9}\u{fc}\u{a0}\u{85}\u{3000}\u{7f}\u{1}-]){0,12}";
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+        #[test]
+        fn bare_host_agrees_with_the_plain_reduction(domain in DOMAIN) {
+            prop_assert_eq!(bare_host(&domain), bare_host_reference(&domain));
+        }
+
+        #[test]
+        fn domain_blocking_agrees_with_the_plain_reduction(blocked in DOMAIN, adv in DOMAIN) {
+            prop_assert_eq!(
+                domain_blocked(&blocked, &adv),
+                domain_blocked_reference(&blocked, &adv)
+            );
+        }
+
+        #[test]
+        fn subdomains_of_a_blocked_domain_are_blocked(
+            blocked in "[a-c]{1,3}\\.[a-c]{1,3}",
+            sub in "[a-c]{1,3}",
+        ) {
+            let adv = format!("{sub}.{blocked}");
+            prop_assert!(domain_blocked(&blocked, &adv), "{} should block {}", blocked, adv);
+        }
+    }
 
     #[test]
     fn domains_match_across_case_www_scheme_and_subdomains() {

@@ -5,6 +5,7 @@
 //! Latest figures (see BENCHMARKS.md for the machine and date):
 //!   FIGURES
 
+use std::borrow::Cow;
 use std::hint::black_box;
 
 use auction::{Rules, Unlimited};
@@ -29,6 +30,26 @@ fn auction(c: &mut Criterion) {
             })
         });
     }
+    // Publishers often block dozens of advertisers and categories; every bid is checked
+    // against all of them (40 `badv` also spills the engine's inline list of 8).
+    let fixture = AuctionFixture::new(1, 10);
+    let badv: Vec<Cow<'static, str>> = (0..40)
+        .map(|i| Cow::Owned(format!("blocked-{i}.example")))
+        .collect();
+    let bcat: Vec<Cow<'static, str>> = (7..27).map(|i| Cow::Owned(format!("IAB{i}"))).collect();
+    let request = auction::Request {
+        badv: &badv,
+        bcat: &bcat,
+        ..fixture.request()
+    };
+    let candidates = fixture.bids(10);
+    group.bench_function("1_imp_x_10_bids_40_badv_20_bcat", |b| {
+        b.iter(|| {
+            let outcome =
+                auction::run(black_box(&request), black_box(&candidates), &rules, &ledger);
+            black_box(outcome.imps.len())
+        })
+    });
     group.finish();
 }
 

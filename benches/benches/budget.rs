@@ -28,7 +28,9 @@ fn budgets(rt: &tokio::runtime::Runtime) -> Arc<Budgets> {
         ..BudgetConfig::default()
     };
     rt.block_on(async {
-        let (budgets, _sync) = Budgets::start(cfg, Arc::new(MemoryStore::new())).await.unwrap();
+        let (budgets, _sync) = Budgets::start(cfg, Arc::new(MemoryStore::new()))
+            .await
+            .unwrap();
         budgets
     })
 }
@@ -39,13 +41,19 @@ fn reserve(c: &mut Criterion) {
     let Lookup::Found(campaign) = budgets.lookup("alpha", Some("cmp-1")) else {
         panic!("the seeded campaign is there")
     };
-    assert!(campaign.available() > 1_000_000_000_000, "the lease was granted");
+    assert!(
+        campaign.available() > 1_000_000_000_000,
+        "the lease was granted"
+    );
 
     let mut group = c.benchmark_group("budget");
     group.bench_function("lookup", |b| {
         b.iter(|| {
             let view = budgets.view();
-            black_box(matches!(view.lookup(black_box("alpha"), Some(black_box("cmp-1"))), Lookup::Found(_)))
+            black_box(matches!(
+                view.lookup(black_box("alpha"), Some(black_box("cmp-1"))),
+                Lookup::Found(_)
+            ))
         })
     });
     group.bench_function("reserve_1_thread", |b| {
@@ -80,7 +88,10 @@ fn reserve(c: &mut Criterion) {
                         })
                     })
                     .collect();
-                let total: Duration = handles.into_iter().map(|h| h.join().unwrap_or_default()).sum();
+                let total: Duration = handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .sum();
                 total / threads as u32
             })
         });

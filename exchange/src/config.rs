@@ -465,7 +465,10 @@ impl Config {
 
     fn validate_tracking(&self, errors: &mut Vec<String>) {
         let t = &self.tracking;
-        if t.secret.as_deref().is_some_and(|s| s.len() < impressions::TrackingKey::MIN_LEN) {
+        if t.secret
+            .as_deref()
+            .is_some_and(|s| s.len() < impressions::TrackingKey::MIN_LEN)
+        {
             errors.push(format!(
                 "tracking.secret must be at least {} bytes",
                 impressions::TrackingKey::MIN_LEN
@@ -473,11 +476,16 @@ impl Config {
         }
         if let Some(url) = &t.base_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                errors.push(format!("tracking.base_url {url:?} must start with http:// or https://"));
+                errors.push(format!(
+                    "tracking.base_url {url:?} must start with http:// or https://"
+                ));
             }
         }
         if t.window_ms == 0 || t.replay_interval_ms == 0 || t.redis_timeout_ms == 0 {
-            errors.push("tracking.window_ms, replay_interval_ms and redis_timeout_ms must be above 0".into());
+            errors.push(
+                "tracking.window_ms, replay_interval_ms and redis_timeout_ms must be above 0"
+                    .into(),
+            );
         }
         if t.memory_capacity == 0 {
             errors.push("tracking.memory_capacity must be above 0".into());
@@ -513,8 +521,16 @@ impl Config {
         });
         let defaults = impressions::EventLogConfig::default();
         let events = impressions::EventLogConfig {
-            file: self.events.file.clone().filter(|f| !f.as_os_str().is_empty()),
-            stream_key: self.events.redis_stream.clone().unwrap_or(defaults.stream_key.clone()),
+            file: self
+                .events
+                .file
+                .clone()
+                .filter(|f| !f.as_os_str().is_empty()),
+            stream_key: self
+                .events
+                .redis_stream
+                .clone()
+                .unwrap_or(defaults.stream_key.clone()),
             stream_maxlen: self.events.stream_maxlen,
             fsync_interval: std::time::Duration::from_millis(self.events.fsync_interval_ms),
             ..defaults
@@ -527,7 +543,10 @@ impl Config {
                 .trim_end_matches('/')
                 .to_owned(),
             key,
-            validity: impressions::Validity { window_ms: t.window_ms, ..Default::default() },
+            validity: impressions::Validity {
+                window_ms: t.window_ms,
+                ..Default::default()
+            },
             replay_horizon_ms: t.replay_horizon_ms,
             memory_capacity: t.memory_capacity,
             redis,

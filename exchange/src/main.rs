@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// A TOML config file (see the README's config reference).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -34,10 +36,35 @@ const DEMO_CAMPAIGNS: &[(&str, &str)] = &[
     ("gamma", "gamma-cmp-1"),
 ];
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Reads an event log and prints impressions, clicks, duplicates dropped, spend per
+    /// campaign and per DSP, and CTR. A torn last line (a crash mid-write) is skipped and
+    /// reported, never read as an event.
+    Report {
+        /// The JSON-lines event log (`events.file`).
+        #[arg(long)]
+        events: PathBuf,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_logging();
     let args = Args::parse();
+    if let Some(Command::Report { events, json }) = &args.command {
+        let report = impressions::Report::from_file(events)
+            .with_context(|| format!("reading {}", events.display()))?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{report}");
+        }
+        return Ok(());
+    }
 
     let (mut config, demo) = match &args.config {
         Some(path) => (Config::from_file(path)?, None),

@@ -9,8 +9,8 @@ use auction::{AuctionType, BidResult, Candidate, LossReason, Outcome};
 use budget::metrics::DropReason;
 use budget::Lookup;
 use bytes::Bytes;
-use impressions::Event;
 use http::{Response, StatusCode};
+use impressions::Event;
 use openrtb::forward::Outbound;
 use openrtb::json;
 use openrtb::macros::{expand, expand_url, MacroValues};
@@ -446,7 +446,9 @@ fn write_answer(
         let (burl, adm) = match (&adm, imp) {
             (Some(markup), Some(imp)) => {
                 let format = tracking::ad_format(bid.mtype, imp);
-                let decorated = app.tracker.decorate(&billing, burl.as_deref(), markup, format);
+                let decorated = app
+                    .tracker
+                    .decorate(&billing, burl.as_deref(), markup, format);
                 (decorated.burl, decorated.adm.map(Cow::Owned).or(adm))
             }
             _ => (app.tracker.impression_url(&billing, burl.as_deref()), adm),

@@ -2,8 +2,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +55,7 @@ impl App {
         prometheus: PrometheusHandle,
     ) -> Result<(App, budget::SyncTask), Error> {
         let store = budget::open_store(&config.budget_config())?;
-        let (budgets, budget_sync) =
-            budget::Budgets::start(config.budget_config(), store).await?;
+        let (budgets, budget_sync) = budget::Budgets::start(config.budget_config(), store).await?;
         budget::metrics::describe();
 
         let metrics = ServerMetrics::new();
@@ -88,8 +87,12 @@ impl App {
         )
         .await?;
         let events = EventSink::new(tracker.clone(), config.events.max_pending);
-        let fanout =
-            FanOut::new(client, &config, metrics.late_abandoned.clone(), events_for_late(&tracker));
+        let fanout = FanOut::new(
+            client,
+            &config,
+            metrics.late_abandoned.clone(),
+            events_for_late(&tracker),
+        );
         let rules = auction::Rules {
             increment_micros: (config.auction.price_increment * 1e6).round() as u64,
         };
@@ -123,13 +126,19 @@ impl App {
 /// this exactly once per billed impression, on arrival or on spool replay. It must not block,
 /// so it only hands the URL to the bounded notifier.
 fn billing_notices(notifier: Arc<Notifier>, dsps: &[Arc<Dsp>]) -> impressions::BilledHook {
-    let by_name: std::collections::HashMap<String, Arc<Dsp>> =
-        dsps.iter().map(|d| (d.name.to_string(), d.clone())).collect();
+    let by_name: std::collections::HashMap<String, Arc<Dsp>> = dsps
+        .iter()
+        .map(|d| (d.name.to_string(), d.clone()))
+        .collect();
     Arc::new(move |billed: &impressions::Billed| {
         let (Some(url), Some(dsp)) = (&billed.burl, by_name.get(&billed.event.dsp)) else {
             return;
         };
-        notifier.fire(vec![Notice { dsp: dsp.clone(), kind: NoticeKind::Billing, url: url.clone() }]);
+        notifier.fire(vec![Notice {
+            dsp: dsp.clone(),
+            kind: NoticeKind::Billing,
+            url: url.clone(),
+        }]);
     })
 }
 
@@ -142,7 +151,11 @@ fn events_for_late(tracker: &impressions::Tracker) -> crate::fanout::LateHook {
             dsp: dsp.to_owned(),
             ..Default::default()
         };
-        sink.emit(vec![impressions::Event::late(&bid, late_ms, crate::tracking::now_ms())]);
+        sink.emit(vec![impressions::Event::late(
+            &bid,
+            late_ms,
+            crate::tracking::now_ms(),
+        )]);
     })
 }
 

@@ -55,7 +55,9 @@ impl EventSink {
 /// Milliseconds since the Unix epoch: auction times travel in tracking URLs and events, which
 /// other nodes read, so they are wall-clock times.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The markup format of a winning bid: its `mtype` when it says, else the imp's only media
@@ -68,7 +70,12 @@ pub(crate) fn ad_format(mtype: Option<u32>, imp: &openrtb::request::Imp<'_>) -> 
         Some(4) => return AdFormat::Native,
         _ => {}
     }
-    match (imp.banner.is_some(), imp.video.is_some(), imp.audio.is_some(), imp.native.is_some()) {
+    match (
+        imp.banner.is_some(),
+        imp.video.is_some(),
+        imp.audio.is_some(),
+        imp.native.is_some(),
+    ) {
         (false, true, false, false) => AdFormat::Video,
         (false, false, true, false) => AdFormat::Audio,
         (false, false, false, true) => AdFormat::Native,
@@ -106,7 +113,11 @@ pub(crate) async fn click(tracker: &Tracker, req: &Request<Incoming>) -> Respons
                 r.headers_mut().insert(header::LOCATION, location);
                 no_store(r)
             }
-            Err(_) => error(StatusCode::FORBIDDEN, "the landing URL is not a valid header", ""),
+            Err(_) => error(
+                StatusCode::FORBIDDEN,
+                "the landing URL is not a valid header",
+                "",
+            ),
         },
         Err(e) => refusal(&e),
     }
@@ -128,18 +139,25 @@ fn count(kind: &'static str, outcome: Result<&impressions::Outcome, &impressions
 
 fn refusal(e: &impressions::Error) -> Response<Body> {
     match e {
-        impressions::Error::Rejected(why) => {
-            error(StatusCode::FORBIDDEN, &format!("tracking URL refused: {why}"), "")
-        }
+        impressions::Error::Rejected(why) => error(
+            StatusCode::FORBIDDEN,
+            &format!("tracking URL refused: {why}"),
+            "",
+        ),
         other => {
             tracing::warn!(error = %other, "tracking event could not be recorded");
-            error(StatusCode::SERVICE_UNAVAILABLE, "the event could not be recorded; retry", "")
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the event could not be recorded; retry",
+                "",
+            )
         }
     }
 }
 
 fn no_store(mut r: Response<Body>) -> Response<Body> {
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -160,7 +178,12 @@ pub(crate) fn bid_ref(
         dsp: dsp.to_owned(),
         seat: seat.to_owned(),
         campaign: bid.cid.as_deref().unwrap_or_default().to_owned(),
-        creative_id: bid.crid.as_deref().or(bid.adid.as_deref()).unwrap_or_default().to_owned(),
+        creative_id: bid
+            .crid
+            .as_deref()
+            .or(bid.adid.as_deref())
+            .unwrap_or_default()
+            .to_owned(),
         price_micros: clearing_micros,
         currency: currency.to_owned(),
         auction_ts_ms,

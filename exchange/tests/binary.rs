@@ -19,15 +19,14 @@ impl Drop for Child {
     }
 }
 
-#[tokio::test]
-async fn the_embedded_default_runs_a_real_auction_on_the_example_request() {
-    // The embedded default keeps its event log and spool in the working directory.
-    let cwd = std::env::temp_dir().join(format!("exchange-binary-{}", std::process::id()));
-    std::fs::create_dir_all(&cwd).unwrap();
+/// Starts the `exchange` binary with `args` in `cwd` and returns it with the address it
+/// printed.
+async fn spawn(cwd: &std::path::Path, args: &[&str]) -> (Child, String) {
+    std::fs::create_dir_all(cwd).unwrap();
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_exchange"))
-            .args(["--listen", "127.0.0.1:0"])
-            .current_dir(&cwd)
+            .args(args)
+            .current_dir(cwd)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -47,6 +46,83 @@ async fn the_embedded_default_runs_a_real_auction_on_the_example_request() {
     })
     .await
     .unwrap();
+    (child, addr)
+}
+
+async fn post(addr: &str, body: Vec<u8>) -> (u16, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = http::Request::post(format!("http://{addr}/openrtb2/auction"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn a_crash_mid_write_leaves_a_log_the_report_reads_without_the_torn_line() {
+    let cwd = std::env::temp_dir().join(format!("exchange-crash-{}", std::process::id()));
+    let (mut child, addr) = spawn(&cwd, &["--listen", "127.0.0.1:0"]).await;
+    let example = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/banner.json"
+    ))
+    .unwrap();
+    let mut wins = 0;
+    for _ in 0..20 {
+        wins += u64::from(post(&addr, example.clone()).await.0 == 200);
+    }
+    assert!(wins > 0, "no demo DSP won in 20 auctions");
+    // Let the writer fsync, then crash the process and leave half a line behind, as a crash
+    // in the middle of a write would.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let log = cwd.join("events.jsonl");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut file, br#"{"type":"impression","ts":17958181"#).unwrap();
+    drop(file);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_exchange"))
+        .args(["report", "--events", log.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["wins"].as_u64(), Some(wins), "{report}");
+    assert_eq!(
+        report["impressions"], 0,
+        "the torn line was read as an impression: {report}"
+    );
+    assert!(report["torn_tail_bytes"].as_u64().unwrap() > 0, "{report}");
+    let table = Command::new(env!("CARGO_BIN_EXE_exchange"))
+        .args(["report", "--events", log.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("wins") && table.contains("torn tail"),
+        "{table}"
+    );
+    let _ = std::fs::remove_dir_all(&cwd);
+}
+
+#[tokio::test]
+async fn the_embedded_default_runs_a_real_auction_on_the_example_request() {
+    // The embedded default keeps its event log and spool in the working directory.
+    let cwd = std::env::temp_dir().join(format!("exchange-binary-{}", std::process::id()));
+    let (mut child, addr) = spawn(&cwd, &["--listen", "127.0.0.1:0"]).await;
 
     let example = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -85,7 +161,11 @@ async fn the_embedded_default_runs_a_real_auction_on_the_example_request() {
     // SIGTERM: a graceful stop flushes the event log; the win is where the embedded default
     // says it logs.
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let mut exited = None;
     for _ in 0..300 {
         if let Some(status) = child.0.try_wait().unwrap() {
@@ -97,6 +177,9 @@ async fn the_embedded_default_runs_a_real_auction_on_the_example_request() {
     let status = exited.expect("the exchange stopped within 15 s of SIGTERM");
     assert!(status.success(), "{status}");
     let events = std::fs::read_to_string(cwd.join("events.jsonl")).unwrap_or_default();
-    assert!(events.contains(r#""type":"win""#), "no win event in {events:?}");
+    assert!(
+        events.contains(r#""type":"win""#),
+        "no win event in {events:?}"
+    );
     let _ = std::fs::remove_dir_all(&cwd);
 }

@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -29,7 +29,9 @@ use tokio::time::Instant;
 
 use crate::mix::Mix;
 use crate::plan::Plan;
-use crate::stats::{count_bids, MixEntry, Outcome, Recorder, RunReport, SecondReport, Window};
+use crate::stats::{
+    count_bids, MixEntry, Outcome, PhaseSummary, Recorder, RunReport, SecondReport, Window,
+};
 use crate::target::Target;
 use crate::Error;
 
@@ -123,6 +125,9 @@ struct Shared {
     state: Mutex<State>,
     /// Set on interrupt: queued requests are discarded instead of sent.
     stopping: AtomicBool,
+    /// Measured requests written to a connection since the last tick; kept outside the lock
+    /// so sending never waits for it.
+    sent: AtomicU64,
 }
 
 impl Shared {
@@ -196,6 +201,7 @@ where
             last_done: None,
         }),
         stopping: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
     });
     let (tx, rx) = mpsc::channel::<Job>(config.queue);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -261,21 +267,28 @@ where
     }
     let stopped = Instant::now();
 
+    let mut state = shared.lock();
+    let sent = shared.sent.swap(0, Ordering::Relaxed);
+    state.recorder.current.sent(sent);
     let State {
         mut recorder,
         last_done,
     } = std::mem::replace(
-        &mut *shared.lock(),
+        &mut *state,
         State {
             recorder: Recorder::new(),
             last_done: None,
         },
     );
-    // The last, partial second joins the timeline when the schedule still ran in it (an
-    // interrupt, a plan that is not whole seconds); a drain tail of a few milliseconds would
-    // only draw a misleading drop to zero, so its answers count in the total alone.
+    drop(state);
+    // The last, partial second gets a row when the schedule still ran in it, the run was
+    // interrupted in it, or it lasted half a second or more; a drain tail of a few
+    // milliseconds would only draw a misleading drop to zero, so its answers count in the
+    // total alone.
     let leftover = &recorder.current.counts;
-    if leftover.scheduled > 0 || (interrupted && leftover.finished() > 0) {
+    let span = stopped.saturating_duration_since(tick.next - Duration::from_secs(1));
+    let busy = leftover.scheduled + leftover.finished() > 0;
+    if leftover.scheduled > 0 || (busy && (interrupted || span >= Duration::from_millis(500))) {
         let row = recorder.rotate(tick.t, tick.rate());
         progress(&row);
     }
@@ -304,7 +317,12 @@ impl Ticker<'_> {
 
     fn fire<P: FnMut(&SecondReport)>(&mut self, shared: &Shared, progress: &mut P) {
         let rate = self.rate();
-        let row = shared.lock().recorder.rotate(self.t, rate);
+        let row = {
+            let mut state = shared.lock();
+            let sent = shared.sent.swap(0, Ordering::Relaxed);
+            state.recorder.current.sent(sent);
+            state.recorder.rotate(self.t, rate)
+        };
         progress(&row);
         self.t = self.t.saturating_add(1);
         self.next += Duration::from_secs(1);
@@ -330,12 +348,22 @@ fn build_report(
         mode: config.mode.clone(),
         url: config.target.url().to_owned(),
         target_rate: config.plan.peak_rate(),
+        plan: config
+            .plan
+            .phases()
+            .iter()
+            .map(|p| PhaseSummary {
+                rate: p.rate,
+                duration_s: p.duration.as_secs_f64(),
+                measured: p.measured,
+            })
+            .collect(),
         warmup_s: config.plan.warmup().as_secs_f64(),
         planned_s: config.plan.measured_duration().as_secs_f64(),
         elapsed_s: secs,
         connections: config.connections,
         interrupted,
-        sent_rate: per_sec(counts.scheduled.saturating_sub(counts.dropped)),
+        sent_rate: per_sec(counts.sent),
         achieved_rate: per_sec(counts.answered),
         latency: total.latency(),
         percentiles: total.curve(),
@@ -419,6 +447,9 @@ async fn worker(
         if shared.stopping.load(Ordering::Relaxed) {
             // Interrupted: what is still queued is reported as unfinished, not sent.
             continue;
+        }
+        if job.measured {
+            shared.sent.fetch_add(1, Ordering::Relaxed);
         }
         let outcome = send(&mut conn, &template, template.mix.body(job.seq)).await;
         if job.measured {

@@ -40,7 +40,7 @@ pub fn progress_line(row: &SecondReport) -> String {
          200:{} 204:{} 4xx:{} 5xx:{} timeout:{} error:{} dropped:{}",
         row.t,
         fmt_rate(row.target_rate),
-        fmt_rate(c.scheduled.saturating_sub(c.dropped) as f64),
+        fmt_rate(c.sent as f64),
         fmt_rate(c.answered as f64),
         fmt_ms(l.p50_us),
         fmt_ms(l.p99_us),
@@ -66,9 +66,8 @@ pub fn render_table(r: &RunReport) -> String {
     }
     let _ = writeln!(
         out,
-        "  target       {} for {:.1} s (warm-up {:.1} s), {} connections",
-        fmt_rate(r.target_rate),
-        r.planned_s,
+        "  plan         {} (warm-up {:.1} s), {} connections",
+        describe_plan(r),
         r.warmup_s,
         r.connections
     );
@@ -112,6 +111,21 @@ pub fn render_table(r: &RunReport) -> String {
     out
 }
 
+/// `200/s for 10.0 s, then 2000/s for 5.0 s, ...` over the measured phases.
+pub fn describe_plan(r: &RunReport) -> String {
+    let phases: Vec<String> = r
+        .plan
+        .iter()
+        .filter(|p| p.measured)
+        .map(|p| format!("{} for {:.1} s", fmt_rate(p.rate), p.duration_s))
+        .collect();
+    if phases.is_empty() {
+        format!("{} for {:.1} s", fmt_rate(r.target_rate), r.planned_s)
+    } else {
+        phases.join(", then ")
+    }
+}
+
 /// The per-second timeline as a table (the surge's main output).
 pub fn render_timeline(r: &RunReport) -> String {
     let mut out = String::new();
@@ -129,7 +143,7 @@ pub fn render_timeline(r: &RunReport) -> String {
             "{:>5} {:>9.0} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>5} {:>5} {:>6} {:>6} {:>7}",
             row.t,
             row.target_rate,
-            c.scheduled.saturating_sub(c.dropped),
+            c.sent,
             c.answered,
             fmt_ms(l.p50_us),
             fmt_ms(l.p90_us),
@@ -176,6 +190,7 @@ fn summary_rows(reports: &[RunReport]) -> Vec<(&'static str, Vec<String>)> {
     vec![
         ("run", col(&|r| r.label.clone())),
         ("mode", col(&|r| r.mode.clone())),
+        ("plan", col(&|r| describe_plan(r))),
         ("target rate", col(&|r| fmt_rate(r.target_rate))),
         ("achieved rate", col(&|r| fmt_rate(r.achieved_rate))),
         ("sent rate", col(&|r| fmt_rate(r.sent_rate))),
@@ -352,7 +367,7 @@ fn rate_chart(r: &RunReport) -> String {
             name: "sent".to_owned(),
             color: PALETTE[0],
             dashed: false,
-            points: points(&|row| row.counts.scheduled.saturating_sub(row.counts.dropped) as f64),
+            points: points(&|row| row.counts.sent as f64),
         },
         Series {
             name: "answered".to_owned(),
@@ -639,7 +654,7 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{Outcome, Recorder};
+    use crate::stats::{Outcome, PhaseSummary, Recorder};
     use std::time::Duration;
 
     fn sample_report(label: &str) -> RunReport {
@@ -647,6 +662,7 @@ mod tests {
         for t in 0..3u32 {
             for i in 0..100u64 {
                 rec.current.scheduled();
+                rec.current.sent(1);
                 let status = if i % 4 == 0 { 204 } else { 200 };
                 let bids = u32::from(status == 200);
                 rec.current.record(
@@ -662,6 +678,19 @@ mod tests {
             mode: "run".to_owned(),
             url: "http://127.0.0.1:8080/openrtb2/auction".to_owned(),
             target_rate: 100.0,
+            plan: vec![
+                PhaseSummary {
+                    rate: 100.0,
+                    duration_s: 1.0,
+                    measured: false,
+                },
+                PhaseSummary {
+                    rate: 100.0,
+                    duration_s: 3.0,
+                    measured: true,
+                },
+            ],
+            warmup_s: 1.0,
             planned_s: 3.0,
             elapsed_s: 3.0,
             connections: 8,
@@ -688,6 +717,7 @@ mod tests {
         let r = sample_report("exchange");
         let t = render_table(&r);
         for needle in [
+            "plan         100/s for 3.0 s (warm-up 1.0 s), 8 connections",
             "100/s answered",
             "p50 ",
             "p90 ",
@@ -706,8 +736,28 @@ mod tests {
         let line = progress_line(&r.timeline[1]);
         assert!(line.starts_with("[   1s]"), "{line}");
         assert!(line.contains("200:75 204:25"), "{line}");
+        assert!(line.contains("sent    100/s"), "{line}");
         let timeline = render_timeline(&r);
         assert_eq!(timeline.lines().count(), 1 + 3);
+    }
+
+    #[test]
+    fn a_surge_plan_reads_phase_by_phase() {
+        let mut r = sample_report("s");
+        r.plan = [
+            (500.0, 1.0, false),
+            (500.0, 10.0, true),
+            (5000.0, 5.0, true),
+        ]
+        .map(|(rate, duration_s, measured)| PhaseSummary {
+            rate,
+            duration_s,
+            measured,
+        })
+        .to_vec();
+        assert_eq!(describe_plan(&r), "500/s for 10.0 s, then 5000/s for 5.0 s");
+        r.plan.clear();
+        assert_eq!(describe_plan(&r), "100/s for 3.0 s");
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub fn count_bids(body: &[u8]) -> u32 {
 pub struct Counts {
     /// Requests whose intended send time fell in the window.
     pub scheduled: u64,
+    /// Requests written to a connection (a queued request counts when it leaves the queue).
+    pub sent: u64,
     /// Requests the generator could not even queue (every connection busy, queue full): never
     /// sent. A non-zero count means the target (or the generator) could not keep up.
     pub dropped: u64,
@@ -90,6 +92,7 @@ pub struct Counts {
 impl Counts {
     fn add(&mut self, o: &Counts) {
         self.scheduled += o.scheduled;
+        self.sent += o.sent;
         self.dropped += o.dropped;
         self.answered += o.answered;
         self.status_200 += o.status_200;
@@ -172,6 +175,11 @@ impl Window {
         self.counts.scheduled += 1;
     }
 
+    /// Counts `n` requests written to a connection.
+    pub fn sent(&mut self, n: u64) {
+        self.counts.sent += n;
+    }
+
     /// Counts one request the generator dropped.
     pub fn dropped(&mut self) {
         self.counts.dropped += 1;
@@ -252,16 +260,17 @@ impl Window {
     }
 }
 
-/// One second of the timeline. Rows cover whole seconds of the measured window and the drain
-/// after it; answers arriving in the last few milliseconds of a drain count in the run's total
-/// but get no row of their own.
+/// One second of the timeline. Rows cover the seconds of the measured window and of the drain
+/// after it; the last row may be a partial second, and a drain tail under half a second counts
+/// in the run's total without a row of its own.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SecondReport {
     /// Seconds since the measured window started; this row covers `[t, t + 1)`.
     pub t: u32,
     /// The rate the plan asked for in this second.
     pub target_rate: f64,
-    /// The second's counters; `scheduled` is the offered rate, `answered` the achieved one.
+    /// The second's counters: `scheduled` is the offered rate, `sent` what left the queue,
+    /// `answered` the achieved rate.
     #[serde(flatten)]
     pub counts: Counts,
     /// Latencies of the requests that finished in this second.
@@ -315,6 +324,17 @@ pub struct MixEntry {
     pub weight: u32,
 }
 
+/// One phase of the plan, as reported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSummary {
+    /// Requests per second.
+    pub rate: f64,
+    /// Seconds.
+    pub duration_s: f64,
+    /// False for warm-up.
+    pub measured: bool,
+}
+
 /// Everything a run measured: what `--json` prints and the HTML report draws.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
@@ -326,6 +346,8 @@ pub struct RunReport {
     pub url: String,
     /// The highest measured rate the plan asked for, requests per second.
     pub target_rate: f64,
+    /// The plan's phases, warm-up included.
+    pub plan: Vec<PhaseSummary>,
     /// Warm-up length, seconds (not measured).
     pub warmup_s: f64,
     /// The measured window the plan asked for, seconds.
@@ -337,7 +359,7 @@ pub struct RunReport {
     pub connections: usize,
     /// True when the run was stopped early (Ctrl-C): the figures cover what ran.
     pub interrupted: bool,
-    /// Requests sent per second over the measured window.
+    /// Requests written to a connection per second over the measured window.
     pub sent_rate: f64,
     /// Answers received per second over the measured window.
     pub achieved_rate: f64,
@@ -382,6 +404,7 @@ mod tests {
     fn outcomes_land_in_their_counters() {
         let mut w = Window::new();
         w.scheduled();
+        w.sent(1);
         w.dropped();
         w.record(ms(1), OK);
         w.record(
@@ -422,8 +445,7 @@ mod tests {
         w.record(ms(900), Outcome::Timeout);
         w.record(ms(5), Outcome::Error);
         let c = &w.counts;
-        assert_eq!(c.scheduled, 1);
-        assert_eq!(c.dropped, 1);
+        assert_eq!((c.scheduled, c.sent, c.dropped), (1, 1, 1));
         assert_eq!(c.answered, 6);
         assert_eq!(
             (

@@ -70,8 +70,13 @@ fn config(url: &str, plan: Plan, connections: usize, queue: usize) -> RunConfig 
     }
 }
 
-/// Every scheduled request is accounted for exactly once.
+/// Every scheduled request is accounted for exactly once, and nothing finished unsent.
 fn assert_accounted(c: &Counts) {
+    assert!(c.finished() <= c.sent, "finished more than sent: {c:?}");
+    assert!(
+        c.sent + c.dropped <= c.scheduled,
+        "sent more than scheduled: {c:?}"
+    );
     assert_eq!(
         c.dropped + c.finished() + c.unfinished,
         c.scheduled,

@@ -133,10 +133,22 @@ impl TestExchange {
     /// The event log's lines, parsed.
     pub fn events(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.dir.join("events.jsonl")).unwrap_or_default();
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Stops the node (which flushes its event log) and returns the events it logged.
+    pub async fn stop_with_events(mut self) -> Vec<serde_json::Value> {
+        self.shutdown().await;
+        self.events()
     }
 
     pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
