@@ -28,8 +28,7 @@ impl<'a> Blocks<'a> {
     #[inline]
     pub(crate) fn new(req: &Request<'a>) -> Self {
         let mut badv = InlineVec::new(&[][..]);
-        let all: &'a [Cow<'a, str>] = req.badv;
-        for blocked in all {
+        for blocked in req.badv {
             let host = bare_host(blocked);
             if !host.is_empty() {
                 badv.push(host);
@@ -138,18 +137,17 @@ fn contains_exact(list: &[Cow<'_, str>], item: &str) -> bool {
     list.iter().any(|x| x == item)
 }
 
-/// Whether advertiser domain `adv` falls under the blocked domain `blocked`: both reduced to a
-/// bare host (scheme, path, port, trailing dot and a leading `www.` dropped), compared
-/// ASCII-case-insensitively, and `adv` also blocked when it is a subdomain of `blocked`
-/// (`badv: ["ford.com"]` blocks `ford.com`, `www.ford.com`, `shop.ford.com`, not `myford.com`;
-/// `badv: ["shop.ford.com"]` does not block `ford.com`). The auction itself reduces `badv` once
-/// per request ([`Blocks`]) and calls [`host_blocked`].
+/// [`host_blocked`] on raw `badv` and `adomain` entries.
 #[cfg(test)]
 pub(crate) fn domain_blocked(blocked: &str, adv: &str) -> bool {
     host_blocked(bare_host(blocked), bare_host(adv))
 }
 
-/// [`domain_blocked`] over hosts already reduced by [`bare_host`].
+/// Whether advertiser host `adv` falls under the blocked host `blocked`, both already reduced by
+/// [`bare_host`] (the auction reduces `badv` once per request, in [`Blocks`]): equal
+/// ASCII-case-insensitively, or `adv` is a subdomain of `blocked` (`badv: ["ford.com"]` blocks
+/// `ford.com`, `www.ford.com`, `shop.ford.com`, not `myford.com`; `badv: ["shop.ford.com"]` does
+/// not block `ford.com`).
 #[inline]
 fn host_blocked(blocked: &[u8], adv: &[u8]) -> bool {
     if blocked.is_empty() {
@@ -168,7 +166,9 @@ fn host_blocked(blocked: &[u8], adv: &[u8]) -> bool {
     }
 }
 
-/// Bytes, not `str`, so that cutting at any position can never split a character and panic.
+/// A domain reduced to its bare host: scheme, path, port, trailing dots and a leading `www.`
+/// dropped. Bytes, not `str`, so that cutting at any position can never split a character and
+/// panic.
 #[inline]
 fn bare_host(domain: &str) -> &[u8] {
     let mut host = trim(domain);

@@ -4,13 +4,17 @@
 //! The index is an immutable map swapped whole when campaigns are added (rare), so a lookup is
 //! a thread-local guard plus two hash probes on `&str`: no lock, no allocation, no shared write.
 //! The sync round keeps every report cumulative (see `store`), so rounds may fail, repeat or
-//! even overlap without losing or double-counting a micro.
+//! even overlap without losing or double-counting a micro. The reconcile round (its own task,
+//! stopped with the sync loop) sends charged-win and billed-impression counts in numbered
+//! batches and settles due buckets (see `reconcile` and `store::recon`); it has the same
+//! property.
 
 use crate::campaign::{charged, Campaign, CampaignHandle, Remote};
 use crate::config::{BudgetConfig, UnknownPolicy};
 use crate::key::CampaignKey;
 use crate::lease::LeasePolicy;
 use crate::metrics::{self as m, DropReason};
+use crate::reconcile::{wall_clock_ms, ReconcileReport, Reconciliation, Recorder, Side};
 use crate::store::{CampaignState, Grant, Store, SyncItem, MAX_MICROS};
 use crate::Error;
 use arc_swap::{ArcSwap, Guard};
@@ -103,6 +107,11 @@ pub struct ReleaseReport {
     pub returned: u64,
     /// Micros charged on this node over its life, all of them now reported.
     pub charged: u64,
+    /// Reconciliation counts (charged wins) the store could not be given before the timeout.
+    pub unreconciled_charged: u64,
+    /// Reconciliation counts (billed impressions) the store could not be given before the
+    /// timeout; their wins will be credited back as if never rendered.
+    pub unreconciled_billed: u64,
 }
 
 /// One campaign's counters on this node, for the admin API and billing reconciliation.
@@ -148,6 +157,8 @@ pub struct Budgets {
     closed: AtomicBool,
     /// The last store call failed (log transitions, not every round of an outage).
     failing: AtomicBool,
+    /// Charged-win and billed-impression counts waiting for the reconcile round.
+    recon: Recorder,
 }
 
 impl std::fmt::Debug for Budgets {
@@ -180,24 +191,52 @@ impl BudgetView<'_> {
     }
 }
 
-/// The running sync loop. Call [`SyncTask::shutdown`] to stop it and hand leases back.
+/// The running sync and reconcile loops. Call [`SyncTask::shutdown`] to stop them, hand
+/// leases back and send the last reconciliation counts.
 #[derive(Debug)]
 pub struct SyncTask {
     stop: watch::Sender<bool>,
     join: JoinHandle<()>,
+    reconcile: JoinHandle<()>,
     budgets: Arc<Budgets>,
 }
 
 impl SyncTask {
-    /// Stops the loop (a round in flight finishes first), then releases every lease after a
-    /// final report ([`Budgets::release`]).
+    /// Stops both loops (a round in flight finishes first), releases every lease after a final
+    /// report ([`Budgets::release`]), then sends what is left of the reconciliation counts
+    /// ([`Budgets::flush_reconciliation`]; what cannot be sent is logged and reported in
+    /// [`ReleaseReport`]). Call it once no more wins are charged or impressions billed.
     pub async fn shutdown(self) -> Result<ReleaseReport, Error> {
-        // The receiver may already be gone if the loop ended; either way it is stopping.
+        // The receivers may already be gone if the loops ended; either way they are stopping.
         let _ = self.stop.send(true);
         if let Err(e) = self.join.await {
             tracing::error!(error = %e, "budget sync task ended abnormally");
         }
-        self.budgets.release().await
+        if let Err(e) = self.reconcile.await {
+            tracing::error!(error = %e, "budget reconcile task ended abnormally");
+        }
+        // One budget of `shutdown_timeout_ms` for both steps, so a dead store does not cost it
+        // twice.
+        let limit = Duration::from_millis(self.budgets.cfg.shutdown_timeout_ms);
+        let deadline = Instant::now() + limit;
+        let released = self.budgets.release().await;
+        let flushed = self
+            .budgets
+            .flush_reconciliation_until(deadline, limit)
+            .await;
+        if let Err(e) = flushed {
+            let (charged, billed) = self.budgets.recon.unreported(None);
+            tracing::error!(
+                error = %e,
+                unreported_charged_micros = charged,
+                unreported_billed_micros = billed,
+                "could not send the last reconciliation counts; unrendered-win credits will be off by them"
+            );
+        }
+        let mut report = released?;
+        (report.unreconciled_charged, report.unreconciled_billed) =
+            self.budgets.recon.unreported(None);
+        Ok(report)
     }
 }
 
@@ -227,6 +266,7 @@ impl Budgets {
             round: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             failing: AtomicBool::new(false),
+            recon: Recorder::new(cfg.reconcile_bucket_ms),
             cfg,
         });
         budgets.insert(&seeds);
@@ -268,9 +308,27 @@ impl Budgets {
     }
 
     /// Starts the sync loop on the current tokio runtime: one round per `sync_interval`
-    /// (a late round delays the next rather than bunching up).
+    /// (a late round delays the next rather than bunching up), and the reconcile loop beside
+    /// it: one [`Budgets::reconcile_once`] per `reconcile_interval_ms`.
     pub fn spawn_sync(self: &Arc<Self>) -> SyncTask {
         let (stop, mut stopped) = watch::channel(false);
+        let mut reconcile_stopped = stop.subscribe();
+        let reconciling = Arc::clone(self);
+        let reconcile = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(reconciling.cfg.reconcile_interval());
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = reconcile_stopped.changed() => break,
+                    _ = tick.tick() => {}
+                }
+                // Counted and logged (on the transition) inside reconcile_once.
+                if let Err(e) = reconciling.reconcile_once().await {
+                    tracing::debug!(error = %e, "budget reconcile round failed");
+                }
+            }
+        });
         let budgets = Arc::clone(self);
         let join = tokio::spawn(async move {
             let mut tick = tokio::time::interval(budgets.cfg.sync_interval());
@@ -292,6 +350,7 @@ impl Budgets {
         SyncTask {
             stop,
             join,
+            reconcile,
             budgets: Arc::clone(self),
         }
     }
@@ -375,6 +434,120 @@ impl Budgets {
     /// Counts a bid dropped for budget reasons (labels per the config's `per_campaign_metrics`).
     pub fn record_drop(&self, dsp: &str, cid: Option<&str>, reason: DropReason) {
         m::bid_dropped(dsp, cid, reason, self.cfg.per_campaign_metrics);
+    }
+
+    /// Records a win charged to campaign `(dsp, cid)`: `cost_micros` (one impression at the
+    /// clearing price) for the auction at `auction_ts_ms` (the timestamp the impression URL
+    /// carries). Call it on the node that charged, right after the charge succeeded. Request
+    /// path safe: an atomic add in a sharded map, no IO, no lock across `.await`.
+    #[inline]
+    pub fn record_charge(&self, dsp: &str, cid: &str, auction_ts_ms: u64, cost_micros: u64) {
+        self.recon
+            .record(Side::Charged, dsp, cid, auction_ts_ms, cost_micros);
+    }
+
+    /// Records an impression billed to campaign `(dsp, cid)`: its cost for the auction at
+    /// `auction_ts_ms`, on whichever node served the impression URL, once per billed (not
+    /// duplicate) impression. Request path safe, like [`Budgets::record_charge`].
+    #[inline]
+    pub fn record_billed(&self, dsp: &str, cid: &str, auction_ts_ms: u64, cost_micros: u64) {
+        self.recon
+            .record(Side::Billed, dsp, cid, auction_ts_ms, cost_micros);
+    }
+
+    /// One reconcile round at the wall clock (see [`Budgets::reconcile_at`]).
+    pub async fn reconcile_once(&self) -> Result<ReconcileReport, Error> {
+        self.reconcile_at(wall_clock_ms()).await
+    }
+
+    /// One reconcile round as if the clock read `now_ms`: sends this node's counts (or resends
+    /// the batches the store has not confirmed) and settles the buckets that ended
+    /// `settle_after_ms` before `now_ms`, in one store call. A failed round keeps every count
+    /// for the next one; a resent batch counts once.
+    pub async fn reconcile_at(&self, now_ms: u64) -> Result<ReconcileReport, Error> {
+        let batches = self.recon.outgoing();
+        let args = self.cfg.recon_args(now_ms);
+        let started = Instant::now();
+        let result = self.store.reconcile(&self.session, &batches, &args).await;
+        histogram!(m::RECONCILE_SECONDS).record(started.elapsed().as_secs_f64());
+        let reply = match result {
+            Ok(reply) if reply.batches.len() == batches.len() => reply,
+            Ok(reply) => {
+                let e = Error::Protocol(format!(
+                    "{} answers for {} batches",
+                    reply.batches.len(),
+                    batches.len()
+                ));
+                self.store_failed("reconcile", &e);
+                return Err(e);
+            }
+            Err(e) => {
+                self.store_failed("reconcile", &e);
+                return Err(e);
+            }
+        };
+        self.store_ok();
+        self.recon.confirm(&batches, &reply.batches);
+        let report = ReconcileReport::new(&batches, &reply.batches, reply.settle);
+        counter!(m::RECONCILE_CREDITED).increment(report.settle.credited);
+        counter!(m::RECONCILE_BILLED_BEYOND).increment(report.settle.billed_beyond_charged);
+        counter!(m::RECONCILE_LATE).increment(report.late as u64);
+        let (charged, billed) = self.recon.unreported(None);
+        gauge!(m::RECONCILE_UNREPORTED, "side" => "charged").set(charged as f64);
+        gauge!(m::RECONCILE_UNREPORTED, "side" => "billed").set(billed as f64);
+        if report.settle.settled > 0 {
+            tracing::debug!(?report, "reconciliation buckets settled");
+        }
+        Ok(report)
+    }
+
+    /// Reconcile rounds until every count recorded here is in the store, for at most
+    /// `shutdown_timeout_ms` ([`Error::Timeout`] past it, or the last store error).
+    /// [`SyncTask::shutdown`] calls it after the loops stopped.
+    pub async fn flush_reconciliation(&self) -> Result<ReconcileReport, Error> {
+        let limit = Duration::from_millis(self.cfg.shutdown_timeout_ms);
+        self.flush_reconciliation_until(Instant::now() + limit, limit)
+            .await
+    }
+
+    /// [`Budgets::flush_reconciliation`] by `deadline`, with at least one try when there is
+    /// something to send.
+    async fn flush_reconciliation_until(
+        &self,
+        deadline: Instant,
+        limit: Duration,
+    ) -> Result<ReconcileReport, Error> {
+        let mut total = ReconcileReport::default();
+        while !self.recon.is_idle() {
+            let failure = match self.reconcile_once().await {
+                Ok(report) => {
+                    total.add(&report);
+                    if self.recon.is_idle() {
+                        break;
+                    }
+                    Error::Timeout(limit)
+                }
+                Err(e) => e,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(failure);
+            }
+            tokio::time::sleep(self.cfg.sync_interval().min(deadline - now)).await;
+        }
+        Ok(total)
+    }
+
+    /// A campaign's reconciliation: the store's totals (charged, billed, credited back,
+    /// pending, billed beyond charged, late) and what this node has not reported yet.
+    /// [`Error::NotFound`] if the store has no such campaign.
+    pub async fn reconciliation(&self, dsp: &str, cid: &str) -> Result<Reconciliation, Error> {
+        let key = CampaignKey::new(dsp, cid);
+        let Some(totals) = self.store.reconciliation(&key).await? else {
+            return Err(Error::NotFound(key));
+        };
+        let unreported = self.recon.unreported(Some(&key));
+        Ok(Reconciliation::new(key, &totals, unreported))
     }
 
     /// One sync round: measure each campaign's spend, hand back idle money, report to the store
@@ -812,6 +985,7 @@ impl Budgets {
             Error::Timeout(_) => "timeout",
             Error::Redis(_) => "redis",
             Error::Protocol(_) => "protocol",
+            Error::Config(_) => "config",
             _ => "other",
         };
         counter!(m::SYNC_FAILURES, "op" => op, "reason" => reason).increment(1);

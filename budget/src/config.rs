@@ -1,5 +1,6 @@
 //! Budget configuration as the exchange embeds it in its TOML file, with documented defaults.
 
+use crate::store::recon::ReconArgs;
 use crate::store::MAX_MICROS;
 use crate::Error;
 use serde::Deserialize;
@@ -73,6 +74,22 @@ pub struct BudgetConfig {
     pub shutdown_timeout_ms: u64,
     /// Unknown campaign ids queued for discovery per sync round, at most. Default 256.
     pub max_probes_per_round: usize,
+    /// How often a node sends its reconciliation counts (charged wins, billed impressions) to
+    /// the store and settles the buckets that are due, in one round trip. Default 1000 ms.
+    pub reconcile_interval_ms: u64,
+    /// Auction-time bucket of the reconciliation: a win and its impression are matched within
+    /// the bucket of the auction's time. Every node must use the same (the store refuses
+    /// another). Default 60_000 ms.
+    pub reconcile_bucket_ms: u64,
+    /// A bucket is settled this long after it ends: `charged - billed` goes back to the budget.
+    /// Must cover the impression window, the clock-skew allowance and the spool replay horizon
+    /// (1 h + 30 s + 1 h), plus a little. Default 7_260_000 ms (2 h 1 min).
+    pub settle_after_ms: u64,
+    /// How long the store remembers a settled bucket (to recognise late counts) and a node's
+    /// last batch number (to recognise a resent batch). Default 86_400_000 ms (24 h).
+    pub reconcile_retain_ms: u64,
+    /// Buckets settled per round trip, at most; more wait for the next one. Default 1000.
+    pub reconcile_max_settle: usize,
     /// Budgets created in the store when absent.
     pub campaigns: Vec<CampaignSeed>,
 }
@@ -94,6 +111,11 @@ impl Default for BudgetConfig {
             per_campaign_metrics: false,
             shutdown_timeout_ms: 2000,
             max_probes_per_round: 256,
+            reconcile_interval_ms: 1000,
+            reconcile_bucket_ms: 60_000,
+            settle_after_ms: 7_260_000,
+            reconcile_retain_ms: 86_400_000,
+            reconcile_max_settle: 1000,
             campaigns: Vec::new(),
         }
     }
@@ -139,6 +161,21 @@ impl BudgetConfig {
                 return bad("max_lease_micros must be >= min_lease_micros");
             }
         }
+        if self.reconcile_interval_ms == 0 {
+            return bad("reconcile_interval_ms must be > 0");
+        }
+        if self.reconcile_bucket_ms == 0 {
+            return bad("reconcile_bucket_ms must be > 0");
+        }
+        if self.settle_after_ms == 0 {
+            return bad("settle_after_ms must be > 0");
+        }
+        if self.reconcile_retain_ms == 0 {
+            return bad("reconcile_retain_ms must be > 0");
+        }
+        if self.reconcile_max_settle == 0 {
+            return bad("reconcile_max_settle must be >= 1");
+        }
         for seed in &self.campaigns {
             if seed.budget_micros > MAX_MICROS {
                 return Err(Error::TooLarge(seed.budget_micros));
@@ -148,6 +185,22 @@ impl BudgetConfig {
             }
         }
         Ok(())
+    }
+
+    /// The reconciliation period.
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_millis(self.reconcile_interval_ms)
+    }
+
+    /// The store-call settings of a reconcile round at `now_ms`.
+    pub(crate) fn recon_args(&self, now_ms: u64) -> ReconArgs {
+        ReconArgs {
+            now_ms,
+            bucket_ms: self.reconcile_bucket_ms,
+            settle_after_ms: self.settle_after_ms,
+            retain_ms: self.reconcile_retain_ms,
+            max_settle: self.reconcile_max_settle,
+        }
     }
 
     /// Sync rounds between full rounds (at least 1).
@@ -174,6 +227,39 @@ mod tests {
         assert_eq!(cfg.full_every_rounds(), 10);
         assert_eq!(cfg.idle_rounds(), 50);
         assert!(cfg.unknown_campaign.allows());
+        assert_eq!(cfg.reconcile_interval(), Duration::from_secs(1));
+        let args = cfg.recon_args(10_000_000);
+        assert_eq!(
+            (args.bucket_ms, args.settle_after_ms, args.retain_ms),
+            (60_000, 2 * 3_600_000 + 60_000, 86_400_000)
+        );
+        assert_eq!(args.max_settle, 1000);
+    }
+
+    #[test]
+    fn reconcile_keys_parse_and_are_checked() {
+        let cfg: BudgetConfig = toml::from_str(
+            r#"
+            reconcile_interval_ms = 50
+            reconcile_bucket_ms = 1000
+            settle_after_ms = 300
+            reconcile_retain_ms = 5000
+            reconcile_max_settle = 10
+            "#,
+        )
+        .unwrap();
+        assert!(cfg.validate().is_ok());
+        assert_eq!(cfg.recon_args(7).settle_after_ms, 300);
+        for broken in [
+            "reconcile_interval_ms = 0",
+            "reconcile_bucket_ms = 0",
+            "settle_after_ms = 0",
+            "reconcile_retain_ms = 0",
+            "reconcile_max_settle = 0",
+        ] {
+            let cfg: BudgetConfig = toml::from_str(broken).unwrap();
+            assert!(matches!(cfg.validate(), Err(Error::Config(_))), "{broken}");
+        }
     }
 
     #[test]

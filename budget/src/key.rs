@@ -39,6 +39,22 @@ impl CampaignKey {
         out
     }
 
+    /// The Redis hash of one reconciliation bucket of this campaign:
+    /// `{prefix}:recon:b:{dsp}:{cid}:{bucket_start_ms}`, parts escaped as in
+    /// [`CampaignKey::redis_key`]. It has five separators after the prefix, a campaign hash
+    /// exactly two, so the two never collide whatever the names.
+    pub(crate) fn bucket_key(&self, prefix: &str, bucket_start_ms: u64) -> String {
+        let mut out = String::with_capacity(prefix.len() + self.dsp.len() + self.cid.len() + 32);
+        out.push_str(prefix);
+        out.push_str(":recon:b:");
+        escape_into(&self.dsp, &mut out);
+        out.push(':');
+        escape_into(&self.cid, &mut out);
+        out.push(':');
+        out.push_str(&bucket_start_ms.to_string());
+        out
+    }
+
     /// Inverse of [`CampaignKey::redis_key`]; `None` for a name this crate did not write.
     pub(crate) fn from_redis_key(prefix: &str, name: &str) -> Option<Self> {
         let rest = name.strip_prefix(prefix)?.strip_prefix(':')?;
@@ -128,6 +144,18 @@ mod tests {
         assert_eq!(CampaignKey::from_redis_key("budget", "budget:a:b:c"), None);
         assert_eq!(CampaignKey::from_redis_key("budget", "budget:a%zz:b"), None);
         assert_eq!(CampaignKey::from_redis_key("budget", "budget:a%2:b"), None);
+    }
+
+    #[test]
+    fn bucket_keys_never_look_like_campaign_keys() {
+        let key = CampaignKey::new("recon", "b:x");
+        let name = key.bucket_key("budget", 120_000);
+        assert_eq!(name, "budget:recon:b:recon:b%3Ax:120000");
+        assert_eq!(CampaignKey::from_redis_key("budget", &name), None);
+        assert_ne!(
+            CampaignKey::new("a:b", "c").bucket_key("p", 1),
+            CampaignKey::new("a", "b:c").bucket_key("p", 1)
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! This crate owns the per-campaign counters every exchange node charges winners against
 //! ([`Campaign`]), the index that finds them ([`Budgets`]), the loop that reports spend and takes
 //! new leases ([`Budgets::sync_once`], [`SyncTask`]) and the [`Store`] that keeps the campaign
-//! totals: [`RedisStore`] across nodes, [`MemoryStore`] in process.
+//! totals: [`RedisStore`] across nodes, [`MemoryStore`] in process. It also owns the
+//! reconciliation of charged wins against billed impressions ([`Budgets::record_charge`],
+//! [`Budgets::record_billed`], [`Budgets::reconciliation`]): per auction-time bucket, wins that
+//! were never rendered are credited back to the budget, exactly once, after `settle_after_ms`.
 //!
 //! It must never hold a lock across `.await`, never call the store on the request path
 //! (lookups and charges touch only local atomics), and never let a Redis call run without its
@@ -11,7 +14,9 @@
 //!
 //! The guarantee: for every campaign, `spent + Σ leases held by nodes ≤ budget` in the store, and
 //! a node only charges what its lease holds, so total spend never exceeds the budget however
-//! many nodes share the store. See `ARCHITECTURE.md` ("Budgets") for the argument and its costs.
+//! many nodes share the store. Reconciliation only lowers `spent` (never below zero), so the
+//! guarantee holds through it. See `ARCHITECTURE.md` ("Budgets", "Reconciliation") for the
+//! argument and its costs.
 
 mod budgets;
 mod campaign;
@@ -19,13 +24,19 @@ mod config;
 mod key;
 mod lease;
 pub mod metrics;
+mod reconcile;
 mod store;
 
 pub use budgets::{BudgetView, Budgets, LocalState, Lookup, ReleaseReport, SyncReport, SyncTask};
 pub use campaign::{Campaign, CampaignHandle};
 pub use config::{BudgetConfig, CampaignSeed, UnknownPolicy};
 pub use key::CampaignKey;
+pub use reconcile::{ReconcileReport, Reconciliation};
 pub use store::memory::MemoryStore;
+pub use store::recon::{
+    BatchOutcome, BatchReply, ReconArgs, ReconBatch, ReconItem, ReconReply, ReconTotals,
+    SettleReply,
+};
 pub use store::redis::RedisStore;
 pub use store::{open_store, CampaignState, Grant, NodeHold, Store, SyncItem, MAX_MICROS};
 

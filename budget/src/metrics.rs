@@ -18,6 +18,18 @@ pub const SYNC_CAMPAIGNS: &str = "budget_sync_campaigns";
 /// Counter: bids that did not take part because of budgets, labelled `dsp` (and `cid`), `reason`.
 pub const BIDS_DROPPED: &str = "budget_bids_dropped_total";
 
+/// Counter: micros credited back to campaigns for wins never rendered (by this node's settles).
+pub const RECONCILE_CREDITED: &str = "budget_reconcile_credited_micros_total";
+/// Counter: micros billed beyond what was charged, in buckets this node settled.
+pub const RECONCILE_BILLED_BEYOND: &str = "budget_reconcile_billed_beyond_charged_micros_total";
+/// Counter: reconciliation items that reached the store after their bucket was settled.
+pub const RECONCILE_LATE: &str = "budget_reconcile_late_items_total";
+/// Gauge: micros recorded on this node and not yet confirmed by the store, labelled `side`
+/// (`charged` or `billed`).
+pub const RECONCILE_UNREPORTED: &str = "budget_reconcile_unreported_micros";
+/// Histogram: seconds per reconcile round trip.
+pub const RECONCILE_SECONDS: &str = "budget_reconcile_seconds";
+
 /// Why a bid was dropped for budget reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -84,4 +96,29 @@ pub fn describe() {
         "Campaigns in the last sync report"
     );
     describe_counter!(BIDS_DROPPED, Unit::Count, "Bids dropped for budget reasons");
+    describe_counter!(
+        RECONCILE_CREDITED,
+        Unit::Count,
+        "Micros credited back to budgets for wins never rendered"
+    );
+    describe_counter!(
+        RECONCILE_BILLED_BEYOND,
+        Unit::Count,
+        "Micros billed beyond what was charged (reported, not debited)"
+    );
+    describe_counter!(
+        RECONCILE_LATE,
+        Unit::Count,
+        "Reconciliation items that arrived after their bucket was settled"
+    );
+    describe_gauge!(
+        RECONCILE_UNREPORTED,
+        Unit::Count,
+        "Reconciliation micros recorded on this node, not yet in the store"
+    );
+    describe_histogram!(
+        RECONCILE_SECONDS,
+        Unit::Seconds,
+        "Budget reconcile round-trip time"
+    );
 }

@@ -1,6 +1,9 @@
 //! One contract, two stores: `RedisStore` (real redis-server) and `MemoryStore` must agree.
 
-use budget::{CampaignKey, Error, MemoryStore, RedisStore, Store, SyncItem, MAX_MICROS};
+use budget::{
+    BatchOutcome, BatchReply, CampaignKey, Error, MemoryStore, ReconArgs, ReconBatch, ReconItem,
+    RedisStore, Store, SyncItem, MAX_MICROS,
+};
 use loadtest::redis::RedisServer;
 use std::time::Duration;
 
@@ -187,11 +190,254 @@ async fn many_campaigns(store: &dyn Store) {
     );
 }
 
+/// A bucket start (a multiple of the one-minute bucket) in a realistic epoch range.
+const T0: u64 = 1_700_000_040_000;
+const BUCKET: u64 = 60_000;
+const SETTLE: u64 = 7_260_000;
+const RETAIN: u64 = 86_400_000;
+/// The first instant bucket `T0` is due for settlement.
+const DUE: u64 = T0 + BUCKET + SETTLE;
+
+fn args(now_ms: u64) -> ReconArgs {
+    ReconArgs {
+        now_ms,
+        bucket_ms: BUCKET,
+        settle_after_ms: SETTLE,
+        retain_ms: RETAIN,
+        max_settle: 1000,
+    }
+}
+
+fn batch(seq: u64, items: &[(&CampaignKey, u64, u64, u64)]) -> ReconBatch {
+    ReconBatch {
+        seq,
+        items: items
+            .iter()
+            .map(|&(key, bucket_start_ms, charged, billed)| ReconItem {
+                key: key.clone(),
+                bucket_start_ms,
+                charged,
+                billed,
+            })
+            .collect(),
+    }
+}
+
+fn outcome(outcome: BatchOutcome, absent: usize, late: usize) -> BatchReply {
+    BatchReply {
+        outcome,
+        absent,
+        late,
+    }
+}
+
+/// A campaign with `spent` micros reported spent by session "spender".
+async fn spent_campaign(store: &dyn Store, key: &CampaignKey, spent: u64) {
+    assert!(store.seed_if_absent(key, 1_000_000, false).await.unwrap());
+    grant(store, "spender", item(key, 0, 0, 0, spent)).await;
+    let g = grant(store, "spender", item(key, spent, spent, 0, 0)).await;
+    assert_eq!(g.spent, spent);
+}
+
+async fn spent_of(store: &dyn Store, key: &CampaignKey) -> u64 {
+    store.state(key).await.unwrap().unwrap().spent
+}
+
+/// Reconciliation: batches apply once, buckets settle once, credits never take `spent` below
+/// zero, over-billing and late counts are reported, not settled.
+async fn recon_contract(store: &dyn Store) {
+    let key = CampaignKey::new("dsp:r", "c{2}");
+
+    // A campaign the store does not have: the counts are dropped (nothing was charged to it).
+    let r = store
+        .reconcile("a", &[batch(1, &[(&key, T0, 5_000, 0)])], &args(T0))
+        .await
+        .unwrap();
+    assert_eq!(r.batches, [outcome(BatchOutcome::Applied, 1, 0)]);
+    assert!(store.reconciliation(&key).await.unwrap().is_none());
+
+    spent_campaign(store, &key, 10_000).await;
+    let t1 = T0 + BUCKET;
+
+    // Node a charged 5_000 in bucket T0 and 2_000 in T1; node b billed 3_000 of T0 and all of
+    // T1. Node a's reply was lost and it sends the same batch again: counted once.
+    let a = batch(2, &[(&key, T0, 5_000, 0), (&key, t1, 2_000, 0)]);
+    let r = store
+        .reconcile("a", std::slice::from_ref(&a), &args(T0 + 1))
+        .await
+        .unwrap();
+    assert_eq!(r.batches, [outcome(BatchOutcome::Applied, 0, 0)]);
+    let r = store
+        .reconcile("a", std::slice::from_ref(&a), &args(T0 + 2))
+        .await
+        .unwrap();
+    assert_eq!(r.batches, [outcome(BatchOutcome::Duplicate, 0, 0)]);
+    // Two batches in one call: the second waits for the first, which applies.
+    let r = store
+        .reconcile(
+            "b",
+            &[
+                batch(1, &[(&key, T0, 0, 3_000)]),
+                batch(2, &[(&key, t1, 0, 2_000)]),
+            ],
+            &args(T0 + 3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.batches,
+        [
+            outcome(BatchOutcome::Applied, 0, 0),
+            outcome(BatchOutcome::Applied, 0, 0)
+        ]
+    );
+    let t = store.reconciliation(&key).await.unwrap().unwrap();
+    assert_eq!((t.charged, t.billed), (7_000, 5_000));
+    assert_eq!((t.pending_charged(), t.pending_billed()), (7_000, 5_000));
+    assert_eq!((t.open_buckets, t.settled_buckets, t.credited), (2, 0, 0));
+    assert_eq!(r.settle.settled, 0, "nothing is due yet");
+
+    // Not due a millisecond early.
+    let r = store.reconcile("z", &[], &args(DUE - 1)).await.unwrap();
+    assert_eq!(r.settle.settled, 0);
+    assert_eq!(spent_of(store, &key).await, 10_000);
+
+    // Due: bucket T0 gives back its 2_000 never billed; T1 is not due yet.
+    let r = store.reconcile("z", &[], &args(DUE)).await.unwrap();
+    assert_eq!((r.settle.settled, r.settle.credited), (1, 2_000));
+    assert!(!r.settle.more);
+    assert_eq!(spent_of(store, &key).await, 8_000);
+    // Settling again, from another session, later: T1 settles with nothing to credit (every
+    // win was rendered), T0 is not credited twice.
+    let r = store
+        .reconcile("y", &[], &args(DUE + 2 * BUCKET))
+        .await
+        .unwrap();
+    assert_eq!((r.settle.settled, r.settle.credited), (1, 0));
+    let r = store
+        .reconcile("z", &[], &args(DUE + 3 * BUCKET))
+        .await
+        .unwrap();
+    assert_eq!(r.settle.settled, 0);
+    assert_eq!(spent_of(store, &key).await, 8_000);
+    let t = store.reconciliation(&key).await.unwrap().unwrap();
+    assert_eq!((t.charged, t.billed, t.credited), (7_000, 5_000, 2_000));
+    assert_eq!((t.settled_charged, t.settled_billed), (7_000, 5_000));
+    assert_eq!((t.pending_charged(), t.pending_billed()), (0, 0));
+    assert_eq!((t.open_buckets, t.settled_buckets), (0, 2));
+
+    // Counts for a settled bucket, or for one too old to be remembered, are late: reported,
+    // not settled again.
+    let forgotten = T0 - 2 * RETAIN;
+    let r = store
+        .reconcile(
+            "b",
+            &[batch(3, &[(&key, T0, 0, 1_000), (&key, forgotten, 500, 0)])],
+            &args(DUE + 3 * BUCKET),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.batches, [outcome(BatchOutcome::Applied, 0, 2)]);
+    let t = store.reconciliation(&key).await.unwrap().unwrap();
+    assert_eq!((t.late_charged, t.late_billed), (500, 1_000));
+    assert_eq!((t.charged, t.billed, t.open_buckets), (7_000, 5_000, 0));
+    assert_eq!(spent_of(store, &key).await, 8_000);
+
+    // Billed beyond charged (a charge report lost with its node) is reported, not debited.
+    let t2 = T0 + 2 * BUCKET;
+    store
+        .reconcile("b", &[batch(4, &[(&key, t2, 1_000, 4_000)])], &args(t2))
+        .await
+        .unwrap();
+    let r = store
+        .reconcile("z", &[], &args(t2 + BUCKET + SETTLE))
+        .await
+        .unwrap();
+    assert_eq!((r.settle.settled, r.settle.credited), (1, 0));
+    assert_eq!(r.settle.billed_beyond_charged, 3_000);
+    assert_eq!(spent_of(store, &key).await, 8_000);
+    let t = store.reconciliation(&key).await.unwrap().unwrap();
+    assert_eq!((t.billed_beyond_charged, t.uncredited), (3_000, 0));
+
+    // A credit never takes `spent` below zero: the rest is reported as uncredited.
+    let low = CampaignKey::new("dsp:r", "low");
+    spent_campaign(store, &low, 500).await;
+    store
+        .reconcile("a", &[batch(3, &[(&low, T0, 2_000, 0)])], &args(T0))
+        .await
+        .unwrap();
+    let r = store.reconcile("z", &[], &args(DUE)).await.unwrap();
+    assert_eq!((r.settle.credited, r.settle.uncredited), (500, 1_500));
+    assert_eq!(spent_of(store, &low).await, 0);
+    let t = store.reconciliation(&low).await.unwrap().unwrap();
+    assert_eq!((t.credited, t.uncredited), (500, 1_500));
+
+    // At most `max_settle` buckets per call; `more` says others are due.
+    let many = CampaignKey::new("dsp:r", "many");
+    spent_campaign(store, &many, 10_000).await;
+    let starts = [T0, T0 + BUCKET, T0 + 2 * BUCKET];
+    let items: Vec<_> = starts.iter().map(|&s| (&many, s, 100, 0)).collect();
+    store
+        .reconcile("a", &[batch(4, &items)], &args(T0))
+        .await
+        .unwrap();
+    let limited = ReconArgs {
+        max_settle: 2,
+        ..args(DUE + 10 * BUCKET)
+    };
+    let r = store.reconcile("z", &[], &limited).await.unwrap();
+    assert_eq!(
+        (r.settle.settled, r.settle.credited, r.settle.more),
+        (2, 200, true)
+    );
+    let r = store.reconcile("z", &[], &limited).await.unwrap();
+    assert_eq!(
+        (r.settle.settled, r.settle.credited, r.settle.more),
+        (1, 100, false)
+    );
+    assert_eq!(spent_of(store, &many).await, 9_700);
+
+    // Every node must use the store's bucket size: another is refused, nothing applied.
+    let other_size = ReconArgs {
+        bucket_ms: 30_000,
+        ..args(T0)
+    };
+    let b5 = batch(5, &[(&many, T0 + 5 * BUCKET, 100, 0)]);
+    assert!(matches!(
+        store
+            .reconcile("a", std::slice::from_ref(&b5), &other_size)
+            .await,
+        Err(Error::Config(_))
+    ));
+    let r = store
+        .reconcile("a", std::slice::from_ref(&b5), &args(T0))
+        .await
+        .unwrap();
+    assert_eq!(r.batches, [outcome(BatchOutcome::Applied, 0, 0)]);
+    assert_eq!(
+        store.reconciliation(&many).await.unwrap().unwrap().charged,
+        400
+    );
+    let zero = ReconArgs {
+        retain_ms: 0,
+        ..args(T0)
+    };
+    assert!(matches!(
+        store.reconcile("a", &[], &zero).await,
+        Err(Error::Config(_))
+    ));
+
+    // Reconciliation fields do not disturb the budget state.
+    let s = store.state(&key).await.unwrap().unwrap();
+    assert_eq!((s.budget, s.spent, s.held), (1_000_000, 8_000, 0));
+}
+
 #[tokio::test]
 async fn memory_store_keeps_the_contract() {
     let store = MemoryStore::new();
     contract(&store).await;
     many_campaigns(&store).await;
+    recon_contract(&store).await;
 }
 
 #[tokio::test]
@@ -200,6 +446,32 @@ async fn redis_store_keeps_the_contract() {
     let store = RedisStore::open(&redis.url(), "budget", Duration::from_secs(2)).unwrap();
     contract(&store).await;
     many_campaigns(&store).await;
+    recon_contract(&store).await;
+}
+
+#[tokio::test]
+async fn redis_settles_once_when_nodes_race() {
+    let redis = RedisServer::start().expect("start redis-server");
+    let open = || RedisStore::open(&redis.url(), "budget", Duration::from_secs(2)).unwrap();
+    let (one, two) = (open(), open());
+    let keys: Vec<CampaignKey> = (0..50)
+        .map(|i| CampaignKey::new("race", &format!("c{i}")))
+        .collect();
+    for key in &keys {
+        spent_campaign(&one, key, 10_000).await;
+    }
+    let items: Vec<_> = keys.iter().map(|k| (k, T0, 1_000, 400)).collect();
+    one.reconcile("n", &[batch(1, &items)], &args(T0))
+        .await
+        .unwrap();
+    let now = args(DUE);
+    let (a, b) = tokio::join!(one.reconcile("p", &[], &now), two.reconcile("q", &[], &now));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.settle.settled + b.settle.settled, 50);
+    assert_eq!(a.settle.credited + b.settle.credited, 50 * 600);
+    for key in &keys {
+        assert_eq!(spent_of(&one, key).await, 9_400, "{key} credited once");
+    }
 }
 
 #[tokio::test]

@@ -103,7 +103,15 @@ async fn list(app: &App) -> Response<Body> {
 
 async fn get(app: &App, dsp: &str, cid: &str) -> Response<Body> {
     match app.budgets.state(dsp, cid).await {
-        Ok(Some(state)) => json_value(StatusCode::OK, &describe(app, &state)),
+        Ok(Some(state)) => {
+            let mut body = describe(app, &state);
+            // Reconciliation is best effort here: the campaign answer stands without it.
+            body["reconciliation"] = match app.budgets.reconciliation(dsp, cid).await {
+                Ok(r) => serde_json::to_value(r).unwrap_or_default(),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            };
+            json_value(StatusCode::OK, &body)
+        }
         Ok(None) => error(StatusCode::NOT_FOUND, "no such campaign", ""),
         Err(e) => store_error(&e),
     }

@@ -41,6 +41,9 @@ pub struct TrackingConfig {
     pub base_url: Option<String>,
     /// How long a tracking URL stays valid after its auction. Default 3 600 000 ms (1 hour).
     pub window_ms: u64,
+    /// How far an auction time in a tracking URL may lie ahead of this node's clock (nodes'
+    /// clocks differ). Default 30 000 ms.
+    pub max_skew_ms: u64,
     /// How long events spooled during a Redis outage stay replayable past that window.
     /// Default 3 600 000 ms.
     pub replay_horizon_ms: u64,
@@ -61,6 +64,7 @@ impl Default for TrackingConfig {
             secret: None,
             base_url: None,
             window_ms: 3_600_000,
+            max_skew_ms: 30_000,
             replay_horizon_ms: 3_600_000,
             spool_dir: "spool".into(),
             replay_interval_ms: 1_000,
@@ -486,6 +490,20 @@ impl Config {
                 "tracking.window_ms, replay_interval_ms and redis_timeout_ms must be above 0"
                     .into(),
             );
+        }
+        // A win's charge may only be credited back once no impression of it can still be
+        // billed: after the URL window, the clock skew allowance and the spool's replay horizon.
+        let billable_for = t
+            .window_ms
+            .saturating_add(t.max_skew_ms)
+            .saturating_add(t.replay_horizon_ms);
+        if self.budget.settle_after_ms < billable_for {
+            errors.push(format!(
+                "budget.settle_after_ms ({}) must be at least tracking.window_ms + max_skew_ms + \
+                 tracking.replay_horizon_ms ({billable_for}), or unrendered-looking wins would \
+                 be credited back before their impressions can no longer arrive",
+                self.budget.settle_after_ms
+            ));
         }
         if t.memory_capacity == 0 {
             errors.push("tracking.memory_capacity must be above 0".into());

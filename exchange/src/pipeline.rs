@@ -412,7 +412,7 @@ fn write_answer(
         let BidResult::Won { clearing_micros } = outcome.bids[w] else {
             continue;
         };
-        let imp = outcome.imps.iter().find(|imp| imp.winner == Some(w));
+        let imp_result = outcome.imps.iter().find(|imp| imp.winner == Some(w));
         let values = MacroValues {
             auction_id: Some(&req.id),
             bid_id: Some(entry.response.bidid.as_deref().unwrap_or(&entry.bid.bid.id)),
@@ -422,7 +422,7 @@ fn write_answer(
             price_cpm_micros: Some(clearing_micros),
             currency: Some(currency),
             loss: Some(0),
-            min_to_win_cpm_micros: imp.map(|i| i.min_to_win_micros),
+            min_to_win_cpm_micros: imp_result.map(|i| i.min_to_win_micros),
             ..MacroValues::default()
         };
         let bid = &entry.bid.bid;
@@ -454,6 +454,13 @@ fn write_answer(
             _ => (app.tracker.impression_url(&billing, burl.as_deref()), adm),
         };
         events.push(Event::win(&billing, auction_ts));
+        // Charged at win time: counted per auction-time bucket so the reconciliation can credit
+        // back wins that are never rendered (same timestamp as the signed impression URL).
+        let charged = imp_result.map_or(0, |i| i.charged_micros);
+        if let (true, Some(cid)) = (charged > 0, bid.cid.as_deref()) {
+            app.budgets
+                .record_charge(&entry.dsp.name, cid, auction_ts, charged);
+        }
         // With markup in hand the exchange fires the win notice itself and keeps it from
         // the publisher, so the win is not notified twice; without markup, the publisher
         // fetches it from the nurl, and that fetch is the win notice.

@@ -83,7 +83,7 @@ impl App {
         }
         let tracker = impressions::Tracker::start(
             tracker_config,
-            Some(billing_notices(notifier.clone(), &dsps)),
+            Some(on_billed(notifier.clone(), &dsps, budgets.clone())),
         )
         .await?;
         let events = EventSink::new(tracker.clone(), config.events.max_pending);
@@ -122,16 +122,24 @@ impl App {
     }
 }
 
-/// Fires a DSP's own `burl` once the impression it bills has been billed: the tracker calls
-/// this exactly once per billed impression, on arrival or on spool replay. It must not block,
-/// so it only hands the URL to the bounded notifier.
-fn billing_notices(notifier: Arc<Notifier>, dsps: &[Arc<Dsp>]) -> impressions::BilledHook {
+/// Runs exactly once per billed impression, on arrival or on spool replay: counts the billing
+/// for the budget reconciliation and fires the DSP's own `burl`. It must not block, so it
+/// only bumps counters and hands the URL to the bounded notifier.
+fn on_billed(
+    notifier: Arc<Notifier>,
+    dsps: &[Arc<Dsp>],
+    budgets: Arc<budget::Budgets>,
+) -> impressions::BilledHook {
     let by_name: std::collections::HashMap<String, Arc<Dsp>> = dsps
         .iter()
         .map(|d| (d.name.to_string(), d.clone()))
         .collect();
     Arc::new(move |billed: &impressions::Billed| {
-        let (Some(url), Some(dsp)) = (&billed.burl, by_name.get(&billed.event.dsp)) else {
+        let event = &billed.event;
+        if let (Some(cost), false) = (event.cost_micros, event.campaign.is_empty()) {
+            budgets.record_billed(&event.dsp, &event.campaign, event.auction_ts, cost);
+        }
+        let (Some(url), Some(dsp)) = (&billed.burl, by_name.get(&event.dsp)) else {
             return;
         };
         notifier.fire(vec![Notice {

@@ -363,3 +363,72 @@ async fn unknown_campaigns_follow_the_configured_policy() {
     );
     reject.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wins_never_rendered_are_credited_back_once_their_window_has_passed() {
+    let redis = RedisServer::start().unwrap();
+    let dsp = MockDsp::builder("rec-dsp")
+        .price(Price::Fixed(2.0))
+        .cids(["small"])
+        .start()
+        .await
+        .unwrap();
+    let short = |mut config: Config| {
+        // Everything in hundreds of milliseconds instead of hours.
+        config.tracking.secret = Some("reconcile-secret-0123456789".into());
+        config.tracking.window_ms = 300;
+        config.tracking.max_skew_ms = 50;
+        config.tracking.replay_horizon_ms = 100;
+        config.budget.settle_after_ms = 500;
+        config.budget.reconcile_bucket_ms = 100;
+        config.budget.reconcile_interval_ms = 50;
+        config
+    };
+    let a = TestExchange::start(short(node_config(&dsp, Some(&redis), 1.0))).await;
+    let b = TestExchange::start(short(node_config(&dsp, Some(&redis), 1.0))).await;
+
+    // Four wins on node A; the publisher renders one of them, and its pixel lands on node B.
+    let mut burls = Vec::new();
+    for i in 0..4 {
+        let answer = a.auction(banner_request(&format!("rec-{i}"), 1.99)).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        burls.push(
+            answer.json()["seatbid"][0]["bid"][0]["burl"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let rendered = &burls[0][burls[0].find("/event/").unwrap()..];
+    assert_eq!(b.get(rendered).await.status, StatusCode::NO_CONTENT);
+
+    // Once the window has passed, the three unrendered wins are credited back, once.
+    let settled = eventually(Duration::from_secs(10), || async {
+        campaign(&a, "rec-dsp").await["reconciliation"]["credited"] == 3 * COST
+    })
+    .await;
+    let state = campaign(&a, "rec-dsp").await;
+    assert!(settled, "never credited: {state}");
+    let rec = &state["reconciliation"];
+    assert_eq!(rec["charged"], 4 * COST, "{rec}");
+    assert_eq!(rec["billed"], COST, "{rec}");
+    assert_eq!(rec["billed_beyond_charged"], 0, "{rec}");
+    // Only the rendered impression stays spent.
+    let spent = eventually(Duration::from_secs(5), || async {
+        campaign(&a, "rec-dsp").await["spent_micros"] == COST
+    })
+    .await;
+    assert!(
+        spent,
+        "spent after the credit: {}",
+        campaign(&a, "rec-dsp").await
+    );
+    // And it is not credited again later.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        campaign(&b, "rec-dsp").await["reconciliation"]["credited"],
+        3 * COST
+    );
+    a.stop().await;
+    b.stop().await;
+}

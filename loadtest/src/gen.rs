@@ -155,7 +155,7 @@ where
     S: Future<Output = ()>,
 {
     config.check()?;
-    let addr = config.target.resolve().await?;
+    let addr = pick_address(&config.target).await?;
     let template = Arc::new(RequestTemplate {
         addr,
         authority: config.target.authority().to_owned(),
@@ -294,11 +294,39 @@ where
     }
     let (total, timeline) = recorder.finish();
 
-    let window_end = last_done
-        .map_or(schedule_end, |d| d.max(schedule_end))
-        .min(stopped);
+    // The measured window runs to the plan's end (its last request is intended a gap before
+    // it), or to the interrupt, or to the last answer, whichever is latest.
+    let planned_end = start + config.plan.total_duration();
+    let cut = if interrupted {
+        schedule_end
+    } else {
+        schedule_end.max(planned_end)
+    };
+    let window_end = last_done.map_or(cut, |d| d.max(cut)).min(stopped.max(cut));
     let elapsed = window_end.saturating_duration_since(measure_start);
     Ok(build_report(&config, total, timeline, elapsed, interrupted))
+}
+
+/// The first of the target's addresses that accepts a connection (`localhost` may resolve to
+/// `::1` first while the server listens on 127.0.0.1 only).
+async fn pick_address(target: &Target) -> Result<SocketAddr, Error> {
+    let mut last = None;
+    for addr in target.resolve().await? {
+        match tokio::time::timeout(CONNECT_BOUND, TcpStream::connect(addr)).await {
+            Ok(Ok(_probe)) => return Ok(addr),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
+            }
+        }
+    }
+    Err(Error::Connect {
+        url: target.url().to_owned(),
+        source: last.unwrap_or_else(|| std::io::Error::other("no address")),
+    })
 }
 
 /// Rotates the recorder once per second of the measured window.

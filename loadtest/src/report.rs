@@ -24,7 +24,7 @@ pub fn fmt_ms(us: u64) -> String {
 }
 
 fn fmt_rate(r: f64) -> String {
-    if r >= 100.0 {
+    if r >= 100.0 || r == r.trunc() {
         format!("{r:.0}/s")
     } else {
         format!("{r:.1}/s")
@@ -341,6 +341,7 @@ fn percentile_chart(reports: &[RunReport]) -> String {
     .to_vec();
     line_chart(&Chart {
         title: "Latency by percentile (from intended send time)".to_owned(),
+        auto_log_y: true,
         x_label: "percentile".to_owned(),
         y_label: "latency (ms)".to_owned(),
         x_range: (0.0, 5.5),
@@ -361,7 +362,15 @@ fn rate_chart(r: &RunReport) -> String {
             name: "target".to_owned(),
             color: "#999999",
             dashed: true,
-            points: points(&|row| row.target_rate),
+            // The target changes at second boundaries: draw it as steps.
+            points: r
+                .timeline
+                .iter()
+                .flat_map(|row| {
+                    let t = f64::from(row.t);
+                    [(t, row.target_rate), (t + 1.0, row.target_rate)]
+                })
+                .collect(),
         },
         Series {
             name: "sent".to_owned(),
@@ -386,6 +395,7 @@ fn rate_chart(r: &RunReport) -> String {
     ];
     line_chart(&Chart {
         title: format!("Rate per second: {}", r.label),
+        auto_log_y: false,
         x_label: "seconds".to_owned(),
         y_label: "requests per second".to_owned(),
         x_range: (0.0, timeline_end(r)),
@@ -430,6 +440,7 @@ fn latency_timeline_chart(r: &RunReport) -> String {
     ];
     line_chart(&Chart {
         title: format!("Latency per second: {}", r.label),
+        auto_log_y: true,
         x_label: "seconds".to_owned(),
         y_label: "latency (ms)".to_owned(),
         x_range: (0.0, timeline_end(r)),
@@ -449,8 +460,65 @@ struct Series {
     points: Vec<(f64, f64)>,
 }
 
+/// The vertical scale: linear from 0, or decades between two powers of ten.
+enum YAxis {
+    Linear {
+        max: f64,
+        step: f64,
+    },
+    /// Powers of ten: `10^lo` at the bottom, `10^hi` at the top.
+    Log {
+        lo: i32,
+        hi: i32,
+    },
+}
+
+impl YAxis {
+    fn linear(max_data: f64) -> Self {
+        let step = nice_step(if max_data > 0.0 { max_data } else { 1.0 }, 5.0);
+        let max = ((max_data / step).ceil() * step).max(step);
+        Self::Linear { max, step }
+    }
+
+    fn log(min_positive: f64, max_data: f64) -> Self {
+        // Latencies are at least 1 µs (0.001 ms) and at most an hour: the exponents are small.
+        let lo = min_positive.log10().floor().clamp(-9.0, 9.0) as i32;
+        let hi = (max_data.log10().ceil().clamp(-9.0, 9.0) as i32).max(lo + 1);
+        Self::Log { lo, hi }
+    }
+
+    /// Where `y` sits, 0 at the bottom to 1 at the top.
+    fn fraction(&self, y: f64) -> f64 {
+        match *self {
+            Self::Linear { max, .. } => y.clamp(0.0, max) / max,
+            Self::Log { lo, hi } => {
+                let (lo, hi) = (f64::from(lo), f64::from(hi));
+                let exp = if y > 0.0 { y.log10() } else { lo };
+                (exp.clamp(lo, hi) - lo) / (hi - lo)
+            }
+        }
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        match *self {
+            Self::Linear { max, step } => {
+                let mut ticks = Vec::new();
+                let mut y = 0.0;
+                while y <= max + step * 1e-9 && ticks.len() < 100 {
+                    ticks.push(y);
+                    y += step;
+                }
+                ticks
+            }
+            Self::Log { lo, hi } => (lo..=hi).map(|e| 10f64.powi(e)).collect(),
+        }
+    }
+}
+
 struct Chart {
     title: String,
+    /// Latency charts switch to a log scale when their values span orders of magnitude.
+    auto_log_y: bool,
     x_label: String,
     y_label: String,
     x_range: (f64, f64),
@@ -501,17 +569,25 @@ fn line_chart(c: &Chart) -> String {
     let plot_h = H - TOP - BOTTOM;
 
     let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
-    let y_max_data = c
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| finite(p.1)))
-        .fold(0.0, f64::max);
-    let y_step = nice_step(if y_max_data > 0.0 { y_max_data } else { 1.0 }, 5.0);
-    let y_max = ((y_max_data / y_step).ceil() * y_step).max(y_step);
+    let values = || {
+        c.series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| finite(p.1)))
+    };
+    let y_max_data = values().fold(0.0, f64::max);
+    let y_min_positive = values().filter(|&v| v > 0.0).fold(f64::INFINITY, f64::min);
+    // Latency spanning orders of magnitude (a few ms before a surge, seconds during it) is
+    // unreadable on a linear axis: switch to decades.
+    let log = c.auto_log_y && y_min_positive.is_finite() && y_max_data / y_min_positive > 50.0;
+    let y_axis = if log {
+        YAxis::log(y_min_positive, y_max_data)
+    } else {
+        YAxis::linear(y_max_data)
+    };
     let (x0, x1) = c.x_range;
     let x_span = if x1 > x0 { x1 - x0 } else { 1.0 };
     let sx = |x: f64| LEFT + (finite(x) - x0).clamp(0.0, x_span) / x_span * plot_w;
-    let sy = |y: f64| TOP + plot_h - (finite(y).clamp(0.0, y_max) / y_max) * plot_h;
+    let sy = |y: f64| TOP + plot_h - y_axis.fraction(finite(y)) * plot_h;
 
     let mut s = String::new();
     let _ = writeln!(
@@ -525,8 +601,7 @@ fn line_chart(c: &Chart) -> String {
         escape(&c.title)
     );
     // Horizontal grid and y labels.
-    let mut y = 0.0;
-    while y <= y_max + y_step * 1e-9 {
+    for y in y_axis.ticks() {
         let py = sy(y);
         let _ = writeln!(
             s,
@@ -537,7 +612,6 @@ fn line_chart(c: &Chart) -> String {
             py + 4.0,
             fmt_tick(y)
         );
-        y += y_step;
     }
     // X ticks.
     let ticks: Vec<(f64, String)> = match &c.x_ticks {
@@ -574,7 +648,11 @@ fn line_chart(c: &Chart) -> String {
         H - 12.0,
         escape(&c.x_label),
         TOP + plot_h / 2.0,
-        escape(&c.y_label)
+        escape(&if log {
+            format!("{}, log scale", c.y_label)
+        } else {
+            c.y_label.clone()
+        })
     );
     // Series and legend.
     for (i, series) in c.series.iter().enumerate() {
@@ -801,6 +879,26 @@ mod tests {
         assert!((nines(90.0) - 1.0).abs() < 1e-9);
         assert!((nines(99.9) - 3.0).abs() < 1e-9);
         assert_eq!(nines(100.0), 5.5);
+    }
+
+    #[test]
+    fn latency_spanning_decades_goes_log_and_stays_linear_otherwise() {
+        let axis = YAxis::log(0.8, 4500.0);
+        assert_eq!(axis.ticks(), [0.1, 1.0, 10.0, 100.0, 1000.0, 10_000.0]);
+        assert_eq!(axis.fraction(0.1), 0.0);
+        assert_eq!(axis.fraction(10_000.0), 1.0);
+        assert!((axis.fraction(10.0) - 0.4).abs() < 1e-9);
+        assert_eq!(axis.fraction(0.0), 0.0);
+        let axis = YAxis::linear(7.0);
+        assert_eq!(axis.ticks(), [0.0, 2.0, 4.0, 6.0, 8.0]);
+        assert_eq!(axis.fraction(4.0), 0.5);
+
+        let mut surge = sample_report("s");
+        surge.timeline[2].latency.max_us = 5_000_000;
+        let page = render_html(&[surge]);
+        assert!(page.contains("latency (ms), log scale"));
+        let calm = render_html(&[sample_report("c")]);
+        assert!(!calm.contains("log scale"));
     }
 
     #[test]

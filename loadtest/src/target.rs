@@ -96,9 +96,9 @@ impl Target {
         self.uri.path_and_query().map_or("/", |p| p.as_str())
     }
 
-    /// Resolves the host once. Without `allow_remote`, every address it resolves to must be
-    /// loopback (a `localhost` mapped elsewhere is refused too).
-    pub async fn resolve(&self) -> Result<SocketAddr, Error> {
+    /// Resolves the host once, into every address it has, in the resolver's order. Without
+    /// `allow_remote`, every one must be loopback (a `localhost` mapped elsewhere is refused).
+    pub async fn resolve(&self) -> Result<Vec<SocketAddr>, Error> {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|source| Error::Connect {
@@ -111,10 +111,13 @@ impl Target {
                 url: self.url.clone(),
             });
         }
-        addrs.first().copied().ok_or_else(|| Error::Connect {
-            url: self.url.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-        })
+        if addrs.is_empty() {
+            return Err(Error::Connect {
+                url: self.url.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+            });
+        }
+        Ok(addrs)
     }
 }
 
@@ -194,6 +197,14 @@ mod tests {
             );
             assert!(Target::parse(url, true).is_ok(), "{url}");
         }
+    }
+
+    #[tokio::test]
+    async fn localhost_resolves_to_loopback_only() {
+        let t = Target::parse("http://localhost:9/", false).unwrap();
+        let addrs = t.resolve().await.unwrap();
+        assert!(!addrs.is_empty());
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 9));
     }
 
     #[test]

@@ -311,8 +311,10 @@ async fn a_folder_of_requests_is_sent_byte_for_byte() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = br#"{"id":"from-file",  "imp":[{"id":"1","banner":{"w":1,"h":1}}], "ext":{"x":1}}"#;
     std::fs::write(dir.join("one.json"), file).unwrap();
+    // `localhost` may resolve to ::1 first; the mock listens on 127.0.0.1 only.
+    let url = dsp.url().replace("127.0.0.1", "localhost");
     let mut cfg = config(
-        dsp.url(),
+        &url,
         Plan::constant(20.0, ms(500), Duration::ZERO).unwrap(),
         2,
         100,
@@ -376,4 +378,64 @@ async fn ctrl_c_stops_a_run_with_a_partial_report() {
     assert!(report.counts.scheduled < 50 * 30, "{:?}", report.counts);
     assert!(report.counts.status_200 > 0);
     assert_accounted(&report.counts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baseline_and_surge_subcommands_work_end_to_end() {
+    let dsp = mock("dsp", Behavior::Bid, Latency::None).await;
+    let mut proxy = tokio::process::Command::new(BIN)
+        .args(["baseline", "--listen", "127.0.0.1:0", "--timeout-ms", "200"])
+        .args(["--dsp", dsp.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(proxy.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().unwrap();
+    let url = line.strip_prefix("listening on ").expect(&line).to_owned();
+    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/openrtb2/auction"));
+
+    let surge = tokio::process::Command::new(BIN)
+        .args(["surge", "--url", &url, "--base-rate", "10", "--factor", "4"])
+        .args([
+            "--before", "1s", "--surge", "1s", "--after", "1s", "--warmup", "0",
+        ])
+        .args(["--connections", "4", "--quiet"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&surge.stdout);
+    assert!(
+        surge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&surge.stderr)
+    );
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with("t(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("plan         10/s for 1.0 s, then 40/s for 1.0 s, then 10/s for 1.0 s"),
+        "{text}"
+    );
+    assert!(text.contains("200: 60 "), "{text}");
+
+    let pid = proxy.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::time::timeout(Duration::from_secs(10), proxy.wait_with_output())
+        .await
+        .expect("the baseline stops on Ctrl-C")
+        .unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let stats = String::from_utf8_lossy(&out.stderr);
+    assert!(stats.contains("requests=60 bids=60"), "{stats}");
 }

@@ -1,24 +1,50 @@
 //! In-process store: the embedded default when no Redis is configured, same rules as Redis.
 
+use super::recon::{
+    bucket_mismatch, gate, settle_bucket, BatchOutcome, BatchReply, ReconArgs, ReconBatch,
+    ReconReply, ReconTotals, SettleReply,
+};
 use super::{apply_sync, CampaignState, Grant, NodeHold, Session, Store, SyncItem, Totals};
 use crate::key::CampaignKey;
 use crate::store::MAX_MICROS;
 use crate::Error;
 use futures::future::{self, BoxFuture, FutureExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 #[derive(Debug, Default)]
 struct Record {
     totals: Totals,
     sessions: BTreeMap<String, Session>,
+    recon: ReconTotals,
+}
+
+/// One campaign's counts for one auction-time bucket.
+#[derive(Debug, Default)]
+struct Bucket {
+    charged: u64,
+    billed: u64,
+    /// Set when settled; the bucket is forgotten at this time (ms, the callers' clock).
+    forget_at: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    campaigns: HashMap<CampaignKey, Record>,
+    buckets: HashMap<(CampaignKey, u64), Bucket>,
+    /// Open buckets by start, as Redis keeps them in a sorted set.
+    open: BTreeSet<(u64, CampaignKey)>,
+    /// Per session: the last batch applied and when the number may be forgotten.
+    batches: HashMap<String, (u64, u64)>,
+    /// The bucket size of the first batch applied.
+    bucket_ms: Option<u64>,
 }
 
 /// Budgets kept in this process. The mutex is held only for plain arithmetic, never across
 /// `.await` (every method completes before returning its future).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    campaigns: Mutex<HashMap<CampaignKey, Record>>,
+    inner: Mutex<Inner>,
 }
 
 impl MemoryStore {
@@ -27,16 +53,17 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<CampaignKey, Record>> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every update under this lock is integer arithmetic that cannot panic halfway, so a
         // poisoned map is still consistent.
-        self.campaigns
+        self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn sync_now(&self, session: &str, items: &[SyncItem]) -> Vec<Option<Grant>> {
-        let mut map = self.lock();
+        let mut inner = self.lock();
+        let map = &mut inner.campaigns;
         items
             .iter()
             .map(|item| {
@@ -57,7 +84,8 @@ impl MemoryStore {
         amount: u64,
         add: bool,
     ) -> Result<CampaignState, Error> {
-        let mut map = self.lock();
+        let mut inner = self.lock();
+        let map = &mut inner.campaigns;
         let totals = map.get(key).map(|r| r.totals).unwrap_or_default();
         let budget = if add {
             totals.budget.saturating_add(amount)
@@ -74,6 +102,124 @@ impl MemoryStore {
         let record = map.entry(key.clone()).or_default();
         record.totals.budget = budget;
         Ok(snapshot(key, record))
+    }
+}
+
+impl Inner {
+    /// `recon_report.lua` and `recon_settle.lua`, in Rust: batches in order, then settlement.
+    fn reconcile(
+        &mut self,
+        session: &str,
+        batches: &[ReconBatch],
+        args: &ReconArgs,
+    ) -> Result<ReconReply, Error> {
+        // Settled buckets and batch numbers expire as Redis keys do.
+        self.buckets
+            .retain(|_, b| b.forget_at.is_none_or(|at| at > args.now_ms));
+        self.batches.retain(|_, (_, until)| *until > args.now_ms);
+        let mismatch = self.bucket_ms.filter(|&size| size != args.bucket_ms);
+        let mut replies = Vec::with_capacity(batches.len());
+        let mut prev = 0;
+        for batch in batches {
+            if mismatch.is_none() {
+                replies.push(self.apply_batch(session, batch, prev, args));
+            }
+            prev = batch.seq;
+        }
+        let settle = self.settle(args);
+        if let Some(size) = mismatch {
+            return Err(bucket_mismatch(args.bucket_ms, size));
+        }
+        Ok(ReconReply {
+            batches: replies,
+            settle,
+        })
+    }
+
+    fn apply_batch(
+        &mut self,
+        session: &str,
+        batch: &ReconBatch,
+        prev: u64,
+        args: &ReconArgs,
+    ) -> BatchReply {
+        let last = self.batches.get(session).map(|(seq, _)| *seq);
+        let outcome = gate(last, batch.seq, prev);
+        let mut reply = BatchReply {
+            outcome,
+            absent: 0,
+            late: 0,
+        };
+        if outcome != BatchOutcome::Applied {
+            return reply;
+        }
+        self.bucket_ms.get_or_insert(args.bucket_ms);
+        for item in &batch.items {
+            let Some(record) = self.campaigns.get_mut(&item.key) else {
+                reply.absent += 1;
+                continue;
+            };
+            let slot = (item.key.clone(), item.bucket_start_ms);
+            let totals = &mut record.recon;
+            let settled = self.buckets.get(&slot).map(|b| b.forget_at.is_some());
+            if settled == Some(true) || (settled.is_none() && args.forgotten(item.bucket_start_ms))
+            {
+                reply.late += 1;
+                totals.late_charged = totals.late_charged.saturating_add(item.charged);
+                totals.late_billed = totals.late_billed.saturating_add(item.billed);
+                continue;
+            }
+            if settled.is_none() {
+                totals.open_buckets += 1;
+                self.open.insert((item.bucket_start_ms, item.key.clone()));
+            }
+            let bucket = self.buckets.entry(slot).or_default();
+            bucket.charged = bucket.charged.saturating_add(item.charged);
+            bucket.billed = bucket.billed.saturating_add(item.billed);
+            totals.charged = totals.charged.saturating_add(item.charged);
+            totals.billed = totals.billed.saturating_add(item.billed);
+        }
+        let until = args.now_ms.saturating_add(args.retain_ms);
+        self.batches.insert(session.to_owned(), (batch.seq, until));
+        reply
+    }
+
+    fn settle(&mut self, args: &ReconArgs) -> SettleReply {
+        let mut reply = SettleReply::default();
+        let Some(cutoff) = args.settle_cutoff() else {
+            return reply;
+        };
+        if args.max_settle == 0 {
+            return reply;
+        }
+        let mut due = self
+            .open
+            .iter()
+            .take_while(|(start, _)| *start <= cutoff)
+            .take(args.max_settle.saturating_add(1))
+            .cloned()
+            .collect::<Vec<_>>();
+        reply.more = due.len() > args.max_settle;
+        due.truncate(args.max_settle);
+        for (start, key) in due {
+            self.open.remove(&(start, key.clone()));
+            let Some(bucket) = self.buckets.get_mut(&(key.clone(), start)) else {
+                continue;
+            };
+            if bucket.forget_at.is_some() {
+                continue;
+            }
+            bucket.forget_at = Some(args.now_ms.saturating_add(args.retain_ms));
+            if let Some(record) = self.campaigns.get_mut(&key) {
+                reply.add(settle_bucket(
+                    &mut record.totals.spent,
+                    &mut record.recon,
+                    bucket.charged,
+                    bucket.billed,
+                ));
+            }
+        }
+        reply
     }
 }
 
@@ -113,7 +259,8 @@ impl Store for MemoryStore {
         session: &'a str,
         keys: &'a [CampaignKey],
     ) -> BoxFuture<'a, Result<(), Error>> {
-        let mut map = self.lock();
+        let mut inner = self.lock();
+        let map = &mut inner.campaigns;
         for key in keys {
             if let Some(record) = map.get_mut(key) {
                 if record.sessions.get(session).is_some_and(|s| s.held() == 0) {
@@ -125,7 +272,7 @@ impl Store for MemoryStore {
     }
 
     fn campaigns(&self) -> BoxFuture<'_, Result<Vec<CampaignKey>, Error>> {
-        let keys = self.lock().keys().cloned().collect();
+        let keys = self.lock().campaigns.keys().cloned().collect();
         future::ready(Ok(keys)).boxed()
     }
 
@@ -138,7 +285,8 @@ impl Store for MemoryStore {
         let result = if budget > MAX_MICROS {
             Err(Error::TooLarge(budget))
         } else {
-            let mut map = self.lock();
+            let mut inner = self.lock();
+            let map = &mut inner.campaigns;
             let created = !map.contains_key(key);
             if created {
                 let totals = Totals {
@@ -150,7 +298,7 @@ impl Store for MemoryStore {
                     key.clone(),
                     Record {
                         totals,
-                        sessions: BTreeMap::new(),
+                        ..Record::default()
                     },
                 );
             }
@@ -180,8 +328,8 @@ impl Store for MemoryStore {
         key: &'a CampaignKey,
         paused: bool,
     ) -> BoxFuture<'a, Result<CampaignState, Error>> {
-        let mut map = self.lock();
-        let result = match map.get_mut(key) {
+        let mut inner = self.lock();
+        let result = match inner.campaigns.get_mut(key) {
             Some(record) => {
                 record.totals.paused = paused;
                 Ok(snapshot(key, record))
@@ -195,7 +343,11 @@ impl Store for MemoryStore {
         &'a self,
         key: &'a CampaignKey,
     ) -> BoxFuture<'a, Result<Option<CampaignState>, Error>> {
-        let state = self.lock().get(key).map(|record| snapshot(key, record));
+        let state = self
+            .lock()
+            .campaigns
+            .get(key)
+            .map(|record| snapshot(key, record));
         future::ready(Ok(state)).boxed()
     }
 
@@ -204,8 +356,8 @@ impl Store for MemoryStore {
         key: &'a CampaignKey,
         session: &'a str,
     ) -> BoxFuture<'a, Result<u64, Error>> {
-        let mut map = self.lock();
-        let result = match map.get_mut(key) {
+        let mut inner = self.lock();
+        let result = match inner.campaigns.get_mut(key) {
             None => Err(Error::NotFound(key.clone())),
             Some(record) => match record.sessions.get_mut(session) {
                 None => Ok(0),
@@ -219,5 +371,25 @@ impl Store for MemoryStore {
             },
         };
         future::ready(result).boxed()
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        session: &'a str,
+        batches: &'a [ReconBatch],
+        args: &'a ReconArgs,
+    ) -> BoxFuture<'a, Result<ReconReply, Error>> {
+        let result = args
+            .check()
+            .and_then(|()| self.lock().reconcile(session, batches, args));
+        future::ready(result).boxed()
+    }
+
+    fn reconciliation<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+    ) -> BoxFuture<'a, Result<Option<ReconTotals>, Error>> {
+        let totals = self.lock().campaigns.get(key).map(|r| r.recon);
+        future::ready(Ok(totals)).boxed()
     }
 }

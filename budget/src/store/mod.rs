@@ -10,12 +10,14 @@
 //! `spent + held ≤ budget` after every sync.
 
 pub mod memory;
+pub mod recon;
 pub mod redis;
 
 use crate::config::BudgetConfig;
 use crate::key::CampaignKey;
 use crate::Error;
 use futures::future::BoxFuture;
+use recon::{ReconArgs, ReconBatch, ReconReply, ReconTotals};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -152,6 +154,23 @@ pub trait Store: Send + Sync + 'static {
         key: &'a CampaignKey,
         session: &'a str,
     ) -> BoxFuture<'a, Result<u64, Error>>;
+
+    /// Applies a session's reconciliation batches in order, each at most once (see
+    /// [`ReconBatch`]), then settles up to `args.max_settle` due buckets, in one round trip.
+    /// Answers per batch in order. A bucket size other than the one the store has seen first
+    /// is refused ([`Error::Config`]) without applying any batch.
+    fn reconcile<'a>(
+        &'a self,
+        session: &'a str,
+        batches: &'a [ReconBatch],
+        args: &'a ReconArgs,
+    ) -> BoxFuture<'a, Result<ReconReply, Error>>;
+
+    /// The campaign's reconciliation totals, `None` if the campaign is absent.
+    fn reconciliation<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+    ) -> BoxFuture<'a, Result<Option<ReconTotals>, Error>>;
 }
 
 /// The store the config asks for: Redis when `redis_url` is set, else in process. Call it

@@ -6,7 +6,19 @@
 //! (one script per 256 campaigns, usually one), so one round trip per node and interval.
 //! The script touches several campaign hashes, which Redis Cluster refuses across hash slots;
 //! the rule inside is per campaign, so a cluster port only has to group keys by slot.
+//!
+//! Reconciliation (see `recon.rs`) adds, all with three or more separators after the prefix so
+//! no name can be taken for a campaign hash: `budget:recon:b:{dsp}:{cid}:{start}` per bucket
+//! (`c` the campaign hash, `charged`, `billed`, `settled`; expires `retain_ms` after it is
+//! settled), the sorted set `budget:recon:open:buckets` of open buckets by start,
+//! `budget:recon:seq:{session}` (last batch applied, expires after `retain_ms`) and
+//! `budget:recon:conf:bucket_ms`. Campaign totals are `rc:*` fields of the campaign hash, so
+//! the credit to `spent` and the totals change in one script.
 
+use super::recon::{
+    bucket_mismatch, BatchOutcome, BatchReply, ReconArgs, ReconBatch, ReconReply, ReconTotals,
+    SettleReply,
+};
 use super::{CampaignState, Grant, NodeHold, Store, SyncItem, MAX_MICROS};
 use crate::key::CampaignKey;
 use crate::Error;
@@ -20,6 +32,21 @@ use std::time::Duration;
 /// Campaigns per script call: bounds how long one script keeps Redis busy.
 const KEYS_PER_SCRIPT: usize = 256;
 
+/// The reconciliation fields of a campaign hash, in [`ReconTotals`] order.
+const RECON_FIELDS: [&str; 11] = [
+    "rc:charged",
+    "rc:billed",
+    "rc:s_charged",
+    "rc:s_billed",
+    "rc:credited",
+    "rc:uncredited",
+    "rc:over",
+    "rc:open",
+    "rc:settled",
+    "rc:late_charged",
+    "rc:late_billed",
+];
+
 /// Budgets in Redis, shared by every node pointed at it.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -32,6 +59,10 @@ pub struct RedisStore {
     budget: Script,
     pause: Script,
     reclaim: Script,
+    recon_report: Script,
+    recon_settle: Script,
+    recon_open: String,
+    recon_size: String,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -73,6 +104,10 @@ impl RedisStore {
             budget: Script::new(include_str!("lua/budget.lua")),
             pause: Script::new(include_str!("lua/pause.lua")),
             reclaim: Script::new(include_str!("lua/reclaim.lua")),
+            recon_report: Script::new(include_str!("lua/recon_report.lua")),
+            recon_settle: Script::new(include_str!("lua/recon_settle.lua")),
+            recon_open: format!("{key_prefix}:recon:open:buckets"),
+            recon_size: format!("{key_prefix}:recon:conf:bucket_ms"),
         })
     }
 
@@ -113,6 +148,68 @@ impl RedisStore {
             // whole pipeline is safe because every report is cumulative.
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.sync.load_async(&mut conn).await?;
+                Ok(pipe.query_async(&mut conn).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The batches, then the settlement, as one pipeline. Replies: one `{code, absent, late}`
+    /// per batch, then `{settled, credited, uncredited, over, more}` if settling was asked.
+    async fn reconcile_pipeline(
+        &self,
+        session: &str,
+        batches: &[ReconBatch],
+        args: &ReconArgs,
+    ) -> Result<Vec<Vec<i64>>, Error> {
+        let mut pipe = redis::pipe();
+        let seq_key = format!("{}:recon:seq:{session}", self.prefix);
+        let mut prev = 0;
+        for batch in batches {
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(self.recon_report.get_hash())
+                .arg(3 + 2 * batch.items.len())
+                .arg(&seq_key)
+                .arg(&self.recon_size)
+                .arg(&self.recon_open);
+            for item in &batch.items {
+                cmd.arg(item.key.redis_key(&self.prefix))
+                    .arg(item.key.bucket_key(&self.prefix, item.bucket_start_ms));
+            }
+            cmd.arg(batch.seq)
+                .arg(prev)
+                .arg(args.bucket_ms)
+                .arg(args.settle_after_ms)
+                .arg(args.retain_ms)
+                .arg(args.now_ms);
+            for item in &batch.items {
+                cmd.arg(item.bucket_start_ms)
+                    .arg(item.charged)
+                    .arg(item.billed);
+            }
+            prev = batch.seq;
+        }
+        let cutoff = args.settle_cutoff().filter(|_| args.max_settle > 0);
+        if batches.is_empty() && cutoff.is_none() {
+            return Ok(Vec::new());
+        }
+        if let Some(cutoff) = cutoff {
+            pipe.cmd("EVALSHA")
+                .arg(self.recon_settle.get_hash())
+                .arg(1)
+                .arg(&self.recon_open)
+                .arg(cutoff)
+                .arg(args.max_settle)
+                .arg(args.retain_ms);
+        }
+        let mut conn = self.conn.clone();
+        match pipe.query_async(&mut conn).await {
+            Ok(replies) => Ok(replies),
+            // Replaying the whole pipeline is safe: batches apply once, settling is idempotent.
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.recon_report.load_async(&mut conn).await?;
+                self.recon_settle.load_async(&mut conn).await?;
                 Ok(pipe.query_async(&mut conn).await?)
             }
             Err(e) => Err(e.into()),
@@ -227,6 +324,69 @@ fn parse_state(
             })
             .collect(),
     }))
+}
+
+fn count(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
+}
+
+fn parse_batch(reply: &[i64], bucket_ms: u64) -> Result<BatchReply, Error> {
+    let outcome = match *reply {
+        [1, ..] => BatchOutcome::Applied,
+        [0, ..] => BatchOutcome::Duplicate,
+        [-1, ..] => BatchOutcome::Blocked,
+        [-2, size, _] => return Err(bucket_mismatch(bucket_ms, to_u64(size))),
+        _ => return Err(Error::Protocol(format!("recon script answered {reply:?}"))),
+    };
+    match *reply {
+        [_, absent, late] => Ok(BatchReply {
+            outcome,
+            absent: count(absent),
+            late: count(late),
+        }),
+        _ => Err(Error::Protocol(format!("recon script answered {reply:?}"))),
+    }
+}
+
+fn parse_settle(reply: &[i64]) -> Result<SettleReply, Error> {
+    match *reply {
+        [settled, credited, uncredited, over, more] => Ok(SettleReply {
+            settled: count(settled),
+            credited: to_u64(credited),
+            uncredited: to_u64(uncredited),
+            billed_beyond_charged: to_u64(over),
+            more: more == 1,
+        }),
+        _ => Err(Error::Protocol(format!("settle script answered {reply:?}"))),
+    }
+}
+
+fn parse_recon(values: &[Option<String>]) -> Result<ReconTotals, Error> {
+    let mut n = [0u64; RECON_FIELDS.len()];
+    for ((slot, value), name) in n.iter_mut().zip(values).zip(RECON_FIELDS) {
+        if let Some(v) = value {
+            // HINCRBY keeps signed integers; a hand-edited negative reads as zero.
+            let parsed: i64 = v
+                .parse()
+                .map_err(|_| Error::Protocol(format!("field {name} holds {v:?}")))?;
+            *slot = to_u64(parsed);
+        }
+    }
+    let [charged, billed, settled_charged, settled_billed, credited, uncredited, over, open, settled, late_charged, late_billed] =
+        n;
+    Ok(ReconTotals {
+        charged,
+        billed,
+        settled_charged,
+        settled_billed,
+        credited,
+        uncredited,
+        billed_beyond_charged: over,
+        open_buckets: open,
+        settled_buckets: settled,
+        late_charged,
+        late_billed,
+    })
 }
 
 fn parse_grant(reply: &[i64]) -> Result<Option<Grant>, Error> {
@@ -390,6 +550,58 @@ impl Store for RedisStore {
         })
         .boxed()
     }
+
+    fn reconcile<'a>(
+        &'a self,
+        session: &'a str,
+        batches: &'a [ReconBatch],
+        args: &'a ReconArgs,
+    ) -> BoxFuture<'a, Result<ReconReply, Error>> {
+        self.timed(async move {
+            args.check()?;
+            let replies = self.reconcile_pipeline(session, batches, args).await?;
+            let settling = replies.len() > batches.len();
+            if replies.len() != batches.len() + usize::from(settling) {
+                return Err(Error::Protocol(format!(
+                    "{} answers for {} batches",
+                    replies.len(),
+                    batches.len()
+                )));
+            }
+            let batches = replies[..batches.len()]
+                .iter()
+                .map(|r| parse_batch(r, args.bucket_ms))
+                .collect::<Result<Vec<_>, _>>()?;
+            let settle = match replies.last().filter(|_| settling) {
+                Some(r) => parse_settle(r)?,
+                None => SettleReply::default(),
+            };
+            Ok(ReconReply { batches, settle })
+        })
+        .boxed()
+    }
+
+    fn reconciliation<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+    ) -> BoxFuture<'a, Result<Option<ReconTotals>, Error>> {
+        self.timed(async move {
+            let mut conn = self.conn.clone();
+            let mut fields: Vec<&str> = vec!["budget"];
+            fields.extend(RECON_FIELDS);
+            let values: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(key.redis_key(&self.prefix))
+                .arg(&fields)
+                .query_async(&mut conn)
+                .await?;
+            match values.split_first() {
+                Some((Some(_budget), rest)) => Ok(Some(parse_recon(rest)?)),
+                Some((None, _)) => Ok(None),
+                None => Err(Error::Protocol("HMGET answered nothing".to_owned())),
+            }
+        })
+        .boxed()
+    }
 }
 
 #[cfg(test)]
@@ -441,5 +653,47 @@ mod tests {
         ));
         assert!(parse_grant(&[1, 2]).is_err());
         assert_eq!(parse_grant(&[0, 0, 0, 0, 0, 0]).unwrap(), None);
+    }
+
+    #[test]
+    fn reconcile_replies_parse_or_fail_cleanly() {
+        let r = parse_batch(&[1, 2, 3], 60_000).unwrap();
+        assert_eq!((r.outcome, r.absent, r.late), (BatchOutcome::Applied, 2, 3));
+        assert_eq!(
+            parse_batch(&[0, 0, 0], 60_000).unwrap().outcome,
+            BatchOutcome::Duplicate
+        );
+        assert_eq!(
+            parse_batch(&[-1, 0, 0], 60_000).unwrap().outcome,
+            BatchOutcome::Blocked
+        );
+        assert!(matches!(
+            parse_batch(&[-2, 30_000, 0], 60_000),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            parse_batch(&[7, 0, 0], 1),
+            Err(Error::Protocol(_))
+        ));
+        assert!(matches!(parse_batch(&[1], 1), Err(Error::Protocol(_))));
+        let s = parse_settle(&[2, 500, 0, 7, 1]).unwrap();
+        assert_eq!(
+            (s.settled, s.credited, s.billed_beyond_charged),
+            (2, 500, 7)
+        );
+        assert!(s.more);
+        assert!(parse_settle(&[1, 2]).is_err());
+
+        let mut values: Vec<Option<String>> = vec![None; RECON_FIELDS.len()];
+        values[0] = Some("700".to_owned());
+        values[2] = Some("300".to_owned());
+        values[7] = Some("-1".to_owned());
+        let t = parse_recon(&values).unwrap();
+        assert_eq!(
+            (t.charged, t.pending_charged(), t.open_buckets),
+            (700, 400, 0)
+        );
+        values[1] = Some("1e+15".to_owned());
+        assert!(matches!(parse_recon(&values), Err(Error::Protocol(_))));
     }
 }

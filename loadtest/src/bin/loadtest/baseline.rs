@@ -32,9 +32,10 @@ pub(crate) async fn run(args: BaselineArgs) -> anyhow::Result<()> {
     )?;
     // u32 always fits a usize on the targets this builds for (32 and 64 bits).
     config.max_in_flight = args.max_in_flight as usize;
+    let stop = crate::stop_signal()?;
     let baseline = Baseline::bind(&args.listen, config).await?;
     println!("listening on {}", baseline.url());
-    crate::stop_signal().await?;
+    stop.await;
     let s = baseline.stats();
     eprintln!(
         "baseline: requests={} bids={} no_bids={} overloaded={} bad_requests={} dsp_calls={} \

@@ -115,11 +115,12 @@ pub(crate) async fn run(args: DspArgs) -> anyhow::Result<()> {
                 .bind(std::net::SocketAddr::new(args.ip, port).to_string()),
         );
     }
+    let stop = crate::stop_signal()?;
     let fleet = MockFleet::start(builders).await?;
     for dsp in fleet.dsps() {
         println!("{} {}", dsp.name(), dsp.url());
     }
-    crate::stop_signal().await?;
+    stop.await;
     for dsp in fleet.dsps() {
         let s = dsp.stats();
         eprintln!(

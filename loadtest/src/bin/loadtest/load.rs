@@ -105,6 +105,8 @@ pub(crate) async fn surge(args: SurgeArgs) -> anyhow::Result<()> {
 
 async fn execute(load: LoadArgs, plan: Plan, mode: &str) -> anyhow::Result<()> {
     let target = Target::parse(&load.url, load.allow_remote)?;
+    // Installed before anything is announced, so a Ctrl-C is never lost (see stop_signal).
+    let stop = crate::stop_signal()?;
     let mix = match (&load.requests, &load.mix) {
         (Some(dir), _) => Mix::from_dir(dir)?,
         (None, Some(spec)) => Mix::from_spec(spec)?,
@@ -137,12 +139,6 @@ async fn execute(load: LoadArgs, plan: Plan, mode: &str) -> anyhow::Result<()> {
         );
     }
     let quiet = load.quiet;
-    let stop = async {
-        if crate::stop_signal().await.is_err() {
-            // Without a signal handler there is nothing to wait for: run to the end.
-            std::future::pending::<()>().await;
-        }
-    };
     let result = gen::run(
         config,
         |row| {

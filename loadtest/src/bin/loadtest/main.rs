@@ -56,20 +56,30 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// Resolves on Ctrl-C, or SIGTERM where there is one (containers stop with it).
-pub(crate) async fn stop_signal() -> anyhow::Result<()> {
+/// Installs the Ctrl-C (and, where there is one, SIGTERM: containers stop with it) handlers
+/// now, and returns a future that resolves on the first of them. Installing before a tool
+/// announces itself matters: a signal that arrives between "listening on" and the first poll
+/// must not be lost (a shell starts background jobs with SIGINT ignored).
+pub(crate) fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
-        Ok(())
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await?;
-        Ok(())
+        Ok(async {
+            // Without a handler there is nothing to wait for: never resolve.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
