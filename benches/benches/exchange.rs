@@ -34,12 +34,14 @@ fn end_to_end(c: &mut Criterion) {
         ])
         .await
         .unwrap();
-        let mut config = exchange::Config::default();
-        config.dsps = fleet
-            .endpoints()
-            .into_iter()
-            .map(|(n, u)| DspConfig::new(n, u))
-            .collect();
+        let mut config = exchange::Config {
+            dsps: fleet
+                .endpoints()
+                .into_iter()
+                .map(|(n, u)| DspConfig::new(n, u))
+                .collect(),
+            ..exchange::Config::default()
+        };
         config.events.file = Some(dir.join("events.jsonl"));
         config.tracking.spool_dir = dir.join("spool");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

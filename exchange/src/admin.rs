@@ -127,7 +127,7 @@ async fn put(app: &App, dsp: &str, cid: &str, req: Request<Incoming>) -> Respons
     };
     let change = match parse_put(&body) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err((message, field)) => return error(StatusCode::BAD_REQUEST, &message, &field),
     };
     if dsp.is_empty() || cid.is_empty() {
         return error(StatusCode::BAD_REQUEST, "dsp and cid must not be empty", "");
@@ -162,14 +162,8 @@ async fn put(app: &App, dsp: &str, cid: &str, req: Request<Incoming>) -> Respons
     }
 }
 
-fn parse_put(body: &Bytes) -> Result<PutCampaign, Response<Body>> {
-    let malformed = |msg: String, field: String| {
-        error(
-            StatusCode::BAD_REQUEST,
-            &format!("malformed body: {msg}"),
-            &field,
-        )
-    };
+/// The body, or what is wrong with it: `(message, field)`.
+fn parse_put(body: &Bytes) -> Result<PutCampaign, (String, String)> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let put: PutCampaign = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
@@ -178,10 +172,10 @@ fn parse_put(body: &Bytes) -> Result<PutCampaign, Response<Body>> {
         } else {
             field
         };
-        malformed(e.inner().to_string(), field)
+        (format!("malformed body: {}", e.inner()), field)
     })?;
     de.end()
-        .map_err(|e| malformed(e.to_string(), String::new()))?;
+        .map_err(|e| (format!("malformed body: {e}"), String::new()))?;
     Ok(put)
 }
 

@@ -19,8 +19,10 @@ const TOKEN: &str = "test-admin-token-0123456789";
 const COST: u64 = 2_000;
 
 fn node_config(dsp: &MockDspHandle, redis: Option<&RedisServer>, budget: f64) -> Config {
-    let mut config = Config::default();
-    config.dsps = vec![DspConfig::new(dsp.name(), dsp.url())];
+    let mut config = Config {
+        dsps: vec![DspConfig::new(dsp.name(), dsp.url())],
+        ..Config::default()
+    };
     config.redis.url = redis.map(RedisServer::url);
     config.budget.sync_interval_ms = 20;
     config.budget.full_sync_ms = 100;

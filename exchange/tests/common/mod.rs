@@ -47,12 +47,13 @@ impl Answer {
 
 /// A config whose DSPs are the given mocks, with every other key at its default.
 pub fn config_for(dsps: &[&MockDspHandle]) -> Config {
-    let mut config = Config::default();
-    config.dsps = dsps
-        .iter()
-        .map(|d| DspConfig::new(d.name(), d.url()))
-        .collect();
-    config
+    Config {
+        dsps: dsps
+            .iter()
+            .map(|d| DspConfig::new(d.name(), d.url()))
+            .collect(),
+        ..Config::default()
+    }
 }
 
 impl TestExchange {
