@@ -3,11 +3,11 @@
 //! Run: `cargo bench -p benches --bench auction`
 //!
 //! Latest figures (see BENCHMARKS.md for the machine and date):
-//!   auction/1_imp_x_3_bids                   ~0.25 µs
-//!   auction/1_imp_x_10_bids                  ~0.6 µs
-//!   auction/1_imp_x_50_bids                  ~2.5 µs
-//!   auction/5_imp_x_10_bids                  ~2.5 µs
-//!   auction/1_imp_x_10_bids_40_badv_20_bcat  ~3.5 µs
+//!   auction/1_imp_x_3_bids                   0.23 µs
+//!   auction/1_imp_x_10_bids                  0.41 µs
+//!   auction/1_imp_x_50_bids                  1.97 µs
+//!   auction/5_imp_x_10_bids                  2.52 µs
+//!   auction/1_imp_x_10_bids_40_badv_20_bcat  3.44 µs
 //! (shared 2-core machine: single runs have spread by up to ±30% around these.)
 
 use std::borrow::Cow;

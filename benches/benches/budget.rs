@@ -4,7 +4,11 @@
 //! Run: `cargo bench -p benches --bench budget`
 //!
 //! Latest figures (see BENCHMARKS.md for the machine and date):
-//!   FIGURES
+//!   budget/lookup                          28 ns
+//!   budget/reserve_1_thread                13 ns
+//!   budget/lookup_and_reserve_1_thread     40 ns
+//!   budget/reserve_2_threads_contended     65 ns per charge per thread
+//!   budget/reserve_4_threads_contended    116 ns (4 threads on 2 cores)
 
 use std::hint::black_box;
 use std::sync::Arc;

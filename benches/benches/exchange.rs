@@ -5,7 +5,8 @@
 //! Run: `cargo bench -p benches --bench exchange`
 //!
 //! Latest figures (see BENCHMARKS.md for the machine and date):
-//!   FIGURES
+//!   exchange/auction_3_dsps_sequential     278 µs per auction (client, exchange, 3 mocks on 2 cores)
+//!   exchange/auction_3_dsps_32_in_flight   141 µs per auction, i.e. ~7 100 auctions/s
 
 use std::time::{Duration, Instant};
 

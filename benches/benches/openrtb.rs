@@ -4,7 +4,15 @@
 //! Run: `cargo bench -p benches --bench openrtb`
 //!
 //! Latest figures (see BENCHMARKS.md for the machine and date):
-//!   FIGURES
+//!   parse_validate/iab26_banner_604B        3.2 µs
+//!   parse_validate/iab26_app_banner_1401B   4.2 µs
+//!   parse_validate/iab26_video_2549B        6.7 µs
+//!   forward/outbound_new_app_banner         157 ns (once per auction)
+//!   forward/render_per_dsp_app_banner        35 ns (per DSP)
+//!   read_answer/1_bids_754B                 2.9 µs
+//!   read_answer/5_bids_3454B               15.7 µs
+//!   winning_bid/macros_adm_nurl_burl        588 ns
+//!   winning_bid/rewrite_bid_json            441 ns
 
 use std::hint::black_box;
 

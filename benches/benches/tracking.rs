@@ -5,7 +5,12 @@
 //! Run: `cargo bench -p benches --bench tracking` (needs `redis-server` on PATH)
 //!
 //! Latest figures (see BENCHMARKS.md for the machine and date):
-//!   FIGURES
+//!   tracking/impression_id                          150 ns
+//!   tracking/sign_impression_url                    1.34 µs
+//!   tracking/verify_impression_url                  2.16 µs
+//!   dedup_redis/record_impression_1_in_flight      57 µs per event (~17 600/s)
+//!   dedup_redis/record_impression_64_in_flight     18 µs per event (~55 800/s)
+//!   dedup_redis/record_impression_256_in_flight    17 µs per event (~58 700/s)
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
