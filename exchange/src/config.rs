@@ -508,7 +508,11 @@ impl Config {
         if t.memory_capacity == 0 {
             errors.push("tracking.memory_capacity must be above 0".into());
         }
-        let no_file = self.events.file.as_ref().is_none_or(|f| f.as_os_str().is_empty());
+        let no_file = self
+            .events
+            .file
+            .as_ref()
+            .is_none_or(|f| f.as_os_str().is_empty());
         if no_file && self.events.redis_stream.is_none() {
             errors.push("events.file may only be empty when events.redis_stream is set: billing events need a sink".into());
         }

@@ -225,44 +225,35 @@ impl FanOut {
         tokio::spawn(async move {
             let result = tokio::time::timeout(grace, call).await;
             let late_by = deadline.elapsed();
-            if result.is_ok() {
-                on_late(&dsp.name, &auction_id, late_by.as_millis() as u64);
-            }
-            match result {
-                Ok(Ok((status, body))) => {
-                    dsp.metrics.late_answers.increment(1);
-                    dsp.metrics.late_seconds.record(late_by.as_secs_f64());
-                    tracing::info!(
-                        target: "exchange::late",
-                        dsp = %dsp.name,
-                        late_by_ms = late_by.as_secs_f64() * 1e3,
-                        status,
-                        bytes = body.len(),
-                        "late dsp answer"
-                    );
-                }
-                Ok(Err(e)) => {
-                    dsp.metrics.late_answers.increment(1);
-                    dsp.metrics.late_seconds.record(late_by.as_secs_f64());
-                    tracing::info!(
-                        target: "exchange::late",
-                        dsp = %dsp.name,
-                        late_by_ms = late_by.as_secs_f64() * 1e3,
-                        error = %e,
-                        "late dsp failure"
-                    );
-                }
-                Err(_) => {
-                    tracing::info!(
-                        target: "exchange::late",
-                        dsp = %dsp.name,
-                        grace_ms = grace.as_millis() as u64,
-                        "dsp call abandoned after the late grace period"
-                    );
-                }
-            }
-            drop(dsp_permit);
-            drop(slot);
+            let Ok(finished) = result else {
+                tracing::info!(
+                    target: "exchange::late",
+                    dsp = %dsp.name,
+                    auction_id,
+                    grace_ms = grace.as_millis() as u64,
+                    "dsp call abandoned after the late grace period"
+                );
+                return;
+            };
+            on_late(&dsp.name, &auction_id, late_by.as_millis() as u64);
+            dsp.metrics.late_answers.increment(1);
+            dsp.metrics.late_seconds.record(late_by.as_secs_f64());
+            let (status, bytes, error) = match &finished {
+                Ok((status, body)) => (Some(*status), body.len(), None),
+                Err(e) => (None, 0, Some(e.to_string())),
+            };
+            tracing::info!(
+                target: "exchange::late",
+                dsp = %dsp.name,
+                auction_id,
+                late_by_ms = late_by.as_secs_f64() * 1e3,
+                status,
+                bytes,
+                error,
+                "late dsp answer"
+            );
+            // Held until here: a DSP that keeps answering late stays throttled meanwhile.
+            drop((dsp_permit, slot));
         });
     }
 }

@@ -213,6 +213,21 @@ impl Entry<'_, '_> {
     fn seat(&self) -> &str {
         self.bid.seat.as_deref().unwrap_or(&self.dsp.name)
     }
+
+    /// The macro values every notice and markup of this bid shares; price, loss code and
+    /// minimum to win depend on how it did and are filled in by the caller.
+    fn macro_values<'v>(&'v self, req: &'v BidRequest<'_>, currency: &'v str) -> MacroValues<'v> {
+        MacroValues {
+            auction_id: Some(&req.id),
+            // The spec's source is BidResponse.bidid; many DSPs send none, so the bid id.
+            bid_id: Some(self.response.bidid.as_deref().unwrap_or(&self.bid.bid.id)),
+            imp_id: Some(&self.bid.bid.impid),
+            seat_id: Some(self.seat()),
+            ad_id: self.bid.bid.adid.as_deref(),
+            currency: Some(currency),
+            ..MacroValues::default()
+        }
+    }
 }
 
 /// Reads every answer that came in time, counting no-bids and rejections per DSP.
@@ -414,16 +429,10 @@ fn write_answer(
         };
         let imp_result = outcome.imps.iter().find(|imp| imp.winner == Some(w));
         let values = MacroValues {
-            auction_id: Some(&req.id),
-            bid_id: Some(entry.response.bidid.as_deref().unwrap_or(&entry.bid.bid.id)),
-            imp_id: Some(&entry.bid.bid.impid),
-            seat_id: Some(entry.seat()),
-            ad_id: entry.bid.bid.adid.as_deref(),
             price_cpm_micros: Some(clearing_micros),
-            currency: Some(currency),
             loss: Some(0),
             min_to_win_cpm_micros: imp_result.map(|i| i.min_to_win_micros),
-            ..MacroValues::default()
+            ..entry.macro_values(req, currency)
         };
         let bid = &entry.bid.bid;
         let [adm, nurl, burl] = [bid.adm, bid.nurl, bid.burl].map(|s| s.map(|s| s.decode()));
@@ -510,15 +519,9 @@ fn loss_notice(
         return false;
     }
     let values = MacroValues {
-        auction_id: Some(&req.id),
-        bid_id: Some(entry.response.bidid.as_deref().unwrap_or(&entry.bid.bid.id)),
-        imp_id: Some(&entry.bid.bid.impid),
-        seat_id: Some(entry.seat()),
-        ad_id: entry.bid.bid.adid.as_deref(),
-        currency: Some(currency),
         loss: Some(code),
         min_to_win_cpm_micros: min_to_win,
-        ..MacroValues::default()
+        ..entry.macro_values(req, currency)
     };
     notices.push(Notice {
         dsp: dsp.clone(),

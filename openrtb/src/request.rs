@@ -732,30 +732,7 @@ pub(crate) mod de {
 
     use super::{Currencies, Located};
 
-    /// A string that borrows from the input unless it had escapes.
-    struct CowStr<'a>(Cow<'a, str>);
-
-    impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V<'a>(PhantomData<&'a ()>);
-            impl<'de: 'a, 'a> de::Visitor<'de> for V<'a> {
-                type Value = CowStr<'a>;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a string")
-                }
-                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                    Ok(CowStr(Cow::Borrowed(v)))
-                }
-                fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                    Ok(CowStr(Cow::Owned(v.to_owned())))
-                }
-                fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                    Ok(CowStr(Cow::Owned(v)))
-                }
-            }
-            d.deserialize_str(V(PhantomData))
-        }
-    }
+    use crate::json::CowStr;
 
     /// A struct that must come from a JSON object, not an array.
     struct Obj<T>(T);

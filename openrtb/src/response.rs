@@ -22,7 +22,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::json::{self, JsonStr};
+use crate::json::{self, CowStr, JsonStr};
 use crate::span::Span;
 
 /// What the exchange asked the DSP, to check its answer against.
@@ -875,36 +875,6 @@ struct WireBid<'a> {
     slotinpod: Option<i32>,
     #[serde(borrow, default)]
     ext: Option<&'a RawValue>,
-}
-
-/// A string that borrows from the input when it has no escapes. serde's own
-/// `Cow<str>` impl always allocates outside a directly annotated field.
-struct CowStr<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for CowStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct CowStrVisitor;
-        impl<'de> Visitor<'de> for CowStrVisitor {
-            type Value = CowStr<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Borrowed(v)))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Owned(v.to_owned())))
-            }
-
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(CowStrVisitor)
-    }
 }
 
 fn opt_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
