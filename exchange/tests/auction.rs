@@ -426,8 +426,10 @@ async fn loss_notices_can_be_turned_off_per_dsp() {
     let hi = fixed("quiet-hi", 3.0).start().await.unwrap();
     let quiet = fixed("quiet-lo", 1.0).start().await.unwrap();
     let loud = fixed("loud-lo", 1.0).start().await.unwrap();
-    let mut config = config_for(&[&hi, &quiet, &loud]);
+    let sampled = fixed("sampled-lo", 1.0).start().await.unwrap();
+    let mut config = config_for(&[&hi, &quiet, &loud, &sampled]);
     config.dsps[1].loss_notices = false;
+    config.dsps[3].loss_notice_sample = 0.0;
     let ex = TestExchange::start(config).await;
     for i in 0..3 {
         ex.auction(banner_request(&format!("quiet-{i}"), 0.0)).await;
@@ -439,6 +441,11 @@ async fn loss_notices_can_be_turned_off_per_dsp() {
         .await
     );
     assert_eq!(quiet.stats().lurl_hits, 0);
+    assert_eq!(
+        sampled.stats().lurl_hits,
+        0,
+        "a sample of 0 fires no loss notice"
+    );
     ex.stop().await;
 }
 

@@ -63,8 +63,10 @@ fn count(events: &[serde_json::Value], kind: &str) -> usize {
 async fn one_impression_seen_100_times_on_two_nodes_is_billed_once() {
     let redis = RedisServer::start().unwrap();
     let dsp = bidder("dedup-dsp").await;
-    let a = TestExchange::start(node(&dsp, Some(&redis))).await;
-    let b = TestExchange::start(node(&dsp, Some(&redis))).await;
+    let mut with_stream = node(&dsp, Some(&redis));
+    with_stream.events.redis_stream = Some("exchange-events".into());
+    let a = TestExchange::start(with_stream.clone()).await;
+    let b = TestExchange::start(with_stream).await;
 
     let url = impression_url(&a, "dedup-1").await;
     let answers = join_all((0..100).map(|i| {
@@ -126,6 +128,30 @@ async fn one_impression_seen_100_times_on_two_nodes_is_billed_once() {
     assert_eq!(billed["auction_id"], "dedup-1");
     assert_eq!(billed["price_micros"], 1_010_000);
     assert_eq!(billed["dsp"], "dedup-dsp");
+
+    // The Redis Stream mirrors the file: one billed impression there too.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("exchange-events")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let types: Vec<String> = entries
+        .ids
+        .iter()
+        .flat_map(|e| e.map.values())
+        .filter_map(|v| redis::from_redis_value::<String>(v.clone()).ok())
+        .filter_map(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        types.iter().filter(|t| *t == "impression").count(),
+        1,
+        "{types:?}"
+    );
 }
 
 #[tokio::test]
