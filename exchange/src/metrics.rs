@@ -116,6 +116,7 @@ pub struct DspMetrics {
     pub late_seconds: Histogram,
     pub latency_seconds: Histogram,
     pub wins: Counter,
+    lost: Vec<Counter>,
     name: String,
 }
 
@@ -133,21 +134,29 @@ impl DspMetrics {
             late_seconds: histogram!("exchange_dsp_late_by_seconds", "dsp" => dsp.clone()),
             latency_seconds: histogram!("exchange_dsp_duration_seconds", "dsp" => dsp.clone()),
             wins: counter!("exchange_wins_total", "dsp" => dsp.clone()),
+            lost: auction::LossReason::ALL
+                .iter()
+                .map(|r| {
+                    counter!("exchange_bids_lost_total", "dsp" => dsp.clone(), "reason" => r.as_str())
+                })
+                .collect(),
             name: dsp,
         }
     }
 
     /// A bid or a whole answer rejected, by reason. Reasons are a small fixed set of static
-    /// labels, so the registry lookup here is bounded and only on the error path.
+    /// labels, so the registry lookup here is bounded, and it is only on the error path.
     pub fn rejected(&self, reason: &'static str) {
         counter!("exchange_bids_rejected_total", "dsp" => self.name.clone(), "reason" => reason)
             .increment(1);
     }
 
-    /// A bid that took part in the auction and lost, by OpenRTB loss reason.
-    pub fn lost(&self, reason: &'static str) {
-        counter!("exchange_bids_lost_total", "dsp" => self.name.clone(), "reason" => reason)
-            .increment(1);
+    /// A bid that took part in the auction and lost, by loss reason. Every auction has
+    /// losers, so these handles are registered up front like the others.
+    pub fn lost(&self, reason: auction::LossReason) {
+        if let Some(i) = auction::LossReason::ALL.iter().position(|r| *r == reason) {
+            self.lost[i].increment(1);
+        }
     }
 
     /// A win or loss notice fired, by kind and result.

@@ -372,7 +372,7 @@ fn write_answer(
                 reason,
                 min_to_win_micros,
             } => {
-                entry.dsp.metrics.lost(reason.as_str());
+                entry.dsp.metrics.lost(reason);
                 let fired = loss_notice(
                     req,
                     entry,

@@ -169,25 +169,24 @@ impl Drop for TestExchange {
     }
 }
 
-/// Finds a sample line `name{labels...} value` whose labels include all of `labels`.
+/// The sum of the samples `name{labels...} value` whose labels include all of `labels`, or
+/// `None` when there is none.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
+    let values: Vec<f64> = text
+        .lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
+        .filter_map(|line| {
             let (key, value) = line.rsplit_once(' ')?;
             let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
-            if metric != name {
-                return None;
-            }
             let all = labels
                 .iter()
                 .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            if all {
-                value.parse().ok()
-            } else {
-                None
-            }
+            (metric == name && all)
+                .then(|| value.parse().ok())
+                .flatten()
         })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// Polls `check` until it is true or `limit` passes; for effects that happen after the
