@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use impressions::Event;
 use openrtb::forward::Outbound;
-use openrtb::json;
+use openrtb::json::{self, JsonStr};
 use openrtb::macros::{expand, expand_url, MacroValues};
 use openrtb::request::{BidRequest, Imp};
 use openrtb::response::{read_answer, AcceptedBid, Answer, BidEdits, BidResponse, Expect};
@@ -72,7 +72,8 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
         imp_ids: &imp_ids,
         currency: &cfg.currency,
     };
-    let answers = read_answers(app, &calls, &expect);
+    let mut notices = Vec::new();
+    let answers = read_answers(app, &calls, &expect, &mut notices);
 
     // The auction's view of the request and of every accepted bid, borrowing from both.
     let battrs: Vec<Vec<i64>> = req.imp.iter().map(blocked_attributes).collect();
@@ -130,7 +131,6 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
     let outcome = auction::run(&areq, &candidates, &app.rules, &BudgetLedger::default());
     record_budget_drops(app, &bids, &candidates, &outcome);
 
-    let mut notices = Vec::new();
     let mut events = Vec::new();
     let answer = write_answer(app, &req, &bids, &outcome, &mut notices, &mut events);
     app.notifier.fire(notices);
@@ -231,10 +231,12 @@ impl Entry<'_, '_> {
 }
 
 /// Reads every answer that came in time, counting no-bids and rejections per DSP.
+/// A bid rejected for its own faults still hears why (its loss code), if it left an `lurl`.
 fn read_answers<'b>(
     app: &App,
     calls: &'b [CallOutcome],
     expect: &Expect<'_>,
+    notices: &mut Vec<Notice>,
 ) -> Vec<(usize, Answer<'b>)> {
     let mut answers = Vec::with_capacity(calls.len());
     for (i, call) in calls.iter().enumerate() {
@@ -255,6 +257,17 @@ fn read_answers<'b>(
                 dsp.metrics.bids.increment(accepted.len() as u64);
                 for r in rejected {
                     dsp.metrics.rejected(r.reason.as_str());
+                    let values = MacroValues {
+                        auction_id: Some(expect.request_id),
+                        bid_id: r.bid_id.as_deref(),
+                        imp_id: r.imp_id.as_deref(),
+                        seat_id: Some(r.seat.as_deref().unwrap_or(&dsp.name)),
+                        ad_id: r.adid.as_deref(),
+                        currency: Some(expect.currency),
+                        loss: Some(r.reason.loss_code()),
+                        ..MacroValues::default()
+                    };
+                    queue_loss_notice(dsp, r.lurl, &values, notices);
                 }
             }
         }
@@ -509,8 +522,23 @@ fn loss_notice(
     currency: &str,
     notices: &mut Vec<Notice>,
 ) -> bool {
-    let dsp = entry.dsp;
-    let Some(lurl) = entry.bid.bid.lurl.map(|l| l.decode()) else {
+    let values = MacroValues {
+        loss: Some(code),
+        min_to_win_cpm_micros: min_to_win,
+        ..entry.macro_values(req, currency)
+    };
+    queue_loss_notice(entry.dsp, entry.bid.bid.lurl, &values, notices)
+}
+
+/// Queues `lurl` with `values` substituted, unless the DSP turned loss notices off or this
+/// one falls outside its sample; true when queued.
+fn queue_loss_notice(
+    dsp: &Arc<Dsp>,
+    lurl: Option<JsonStr<'_>>,
+    values: &MacroValues<'_>,
+    notices: &mut Vec<Notice>,
+) -> bool {
+    let Some(lurl) = lurl.map(|l| l.decode()) else {
         return false;
     };
     if !dsp.loss_notices
@@ -518,15 +546,10 @@ fn loss_notice(
     {
         return false;
     }
-    let values = MacroValues {
-        loss: Some(code),
-        min_to_win_cpm_micros: min_to_win,
-        ..entry.macro_values(req, currency)
-    };
     notices.push(Notice {
         dsp: dsp.clone(),
         kind: NoticeKind::Loss,
-        url: expand_url(&lurl, &values).into_owned(),
+        url: expand_url(&lurl, values).into_owned(),
     });
     true
 }

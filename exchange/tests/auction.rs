@@ -206,11 +206,21 @@ async fn broken_dsp_answers_are_rejected_counted_and_harmless() {
         .start()
         .await
         .unwrap();
+    // Loss notices of rejected bids land on this mock's /lurl.
+    let sink = MockDsp::builder("bad-sink")
+        .behavior(Behavior::NoBid204)
+        .start()
+        .await
+        .unwrap();
+    let lurl = format!(
+        "{}?loss=${{AUCTION_LOSS}}&bid=${{AUCTION_BID_ID}}&auction=${{AUCTION_ID}}",
+        sink.url().replace("/bid", "/lurl")
+    );
     let broken_bids = MockDsp::builder("bad-bids")
-        .behavior(Behavior::custom(|req| {
+        .behavior(Behavior::custom(move |req| {
             let id = req["id"].as_str().unwrap_or_default().to_owned();
             let body = serde_json::json!({"id": id, "seatbid": [{"bid": [
-                {"id": "a", "impid": "1", "price": -1.0, "adm": "x"},
+                {"id": "a", "impid": "1", "price": -1.0, "adm": "x", "lurl": lurl},
                 {"id": "b", "impid": "nope", "price": 50.0, "adm": "x"},
                 {"id": "c", "impid": "1", "price": 60.0},
                 {"impid": "1", "price": 70.0, "adm": "x"},
@@ -262,6 +272,18 @@ async fn broken_dsp_answers_are_rejected_counted_and_harmless() {
             .await;
         assert_eq!(n, 1.0, "{dsp} {reason}");
     }
+    // The bid rejected for its price hears why: loss code 3, invalid bid response.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            sink.stats().lurl_hits == 1
+        })
+        .await,
+        "no loss notice for the rejected bid"
+    );
+    let notice = sink.notices().into_iter().next().unwrap();
+    assert_eq!(notice.param("loss"), Some("3"));
+    assert_eq!(notice.param("bid"), Some("a"));
+    assert_eq!(notice.param("auction"), Some("bad-1"));
     ex.stop().await;
 }
 

@@ -13,7 +13,11 @@ fn check(body: &[u8]) {
         let mut out = Vec::new();
         outbound.render(17, &mut out);
         let again = openrtb::request::parse(&out);
-        assert!(again.is_ok(), "forwarded body does not parse: {:?}", again.err());
+        assert!(
+            again.is_ok(),
+            "forwarded body does not parse: {:?}",
+            again.err()
+        );
         assert_eq!(again.map(|r| r.tmax()).ok().flatten(), Some(17));
     }
 }
