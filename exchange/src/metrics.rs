@@ -15,6 +15,8 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
 ];
 
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Installs the process-wide Prometheus recorder once and returns its handle; later calls
 /// (several exchanges in one test process) share it.
 pub fn install() -> Result<PrometheusHandle, Error> {
@@ -32,6 +34,17 @@ pub fn install() -> Result<PrometheusHandle, Error> {
         .map_err(|e| Error::Metrics(e.to_string()))?
         .install_recorder()
         .map_err(|e| Error::Metrics(e.to_string()))?;
+    // Histograms keep raw samples until upkeep folds them into their buckets; without it they
+    // grow with every auction between scrapes. One plain thread serves the whole process
+    // (the recorder is global, and outlives any one runtime).
+    let upkeep = installed.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            upkeep.run_upkeep();
+        })
+        .map_err(|e| Error::Metrics(format!("starting the metrics upkeep thread: {e}")))?;
     *handle = Some(installed.clone());
     Ok(installed)
 }
