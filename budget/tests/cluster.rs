@@ -1,40 +1,21 @@
 //! Several nodes on one Redis under concurrent load: the budget holds across nodes, through a
 //! Redis crash and restart, and a crashed node's lease stays visible until reclaimed.
 
-use budget::{BudgetConfig, Budgets, CampaignSeed, Lookup, RedisStore, Store, SyncTask};
+use budget::{BudgetConfig, Budgets, Lookup, SyncTask};
+mod common;
+use common::{redis_store, wait_until};
+
+/// Graceful stops of several nodes at once get more time than the default.
+fn config(budget_micros: u64) -> BudgetConfig {
+    BudgetConfig {
+        shutdown_timeout_ms: 5_000,
+        ..common::config(budget_micros)
+    }
+}
 use loadtest::redis::RedisServer;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn config(budget_micros: u64) -> BudgetConfig {
-    BudgetConfig {
-        sync_interval_ms: 10,
-        redis_timeout_ms: 300,
-        full_sync_ms: 20,
-        min_lease_micros: 10_000,
-        shutdown_timeout_ms: 5_000,
-        campaigns: vec![CampaignSeed {
-            dsp: "acme".into(),
-            cid: "c1".into(),
-            budget_micros,
-            paused: false,
-        }],
-        ..BudgetConfig::default()
-    }
-}
-
-fn store(redis: &RedisServer, cfg: &BudgetConfig) -> Arc<dyn Store> {
-    Arc::new(RedisStore::open(&redis.url(), &cfg.key_prefix, cfg.redis_timeout()).unwrap())
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// Bidding threads on acme/c1 across several nodes, summing what they won.
 struct Load {
@@ -94,7 +75,7 @@ async fn start_nodes(
             ..cfg.clone()
         };
         nodes.push(
-            Budgets::start(cfg.clone(), store(redis, &cfg))
+            Budgets::start(cfg.clone(), redis_store(redis, &cfg))
                 .await
                 .unwrap(),
         );
@@ -115,7 +96,7 @@ async fn three_nodes_never_overspend_and_account_for_every_micro() {
     let budget = 3_000_000;
     let price = 900;
     let cfg = config(budget);
-    let admin = store(&redis, &cfg);
+    let admin = redis_store(&redis, &cfg);
     let (nodes, tasks): (Vec<_>, Vec<_>) = start_nodes(&redis, &cfg, 3).await.into_iter().unzip();
     let load = Load::start(&nodes, 3, price);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -185,7 +166,7 @@ async fn a_redis_crash_costs_no_spend_and_no_overspend() {
     for task in tasks {
         task.shutdown().await.unwrap();
     }
-    let state = store(&redis, &cfg)
+    let state = redis_store(&redis, &cfg)
         .state(&budget::CampaignKey::new("acme", "c1"))
         .await
         .unwrap()
@@ -203,7 +184,7 @@ async fn a_crashed_node_keeps_its_lease_visible_until_reclaimed() {
         min_lease_micros: 60_000,
         ..config(budget)
     };
-    let crashed = Budgets::new(cfg.clone(), store(&redis, &cfg)).unwrap();
+    let crashed = Budgets::new(cfg.clone(), redis_store(&redis, &cfg)).unwrap();
     crashed.seed().await.unwrap();
     crashed.sync_once().await.unwrap();
     let session = crashed.session().to_owned();
@@ -216,7 +197,7 @@ async fn a_crashed_node_keeps_its_lease_visible_until_reclaimed() {
     drop(c);
     drop(crashed); // no release: the process died
 
-    let other = Budgets::new(cfg.clone(), store(&redis, &cfg)).unwrap();
+    let other = Budgets::new(cfg.clone(), redis_store(&redis, &cfg)).unwrap();
     other.sync_once().await.unwrap();
     assert_eq!(
         other.local("acme", "c1").unwrap().available,

@@ -1,9 +1,9 @@
 //! One or two nodes against a real Redis (or in process): charging, leases, pause, discovery,
 //! graceful release and Redis outages.
 
-use budget::{
-    open_store, BudgetConfig, Budgets, CampaignSeed, Lookup, RedisStore, Store, UnknownPolicy,
-};
+use budget::{open_store, BudgetConfig, Budgets, CampaignSeed, Lookup, UnknownPolicy};
+mod common;
+use common::{config, redis_store, wait_until};
 use loadtest::redis::{free_port, RedisServer};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,35 +11,6 @@ use std::time::{Duration, Instant};
 
 /// Generous bound for "this must not hang" checks; real calls take milliseconds.
 const BOUND: Duration = Duration::from_secs(5);
-
-fn config(budget_micros: u64) -> BudgetConfig {
-    BudgetConfig {
-        sync_interval_ms: 10,
-        redis_timeout_ms: 300,
-        full_sync_ms: 20,
-        idle_return_ms: 5_000,
-        min_lease_micros: 10_000,
-        campaigns: vec![CampaignSeed {
-            dsp: "acme".into(),
-            cid: "c1".into(),
-            budget_micros,
-            paused: false,
-        }],
-        ..BudgetConfig::default()
-    }
-}
-
-fn redis_store(redis: &RedisServer, cfg: &BudgetConfig) -> Arc<dyn Store> {
-    Arc::new(RedisStore::open(&redis.url(), &cfg.key_prefix, cfg.redis_timeout()).unwrap())
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 fn available(b: &Budgets) -> u64 {
     b.local("acme", "c1").map_or(0, |l| l.available)

@@ -80,18 +80,14 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
     let areq = auction_request(&req, &battrs, at, &cfg.currency, rand::random());
     let bids: Vec<Entry<'_, '_>> = answers
         .iter()
-        .flat_map(|(dsp, answer)| match answer {
+        .filter_map(|(dsp, answer)| match answer {
             Answer::Bids {
                 response, accepted, ..
-            } => accepted
-                .iter()
-                .map(|bid| Entry {
-                    dsp: &app.dsps[*dsp],
-                    response,
-                    bid,
-                })
-                .collect::<Vec<_>>(),
-            _ => Vec::new(),
+            } => Some((&app.dsps[*dsp], response, accepted)),
+            _ => None,
+        })
+        .flat_map(|(dsp, response, accepted)| {
+            accepted.iter().map(move |bid| Entry { dsp, response, bid })
         })
         .collect();
     let attrs: Vec<Vec<i64>> = bids

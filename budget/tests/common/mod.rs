@@ -1,0 +1,40 @@
+//! Shared by the node and cluster tests: a fast-syncing config with one campaign, a store on
+//! a real Redis, and a bounded wait.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use budget::{BudgetConfig, CampaignSeed, RedisStore, Store};
+use loadtest::redis::RedisServer;
+
+/// Syncs every 10 ms with one campaign `acme/c1` of `budget_micros`.
+pub fn config(budget_micros: u64) -> BudgetConfig {
+    BudgetConfig {
+        sync_interval_ms: 10,
+        redis_timeout_ms: 300,
+        full_sync_ms: 20,
+        min_lease_micros: 10_000,
+        campaigns: vec![CampaignSeed {
+            dsp: "acme".into(),
+            cid: "c1".into(),
+            budget_micros,
+            paused: false,
+        }],
+        ..BudgetConfig::default()
+    }
+}
+
+pub fn redis_store(redis: &RedisServer, cfg: &BudgetConfig) -> Arc<dyn Store> {
+    Arc::new(RedisStore::open(&redis.url(), &cfg.key_prefix, cfg.redis_timeout()).unwrap())
+}
+
+/// Polls `done` every 5 ms, failing the test after 60 s.
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
