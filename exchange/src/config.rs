@@ -27,6 +27,37 @@ pub struct Config {
     pub campaigns: Vec<CampaignConfig>,
     pub tracking: TrackingConfig,
     pub events: EventsConfig,
+    pub overload: OverloadConfig,
+}
+
+/// Overload control (see `overload.rs`): the bound on auctions in flight follows the node's
+/// scheduler lag, and auctions over it are answered 204 at once.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverloadConfig {
+    /// Off: only `server.max_in_flight_auctions` bounds auctions. Default on.
+    pub enabled: bool,
+    /// The scheduler lag a node may show all through a window before it sheds. Default
+    /// 1 000 µs.
+    pub target_lag_us: u64,
+    /// How often the lag is sampled. Default 2 ms.
+    pub probe_interval_ms: u64,
+    /// How long a window is: the bound changes at most once per window. Default 100 ms.
+    pub window_ms: u64,
+    /// The bound never goes below this. Default 16.
+    pub min_limit: usize,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            target_lag_us: 1_000,
+            probe_interval_ms: 2,
+            window_ms: 100,
+            min_limit: 16,
+        }
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -100,6 +131,11 @@ pub struct EventsConfig {
     /// Win, loss and late-answer events waiting to be written, at most; past it they are
     /// dropped and counted (billing events are never dropped). Default 65 536.
     pub max_pending: usize,
+    /// How long the writer waits after a win, loss or late event for more to write with it,
+    /// so a busy node writes a batch per interval instead of a line per auction. Billing
+    /// events are written without waiting. 0 writes each batch as soon as it is read.
+    /// Default 5 ms.
+    pub linger_ms: u64,
 }
 
 impl Default for EventsConfig {
@@ -110,6 +146,7 @@ impl Default for EventsConfig {
             stream_maxlen: 1_000_000,
             fsync_interval_ms: 200,
             max_pending: 65_536,
+            linger_ms: 5,
         }
     }
 }
@@ -522,6 +559,22 @@ impl Config {
         if self.events.max_pending == 0 || self.events.fsync_interval_ms == 0 {
             errors.push("events.max_pending and events.fsync_interval_ms must be above 0".into());
         }
+        let o = &self.overload;
+        if o.probe_interval_ms == 0 || o.window_ms < o.probe_interval_ms * 2 {
+            errors.push(format!(
+                "overload.probe_interval_ms must be above 0 and overload.window_ms at least twice it, got {} and {}",
+                o.probe_interval_ms, o.window_ms
+            ));
+        }
+        if o.target_lag_us == 0 || o.min_limit == 0 {
+            errors.push("overload.target_lag_us and overload.min_limit must be above 0".into());
+        }
+        if self.events.linger_ms > 1000 {
+            errors.push(format!(
+                "events.linger_ms must be at most 1000, got {}",
+                self.events.linger_ms
+            ));
+        }
     }
 
     /// The tracker's configuration; tracking URLs default to `local`, the address actually
@@ -559,6 +612,10 @@ impl Config {
                 .unwrap_or(defaults.stream_key.clone()),
             stream_maxlen: self.events.stream_maxlen,
             fsync_interval: std::time::Duration::from_millis(self.events.fsync_interval_ms),
+            linger: std::time::Duration::from_millis(self.events.linger_ms),
+            // Non-billing events may fill half the queue at most; billing events always
+            // find room in the other half.
+            queue: self.events.max_pending.saturating_mul(2),
             ..defaults
         };
         let config = impressions::TrackerConfig {

@@ -23,6 +23,12 @@ use crate::config::{parse_dsp_url, Config, DspConfig};
 use crate::metrics::DspMetrics;
 use crate::Error;
 
+/// Tokio's timers have millisecond resolution and fire up to a millisecond after their
+/// instant (and the runtime may take a moment more to poll the woken task). The wait for a DSP
+/// therefore ends this much before its deadline, and the DSP is told as much less `tmax`, so
+/// the auction goes on by the deadline rather than a millisecond or two after it.
+pub const TIMER_SLACK: Duration = Duration::from_millis(1);
+
 /// The client every outbound call (bids and notices) goes through.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -145,8 +151,9 @@ impl FanOut {
         let now = Instant::now();
         let calls = dsps.iter().map(|dsp| {
             let deadline = auction_deadline.min(start + dsp.timeout);
+            let wait_until = deadline.checked_sub(TIMER_SLACK).unwrap_or(deadline);
             let permit = dsp.in_flight.clone().try_acquire_owned();
-            let remaining = deadline.saturating_duration_since(now);
+            let remaining = wait_until.saturating_duration_since(now);
             let prepared = match permit {
                 Err(_) => Err(CallOutcome::Throttled),
                 Ok(_) if remaining.is_zero() => Err(CallOutcome::TimedOut),
@@ -191,9 +198,9 @@ impl FanOut {
                             }
                         }
                     }
-                    _ = tokio::time::sleep_until(deadline) => {
+                    _ = tokio::time::sleep_until(wait_until) => {
                         dsp.metrics.timeouts.increment(1);
-                        self.finish_late(dsp.clone(), auction_id, call, deadline, permit);
+                        self.finish_late(dsp.clone(), auction_id, call, wait_until, permit);
                         CallOutcome::TimedOut
                     }
                 }

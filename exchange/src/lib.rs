@@ -11,6 +11,7 @@ pub mod config;
 pub mod fanout;
 pub mod metrics;
 pub mod notices;
+mod overload;
 mod pipeline;
 pub mod server;
 mod tracking;

@@ -11,6 +11,9 @@ use exchange::Config;
 use loadtest::mockdsp::{demo_fleet, MockFleet};
 use tokio::net::TcpListener;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An OpenRTB 2.5/2.6 ad exchange.
 ///
 /// With no arguments it runs the embedded default: in-memory stores and three demo DSPs on

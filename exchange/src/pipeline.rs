@@ -471,7 +471,11 @@ fn write_answer(
             }
             _ => (app.tracker.impression_url(&billing, burl.as_deref()), adm),
         };
-        events.push(Event::win(&billing, auction_ts));
+        events.push(Event::for_owned_bid(
+            impressions::EventType::Win,
+            billing,
+            auction_ts,
+        ));
         // Charged at win time: counted per auction-time bucket so the reconciliation can credit
         // back wins that are never rendered (same timestamp as the signed impression URL).
         let charged = imp_result.map_or(0, |i| i.charged_micros);

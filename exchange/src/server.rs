@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::fanout::{http_client, Dsp, FanOut};
 use crate::metrics::{AuctionOutcome, ServerMetrics};
 use crate::notices::{Notice, NoticeKind, Notifier};
+use crate::overload::Governor;
 use crate::tracking::EventSink;
 use crate::Error;
 
@@ -41,7 +42,8 @@ pub(crate) struct App {
     pub tracker: impressions::Tracker,
     pub events: EventSink,
     prometheus: PrometheusHandle,
-    in_flight: AtomicUsize,
+    in_flight: Arc<AtomicUsize>,
+    governor: Arc<Governor>,
 }
 
 impl App {
@@ -96,6 +98,10 @@ impl App {
         let rules = auction::Rules {
             increment_micros: (config.auction.price_increment * 1e6).round() as u64,
         };
+        let governor = Arc::new(Governor::new(
+            &config.overload,
+            config.server.max_in_flight_auctions,
+        ));
         let app = App {
             config,
             dsps,
@@ -107,14 +113,16 @@ impl App {
             tracker,
             events,
             prometheus,
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            governor,
         };
         Ok((app, budget_sync))
     }
 
-    /// Admits one more auction unless `server.max_in_flight_auctions` are running.
+    /// Admits one more auction unless as many as the overload bound allows are running (at
+    /// most `server.max_in_flight_auctions`).
     fn admit(&self) -> Option<InFlight<'_>> {
-        let limit = self.config.server.max_in_flight_auctions;
+        let limit = self.governor.limit();
         let now = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(self);
         self.metrics.in_flight.increment(1.0);
@@ -192,6 +200,14 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(config.server.max_connections));
     let (app, budget_sync) = App::start(config, listener.local_addr()?, prometheus).await?;
     let app = Arc::new(app);
+    let overload_probe = app.config.overload.enabled.then(|| {
+        let in_flight = app.in_flight.clone();
+        tokio::spawn(crate::overload::probe(
+            app.governor.clone(),
+            app.config.overload.clone(),
+            move || in_flight.load(Ordering::Relaxed),
+        ))
+    });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -235,6 +251,9 @@ pub async fn run(
         });
     }
     drop(listener);
+    if let Some(probe) = overload_probe {
+        probe.abort();
+    }
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

@@ -1,23 +1,21 @@
 //! The tracking side of the server: `GET /event/imp` and `GET /event/click`, the markup and
 //! `burl` of winning bids, and the non-billing events (wins, losses, late answers).
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use impressions::{AdFormat, BidRef, Event, Tracker};
-use tokio::sync::Semaphore;
 
 use crate::server::{error, Body};
 
-/// Win, loss and late-answer events go to the event log in the background, bounded: they
-/// inform analysis, so past the bound they are dropped and counted rather than slowing
-/// auctions down. Billing events never pass through here; they are written before the
-/// tracking endpoint answers.
+/// Win, loss and late-answer events go to the event log without waiting: they inform
+/// analysis, so past `events.max_pending` queued they are dropped and counted rather than
+/// slowing auctions down or taking the room billing events need. Billing events never pass
+/// through here; they are written before the tracking endpoint answers.
 pub(crate) struct EventSink {
     tracker: Tracker,
-    slots: Arc<Semaphore>,
+    max_pending: usize,
     dropped: metrics::Counter,
 }
 
@@ -25,30 +23,21 @@ impl EventSink {
     pub fn new(tracker: Tracker, max_pending: usize) -> Self {
         Self {
             tracker,
-            slots: Arc::new(Semaphore::new(max_pending)),
+            max_pending,
             dropped: metrics::counter!("exchange_events_dropped_total"),
         }
     }
 
     pub fn emit(&self, events: Vec<Event>) {
-        if events.is_empty() {
-            return;
-        }
-        let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
-        let Ok(permit) = self.slots.clone().try_acquire_many_owned(n) else {
-            self.dropped.increment(u64::from(n));
-            return;
-        };
-        let tracker = self.tracker.clone();
-        let dropped = self.dropped.clone();
-        tokio::spawn(async move {
-            for event in &events {
-                if tracker.record_event(event).await.is_err() {
-                    dropped.increment(1);
-                }
+        for event in events {
+            if self
+                .tracker
+                .try_record_event(event, self.max_pending)
+                .is_err()
+            {
+                self.dropped.increment(1);
             }
-            drop(permit);
-        });
+        }
     }
 }
 

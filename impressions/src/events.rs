@@ -9,6 +9,7 @@
 //! `impressions_stream_dropped_total`; when the stream is the only sink it is retried instead.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -92,18 +93,23 @@ pub struct Event {
 impl Event {
     /// An event about `bid` with no optional fields.
     pub fn for_bid(kind: EventType, bid: &BidRef, ts: u64) -> Self {
+        Self::for_owned_bid(kind, bid.clone(), ts)
+    }
+
+    /// [`Self::for_bid`] taking the reference by value: no string is copied.
+    pub fn for_owned_bid(kind: EventType, bid: BidRef, ts: u64) -> Self {
         Self {
             kind,
             ts,
-            auction_id: bid.auction_id.clone(),
-            imp_id: bid.imp_id.clone(),
-            bid_id: bid.bid_id.clone(),
-            dsp: bid.dsp.clone(),
-            seat: bid.seat.clone(),
-            campaign: bid.campaign.clone(),
-            creative_id: bid.creative_id.clone(),
+            auction_id: bid.auction_id,
+            imp_id: bid.imp_id,
+            bid_id: bid.bid_id,
+            dsp: bid.dsp,
+            seat: bid.seat,
+            campaign: bid.campaign,
+            creative_id: bid.creative_id,
             price_micros: bid.price_micros,
-            currency: bid.currency.clone(),
+            currency: bid.currency,
             auction_ts: bid.auction_ts_ms,
             cost_micros: None,
             impression_id: None,
@@ -156,6 +162,10 @@ pub struct EventLogConfig {
     pub batch_max: usize,
     /// Longest time a written event waits for its fsync. Default 200 ms.
     pub fsync_interval: Duration,
+    /// How long the writer waits after a non-billing event for more to batch with it. Under
+    /// load this turns one write (and one blocking-pool handoff) per auction into one per
+    /// interval; a billing event, a flush or a full batch ends the wait at once. Default 5 ms.
+    pub linger: Duration,
 }
 
 impl Default for EventLogConfig {
@@ -167,12 +177,19 @@ impl Default for EventLogConfig {
             queue: 65_536,
             batch_max: 4_096,
             fsync_interval: Duration::from_millis(200),
+            linger: Duration::from_millis(5),
         }
     }
 }
 
 enum Cmd {
-    Event { kind: EventType, json: Vec<u8> },
+    /// Serialized by the caller (billing events, written as they were when accepted).
+    Json {
+        kind: EventType,
+        json: Vec<u8>,
+    },
+    /// Serialized by the writer, straight into its batch buffer.
+    Event(Box<Event>),
     Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -181,6 +198,7 @@ enum Cmd {
 #[derive(Debug)]
 pub struct EventLog {
     tx: mpsc::Sender<Cmd>,
+    queue: usize,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -200,7 +218,8 @@ impl EventLog {
                 "the event log needs a file or a Redis stream".into(),
             ));
         }
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let queue = config.queue.max(1);
+        let (tx, rx) = mpsc::channel(queue);
         let stream = redis.map(|redis| StreamSink {
             redis,
             key: config.stream_key.clone(),
@@ -215,6 +234,7 @@ impl EventLog {
         let task = tokio::spawn(writer.run());
         Ok(Self {
             tx,
+            queue,
             task: Mutex::new(Some(task)),
         })
     }
@@ -229,12 +249,28 @@ impl EventLog {
     pub async fn append(&self, event: &Event) -> Result<(), Error> {
         let json = serde_json::to_vec(event).map_err(|e| Error::Encode(e.to_string()))?;
         self.tx
-            .send(Cmd::Event {
+            .send(Cmd::Json {
                 kind: event.kind,
                 json,
             })
             .await
             .map_err(|_| Error::Closed)
+    }
+
+    /// Queues `event` without waiting, for events that inform rather than bill (wins, losses,
+    /// late answers): fails with [`Error::Busy`] once `max_pending` events are already
+    /// waiting, so they can never take the room billing events need.
+    pub fn try_append(&self, event: Event, max_pending: usize) -> Result<(), Error> {
+        let pending = self.queue - self.tx.capacity();
+        if pending >= max_pending {
+            return Err(Error::Busy);
+        }
+        self.tx
+            .try_send(Cmd::Event(Box::new(event)))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Busy,
+                mpsc::error::TrySendError::Closed(_) => Error::Closed,
+            })
     }
 
     /// Returns once every event appended before it is durable in every sink.
@@ -273,9 +309,9 @@ struct StreamSink {
 }
 
 impl StreamSink {
-    async fn send(&self, batch: &[(EventType, Vec<u8>)]) -> bool {
+    async fn send(&self, batch: &Batch) -> bool {
         let mut pipe = redis::pipe();
-        for (kind, json) in batch {
+        for (kind, json) in batch.lines() {
             pipe.cmd("XADD")
                 .arg(&self.key)
                 .arg("MAXLEN")
@@ -285,10 +321,60 @@ impl StreamSink {
                 .arg("type")
                 .arg(kind.as_str())
                 .arg("event")
-                .arg(json.as_slice())
+                .arg(json)
                 .ignore();
         }
         self.redis.query_pipeline::<()>(&pipe).await.is_ok()
+    }
+}
+
+/// Events on their way to the sinks: the file's bytes (one JSON line each) and where each
+/// line is, for the stream.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    lines: Vec<(EventType, std::ops::Range<usize>)>,
+    /// Holds a billing event: written without lingering.
+    urgent: bool,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    fn push_json(&mut self, kind: EventType, json: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(json);
+        self.end_line(kind, start);
+        self.urgent = true;
+    }
+
+    fn push_event(&mut self, event: &Event) {
+        let start = self.buf.len();
+        if let Err(e) = serde_json::to_writer(&mut self.buf, event) {
+            // Strings and integers only: serde_json cannot fail on them, but a half-written
+            // line must not stay in the file either way.
+            self.buf.truncate(start);
+            tracing::warn!(error = %e, "could not encode an event; dropped");
+            return;
+        }
+        self.end_line(event.kind, start);
+    }
+
+    fn end_line(&mut self, kind: EventType, start: usize) {
+        self.lines.push((kind, start..self.buf.len()));
+        self.buf.push(b'\n');
+    }
+
+    fn lines(&self) -> impl Iterator<Item = (EventType, &[u8])> {
+        self.lines
+            .iter()
+            .map(|(kind, range)| (*kind, &self.buf[range.clone()]))
     }
 }
 
@@ -326,26 +412,46 @@ impl Writer {
                 }
                 return;
             };
-            let mut lines = Vec::new();
+            let mut batch = Batch::default();
             let mut acks = Vec::new();
+            let linger_until = Instant::now() + self.config.linger;
             let mut cmd = Some(first);
-            while let Some(c) = cmd.take() {
-                match c {
-                    Cmd::Event { kind, json } => lines.push((kind, json)),
-                    Cmd::Flush(ack) => acks.push(ack),
-                    Cmd::Shutdown(ack) => {
-                        // No new events from here on; the ones already queued are still read.
-                        self.rx.close();
-                        closing = Some(ack);
+            loop {
+                while let Some(c) = cmd.take() {
+                    match c {
+                        Cmd::Json { kind, json } => batch.push_json(kind, &json),
+                        Cmd::Event(event) => batch.push_event(&event),
+                        Cmd::Flush(ack) => acks.push(ack),
+                        Cmd::Shutdown(ack) => {
+                            // No new events from here on; the ones already queued are still read.
+                            self.rx.close();
+                            closing = Some(ack);
+                        }
+                    }
+                    if batch.len() < self.config.batch_max {
+                        cmd = self.rx.try_recv().ok();
                     }
                 }
-                if lines.len() < self.config.batch_max {
-                    cmd = self.rx.try_recv().ok();
+                let linger = !batch.urgent
+                    && !batch.is_empty()
+                    && acks.is_empty()
+                    && closing.is_none()
+                    && batch.len() < self.config.batch_max;
+                if !linger {
+                    break;
+                }
+                tokio::select! {
+                    next = self.rx.recv() => match next {
+                        Some(next) => cmd = Some(next),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(linger_until) => break,
                 }
             }
-            if !lines.is_empty() {
-                self.write_file(&lines).await;
-                self.write_stream(&lines).await;
+            if !batch.is_empty() {
+                let batch = Arc::new(batch);
+                self.write_file(&batch).await;
+                self.write_stream(&batch).await;
                 unsynced_since.get_or_insert_with(Instant::now);
             }
             let due = unsynced_since.is_some_and(|s| s.elapsed() >= self.config.fsync_interval);
@@ -359,14 +465,11 @@ impl Writer {
         }
     }
 
-    async fn write_file(&mut self, lines: &[(EventType, Vec<u8>)]) {
+    async fn write_file(&mut self, batch: &Arc<Batch>) {
         let Some(file) = self.file.take() else { return };
-        let mut buf = Vec::with_capacity(lines.iter().map(|(_, l)| l.len() + 1).sum());
-        for (_, json) in lines {
-            buf.extend_from_slice(json);
-            buf.push(b'\n');
-        }
-        let file = retry_blocking(file, "writing the event log", move |f| f.write(&buf)).await;
+        let batch = batch.clone();
+        let file =
+            retry_blocking(file, "writing the event log", move |f| f.write(&batch.buf)).await;
         self.file = Some(file);
     }
 
@@ -375,16 +478,16 @@ impl Writer {
         self.file = Some(retry_blocking(file, "syncing the event log", |f| f.sync()).await);
     }
 
-    async fn write_stream(&mut self, lines: &[(EventType, Vec<u8>)]) {
+    async fn write_stream(&mut self, batch: &Batch) {
         let Some(stream) = &self.stream else { return };
         let mut backoff = Duration::from_millis(50);
         loop {
-            if stream.send(lines).await {
+            if stream.send(batch).await {
                 return;
             }
             if self.file.is_some() {
                 // The file holds every event; the stream is its mirror.
-                metrics::counter!("impressions_stream_dropped_total").increment(lines.len() as u64);
+                metrics::counter!("impressions_stream_dropped_total").increment(batch.len() as u64);
                 return;
             }
             tokio::time::sleep(backoff).await;

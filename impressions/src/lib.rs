@@ -61,6 +61,9 @@ pub enum Error {
     /// The tracker (or its event log or spool) is shut down.
     #[error("the tracker is shut down")]
     Closed,
+    /// The event log's queue holds as many non-billing events as it may: this one is dropped.
+    #[error("the event log queue is full")]
+    Busy,
 }
 
 impl Error {
@@ -407,6 +410,17 @@ impl Tracker {
             return Err(Error::Closed);
         }
         self.inner.log.append(event).await
+    }
+
+    /// Logs a non-billing event (win, loss, late answer) without waiting: past `max_pending`
+    /// queued events it is dropped with [`Error::Busy`] rather than slowing the caller down.
+    /// An event accepted before [`Self::shutdown`] is written by it; one after fails with
+    /// [`Error::Closed`].
+    pub fn try_record_event(&self, event: Event, max_pending: usize) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        self.inner.log.try_append(event, max_pending)
     }
 
     /// Returns once every event logged so far is durable.

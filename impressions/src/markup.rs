@@ -132,16 +132,22 @@ fn html_clicks(adm: &str, mut wrap: impl FnMut(&str) -> Option<String>) -> Optio
 
 fn escape_attr(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
+    let mut done = 0;
+    // Byte-wise with run copies: every byte escaped is ASCII, so each cut is a char boundary.
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'&' => "&amp;",
+            b'"' => "&quot;",
+            b'\'' => "&#39;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            _ => continue,
+        };
+        out.push_str(&s[done..i]);
+        out.push_str(escaped);
+        done = i + 1;
     }
+    out.push_str(&s[done..]);
     out
 }
 

@@ -441,6 +441,65 @@ async fn flush_makes_events_readable_without_shutdown() {
     assert_eq!(count, 1000);
 }
 
+/// Counts the lines of the event file as written so far (without a flush).
+fn lines_written(path: &std::path::Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn non_billing_events_are_bounded_batched_and_never_lost_to_shutdown() {
+    let dir = TempDir::new("try-append");
+    let path = dir.path().join("events.jsonl");
+    let log = EventLog::open_file(EventLogConfig {
+        file: Some(path.clone()),
+        fsync_interval: Duration::from_secs(3600),
+        // Long enough that nothing lingering is written before the test looks.
+        linger: Duration::from_secs(30),
+        queue: 64,
+        ..EventLogConfig::default()
+    })
+    .unwrap();
+
+    // A current-thread runtime: the writer cannot run before this loop yields, so the queue
+    // fills to the bound exactly.
+    let results: Vec<_> = (0..40)
+        .map(|n| log.try_append(Event::win(&bid(n), T0), 32))
+        .collect();
+    assert!(results[..32].iter().all(Result::is_ok));
+    assert!(results[32..].iter().all(|r| matches!(r, Err(Error::Busy))));
+
+    // Lingering: read, not yet written.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(lines_written(&path), 0);
+
+    // A billing event ends the wait: it and every lingering event are written at once.
+    let mut billed = Event::for_bid(EventType::Impression, &bid(99), T0);
+    billed.cost_micros = Some(2_500);
+    log.append(&billed).await.unwrap();
+    let mut waited = 0;
+    while lines_written(&path) < 33 && waited < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(lines_written(&path), 33);
+
+    // Accepted before shutdown: written by it, though still lingering.
+    log.try_append(Event::late(&bid(7), 12, T0), 32).unwrap();
+    log.shutdown().await.unwrap();
+    assert!(matches!(
+        log.try_append(Event::win(&bid(8), T0), 32),
+        Err(Error::Closed)
+    ));
+    let mut read = Vec::new();
+    read_events(&path, |e| read.push(e)).unwrap();
+    assert_eq!(read.len(), 34);
+    assert!(read[..32].iter().all(|e| e.kind == EventType::Win));
+    assert_eq!(read[32].kind, EventType::Impression);
+    assert_eq!(read[33].late_ms, Some(12));
+}
+
 #[tokio::test]
 async fn config_problems_are_reported() {
     let dir = TempDir::new("cfg");

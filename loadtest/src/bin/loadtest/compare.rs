@@ -19,6 +19,11 @@ pub(crate) struct CompareArgs {
     /// Write an HTML page with every run into DIR.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// With runs of the same labels at stepped rates (`scripts/bench-vs-baseline` with several
+    /// rates), also print each label's highest sustained rate: p99 within this many ms and at
+    /// least 97% of requests answered with a bid.
+    #[arg(long, value_name = "MS")]
+    sustained_p99_ms: Option<u64>,
 }
 
 pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
@@ -44,6 +49,13 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
         }
     }
     print!("{}", report::render_comparison(&reports));
+    if let Some(ms) = args.sustained_p99_ms {
+        let bound_us = ms.saturating_mul(1000);
+        print!(
+            "\n{}",
+            report::render_sustained(&report::sustained(&reports, bound_us), bound_us)
+        );
+    }
     if let Some(dir) = &args.report {
         let page = report::write_html(dir, &reports)?;
         eprintln!("report: {}", page.display());
