@@ -5,8 +5,9 @@
 //! Run: `cargo bench -p benches --bench exchange`
 //!
 //! Latest figures (see BENCHMARKS.md for the machine and date):
-//!   exchange/auction_3_dsps_sequential     278 µs per auction (client, exchange, 3 mocks on 2 cores)
-//!   exchange/auction_3_dsps_32_in_flight   141 µs per auction, i.e. ~7 100 auctions/s
+//!   exchange/auction_3_dsps_sequential     191 µs per auction (client, exchange, 3 mocks on 2 cores)
+//!   exchange/auction_3_dsps_32_in_flight   105 µs per auction, i.e. ~9 500 auctions/s
+//!   (2026-11-28; 141 µs / ~7 100 per second before win events stopped costing a task each)
 
 use std::time::{Duration, Instant};
 
