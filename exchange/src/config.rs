@@ -46,6 +46,9 @@ pub struct OverloadConfig {
     pub window_ms: u64,
     /// The bound never goes below this. Default 16.
     pub min_limit: usize,
+    /// A request arriving on a connection less than this after its previous answer left was
+    /// waiting at the client. Default 5 000 µs; 0 turns this signal off.
+    pub back_to_back_us: u64,
 }
 
 impl Default for OverloadConfig {
@@ -56,6 +59,7 @@ impl Default for OverloadConfig {
             probe_interval_ms: 2,
             window_ms: 100,
             min_limit: 16,
+            back_to_back_us: 5_000,
         }
     }
 }

@@ -12,9 +12,18 @@
 //! are answered 204 at once, which costs microseconds, so what is served stays fast and the
 //! excess does not queue.
 //!
+//! The runtime lag cannot see a queue in the client's own connection pool: an HTTP/1.1 client
+//! with fewer connections than the auctions it wants in flight keeps its excess at home, and the
+//! node sees only as many auctions as the client has connections. Two things show that queue
+//! together: requests arriving back to back on their connections (the next one was already
+//! waiting when the answer left) and auctions taking over twice as long as they did in the best
+//! recent calm window (the node is contended, not the client merely busy). Either signal lowers the
+//! bound; shed auctions answer in microseconds, the client's connections cycle faster, and its
+//! queue drains.
+//!
 //! [`Governor::decide`] is the pure rule; [`probe`] is the task that feeds it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +39,36 @@ pub struct Governor {
     target_lag: Duration,
     limit_gauge: metrics::Gauge,
     lag_gauge: metrics::Gauge,
+    arrivals: AtomicU64,
+    back_to_back: AtomicU64,
+    served: AtomicU64,
+    served_us: AtomicU64,
+}
+
+/// What one window saw, as [`Governor::decide`] reads it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WindowStats {
+    /// The smallest scheduler lag sampled.
+    pub min_lag: Duration,
+    /// Auctions running at the window's end.
+    pub in_flight: usize,
+    /// Auction requests that arrived, and how many of them came back to back.
+    pub arrivals: u64,
+    pub back_to_back: u64,
+    /// Mean time from request head to answer of the auctions served.
+    pub mean_service: Option<Duration>,
+    /// The smallest mean service time of recent windows.
+    pub base_service: Option<Duration>,
+}
+
+/// Fewer arrivals than this in a window say nothing about a client's queue.
+const MIN_ARRIVALS: u64 = 20;
+
+impl WindowStats {
+    /// Most requests arrived back to back: a client had them waiting.
+    pub fn client_waiting(&self) -> bool {
+        self.arrivals >= MIN_ARRIVALS && self.back_to_back * 2 > self.arrivals
+    }
 }
 
 impl Governor {
@@ -45,7 +84,37 @@ impl Governor {
             target_lag: Duration::from_micros(config.target_lag_us),
             limit_gauge: gauge,
             lag_gauge: metrics::gauge!("exchange_scheduler_lag_seconds"),
+            arrivals: AtomicU64::new(0),
+            back_to_back: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            served_us: AtomicU64::new(0),
         }
+    }
+
+    /// An auction request arrived; `back_to_back` when its connection's previous answer left
+    /// less than `overload.back_to_back_us` before.
+    pub fn arrived(&self, back_to_back: bool) {
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
+        if back_to_back {
+            self.back_to_back.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An admitted auction was answered `took` after its request head.
+    pub fn served(&self, took: Duration) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.served_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Takes the window's counters, leaving them at zero.
+    fn take_counts(&self) -> (u64, u64, Option<Duration>) {
+        let arrivals = self.arrivals.swap(0, Ordering::Relaxed);
+        let back_to_back = self.back_to_back.swap(0, Ordering::Relaxed);
+        let served = self.served.swap(0, Ordering::Relaxed);
+        let served_us = self.served_us.swap(0, Ordering::Relaxed);
+        let mean = (served > 0).then(|| Duration::from_micros(served_us / served));
+        (arrivals, back_to_back, mean)
     }
 
     /// Auctions that may run at once right now.
@@ -53,21 +122,59 @@ impl Governor {
         self.limit.load(Ordering::Relaxed)
     }
 
-    /// The new bound after a window whose smallest scheduler lag was `min_lag`, with
-    /// `in_flight` auctions running at its end.
-    pub fn decide(&self, limit: usize, min_lag: Duration, in_flight: usize) -> usize {
-        if min_lag > self.target_lag {
-            (limit.min(in_flight.max(self.floor)) * 3 / 4).max(self.floor)
+    /// Whether a window shows overload: the runtime never idle (a standing queue of ready
+    /// work), or a client queueing behind its connections while auctions run slow.
+    pub fn overloaded(&self, w: &WindowStats) -> bool {
+        let runtime_behind = w.min_lag > self.target_lag;
+        let client_queueing = w.client_waiting()
+            && matches!((w.mean_service, w.base_service), (Some(m), Some(b)) if m > b * 2);
+        runtime_behind || client_queueing
+    }
+
+    /// The new bound after window `w`: three quarters of what was running when overloaded,
+    /// an eighth more otherwise, within `[floor, ceiling]`.
+    pub fn decide(&self, limit: usize, w: &WindowStats) -> usize {
+        if self.overloaded(w) {
+            (limit.min(w.in_flight.max(self.floor)) * 3 / 4).max(self.floor)
         } else {
             (limit + limit / 8 + 1).min(self.ceiling)
         }
     }
 
-    fn close_window(&self, min_lag: Duration, in_flight: usize) {
-        let next = self.decide(self.limit(), min_lag, in_flight);
+    /// Applies window `w`; true when it showed overload.
+    fn close_window(&self, w: &WindowStats) -> bool {
+        let overloaded = self.overloaded(w);
+        let next = self.decide(self.limit(), w);
+        if next != self.limit() {
+            tracing::debug!(target: "exchange::overload", ?w, next, "auction bound changed");
+        }
+        tracing::trace!(target: "exchange::overload", ?w, "window");
         self.limit.store(next, Ordering::Relaxed);
         self.limit_gauge.set(next as f64);
-        self.lag_gauge.set(min_lag.as_secs_f64());
+        self.lag_gauge.set(w.min_lag.as_secs_f64());
+        overloaded
+    }
+}
+
+/// The "best recent" service time after window `w`. Only calm windows (no overload, no client
+/// waiting) teach what normal is: an overload, even one that starts with the traffic, must not
+/// become the norm and disarm the signal that sheds it. Until a calm window has been seen,
+/// there is no base and only the runtime lag can shed.
+pub fn learn_base(base: Option<Duration>, w: &WindowStats, overloaded: bool) -> Option<Duration> {
+    if overloaded || w.client_waiting() {
+        base
+    } else {
+        next_base(base, w.mean_service)
+    }
+}
+
+/// The next "best recent" service time: the lower of this window's mean and the last best,
+/// which itself creeps up 0.5% a window, so a lasting change (DSPs that got slower) is
+/// followed within seconds while one busy window is not mistaken for the norm.
+pub fn next_base(base: Option<Duration>, mean: Option<Duration>) -> Option<Duration> {
+    match (base, mean) {
+        (Some(b), Some(m)) => Some(m.min(b.mul_f64(1.005))),
+        (b, m) => m.or(b),
     }
 }
 
@@ -82,13 +189,24 @@ pub async fn probe(
     let window = Duration::from_millis(config.window_ms);
     let mut window_start = Instant::now();
     let mut min_lag = Duration::MAX;
+    let mut base_service = None;
     loop {
         tokio::time::sleep(interval).await;
         let before = Instant::now();
         tokio::task::yield_now().await;
         min_lag = min_lag.min(before.elapsed());
         if window_start.elapsed() >= window {
-            governor.close_window(min_lag, in_flight());
+            let (arrivals, back_to_back, mean_service) = governor.take_counts();
+            let stats = WindowStats {
+                min_lag,
+                in_flight: in_flight(),
+                arrivals,
+                back_to_back,
+                mean_service,
+                base_service,
+            };
+            let overloaded = governor.close_window(&stats);
+            base_service = learn_base(base_service, &stats, overloaded);
             window_start = Instant::now();
             min_lag = Duration::MAX;
         }
@@ -108,10 +226,15 @@ mod tests {
         Governor::new(&config, ceiling)
     }
 
-    /// `(limit, min lag µs, in flight) -> next limit`.
+    /// `(limit, min lag µs, in flight) -> next limit`, with no client-side signal.
     fn check(g: &Governor, cases: &[(usize, u64, usize, usize)]) {
         for &(limit, lag_us, in_flight, want) in cases {
-            let got = g.decide(limit, Duration::from_micros(lag_us), in_flight);
+            let w = WindowStats {
+                min_lag: Duration::from_micros(lag_us),
+                in_flight,
+                ..WindowStats::default()
+            };
+            let got = g.decide(limit, &w);
             assert_eq!(
                 got, want,
                 "limit {limit}, lag {lag_us} µs, {in_flight} in flight"
@@ -140,6 +263,84 @@ mod tests {
                 (100, 1_000, 100, 113),
             ],
         );
+    }
+
+    #[test]
+    fn a_client_queue_shows_as_back_to_back_arrivals_and_slow_auctions() {
+        let g = governor(20_000);
+        let ms = Duration::from_millis;
+        // (arrivals, back to back, mean service, base service) -> overloaded
+        let cases = [
+            // The surge: nearly every request was waiting, auctions take 3x the best.
+            (1_000, 900, Some(ms(12)), Some(ms(4)), true),
+            // Waiting requests but fast auctions: a client with a small pool, not our load.
+            (1_000, 900, Some(ms(5)), Some(ms(4)), false),
+            // Slow auctions but no waiting requests: slow DSPs cost time, not capacity.
+            (1_000, 100, Some(ms(25)), Some(ms(4)), false),
+            // Half is not a majority.
+            (1_000, 500, Some(ms(12)), Some(ms(4)), false),
+            // Too few requests to say.
+            (19, 19, Some(ms(12)), Some(ms(4)), false),
+            // No history yet, or nothing served.
+            (1_000, 900, Some(ms(12)), None, false),
+            (1_000, 900, None, Some(ms(4)), false),
+        ];
+        for (arrivals, back_to_back, mean_service, base_service, want) in cases {
+            let w = WindowStats {
+                min_lag: Duration::from_micros(5),
+                in_flight: 100,
+                arrivals,
+                back_to_back,
+                mean_service,
+                base_service,
+            };
+            assert_eq!(g.overloaded(&w), want, "{w:?}");
+            let next = g.decide(100, &w);
+            assert_eq!(next, if want { 75 } else { 113 }, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn the_best_recent_service_time_follows_lasting_changes_only() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_base(None, None), None);
+        assert_eq!(next_base(None, Some(ms(4))), Some(ms(4)));
+        assert_eq!(next_base(Some(ms(4)), None), Some(ms(4)));
+        assert_eq!(next_base(Some(ms(4)), Some(ms(3))), Some(ms(3)));
+        // One slow window moves it 0.5%, not to the window's mean.
+        assert_eq!(
+            next_base(Some(ms(100)), Some(ms(300))),
+            Some(Duration::from_micros(100_500))
+        );
+        // DSPs that stay 3x slower: followed within ~220 windows (22 s at 100 ms); a surge of
+        // a few seconds is not mistaken for the norm.
+        let mut base = Some(ms(4));
+        for _ in 0..50 {
+            base = next_base(base, Some(ms(12)));
+        }
+        assert!(base < Some(ms(6)), "{base:?}");
+        for _ in 0..200 {
+            base = next_base(base, Some(ms(12)));
+        }
+        assert_eq!(base, Some(ms(12)));
+    }
+
+    #[test]
+    fn only_calm_windows_teach_the_base() {
+        let ms = Duration::from_millis;
+        let window = |back_to_back, mean| WindowStats {
+            arrivals: 100,
+            back_to_back,
+            mean_service: Some(ms(mean)),
+            ..WindowStats::default()
+        };
+        // Traffic that starts in overload: clients waiting from the first window, no base.
+        assert_eq!(learn_base(None, &window(90, 9), false), None);
+        assert_eq!(learn_base(None, &window(10, 4), false), Some(ms(4)));
+        // A shedding window or a waiting client leaves it alone.
+        assert_eq!(learn_base(Some(ms(4)), &window(10, 9), true), Some(ms(4)));
+        assert_eq!(learn_base(Some(ms(4)), &window(90, 9), false), Some(ms(4)));
+        assert_eq!(learn_base(Some(ms(4)), &window(10, 3), false), Some(ms(3)));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub(crate) struct App {
     prometheus: PrometheusHandle,
     in_flight: Arc<AtomicUsize>,
     governor: Arc<Governor>,
+    /// The origin of the per-connection timestamps.
+    epoch: Instant,
 }
 
 impl App {
@@ -115,6 +117,7 @@ impl App {
             prometheus,
             in_flight: Arc::new(AtomicUsize::new(0)),
             governor,
+            epoch: Instant::now(),
         };
         Ok((app, budget_sync))
     }
@@ -233,9 +236,11 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let conn_state = Arc::new(Connection::default());
         let service = service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(handle(&app, req).await) }
+            let conn_state = conn_state.clone();
+            async move { Ok::<_, Infallible>(handle(&app, &conn_state, req).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -273,10 +278,27 @@ pub async fn run(
     Ok(())
 }
 
-async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+/// What the server remembers of one client connection.
+#[derive(Default)]
+struct Connection {
+    /// When its last auction answer left, µs after `App::epoch`; 0 before the first.
+    last_answer_us: AtomicU64,
+}
+
+async fn handle(app: &App, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/openrtb2/auction") => auction(app, start, req).await,
+        (&Method::POST, "/openrtb2/auction") => {
+            let since_epoch = |t: Instant| t.duration_since(app.epoch).as_micros() as u64;
+            let last = conn.last_answer_us.load(Ordering::Relaxed);
+            let gap_us = since_epoch(start).saturating_sub(last);
+            app.governor
+                .arrived(last != 0 && gap_us < app.config.overload.back_to_back_us);
+            let response = auction(app, start, req).await;
+            conn.last_answer_us
+                .store(since_epoch(Instant::now()).max(1), Ordering::Relaxed);
+            response
+        }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/event/imp") => crate::tracking::impression(&app.tracker, &req).await,
         (&Method::GET, "/event/click") => crate::tracking::click(&app.tracker, &req).await,
@@ -321,9 +343,9 @@ async fn auction(app: &App, start: Instant, req: Request<Incoming>) -> Response<
         }
     };
     let response = crate::pipeline::run_auction(app, start, &body).await;
-    app.metrics
-        .auction_seconds
-        .record(start.elapsed().as_secs_f64());
+    let took = start.elapsed();
+    app.metrics.auction_seconds.record(took.as_secs_f64());
+    app.governor.served(took);
     response
 }
 
