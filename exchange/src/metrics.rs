@@ -126,6 +126,8 @@ pub struct DspMetrics {
     pub errors: Counter,
     pub throttled: Counter,
     pub late_answers: Counter,
+    /// Late calls that had not answered when their grace period ended.
+    pub late_unanswered: Counter,
     pub late_seconds: Histogram,
     pub latency_seconds: Histogram,
     pub wins: Counter,
@@ -144,6 +146,7 @@ impl DspMetrics {
             errors: counter!("exchange_dsp_errors_total", "dsp" => dsp.clone()),
             throttled: counter!("exchange_dsp_throttled_total", "dsp" => dsp.clone()),
             late_answers: counter!("exchange_dsp_late_answers_total", "dsp" => dsp.clone()),
+            late_unanswered: counter!("exchange_dsp_late_unanswered_total", "dsp" => dsp.clone()),
             late_seconds: histogram!("exchange_dsp_late_by_seconds", "dsp" => dsp.clone()),
             latency_seconds: histogram!("exchange_dsp_duration_seconds", "dsp" => dsp.clone()),
             wins: counter!("exchange_wins_total", "dsp" => dsp.clone()),

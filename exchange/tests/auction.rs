@@ -128,6 +128,7 @@ async fn a_hanging_dsp_does_not_delay_the_answer_past_the_deadline() {
     let good = fixed("hang-good", 2.0).start().await.unwrap();
     let mut config = config_for(&[&hang, &good]);
     config.auction.dsp_timeout_ms = 50;
+    config.auction.late_grace_ms = 100;
     let ex = TestExchange::start(config).await;
     // Warm the connection pool so connection set-up is not what is measured.
     let _ = ex.auction(banner_request("hang-warm", 0.0)).await;
@@ -149,6 +150,20 @@ async fn a_hanging_dsp_does_not_delay_the_answer_past_the_deadline() {
         ex.metric("exchange_dsp_timeouts_total", &[("dsp", "hang-h")])
             .await
             >= 2.0
+    );
+    // Past the grace period the hanging calls are given up on and counted as unanswered;
+    // none of them counts as a late answer.
+    let given_up = eventually(Duration::from_secs(5), || async {
+        ex.metric("exchange_dsp_late_unanswered_total", &[("dsp", "hang-h")])
+            .await
+            >= 2.0
+    })
+    .await;
+    assert!(given_up, "the hanging calls were not counted as unanswered");
+    assert_eq!(
+        ex.metric("exchange_dsp_late_answers_total", &[("dsp", "hang-h")])
+            .await,
+        0.0
     );
     ex.stop().await;
 }
