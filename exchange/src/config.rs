@@ -250,6 +250,11 @@ pub struct AuctionConfig {
     /// Late calls allowed to run in the background at once; past it they are abandoned and
     /// counted. Default 10 000.
     pub max_late_in_flight: usize,
+    /// How much earlier than its deadline the wait for a DSP ends (and how much less `tmax` the
+    /// DSP is told): tokio's timers fire up to 2 ms late, since the timer wheel and `epoll_wait`
+    /// each round up to a whole millisecond. 0 gives DSPs their whole timeout and lets the
+    /// auction end up to ~2 ms past its deadline. Default 2 ms.
+    pub timer_slack_ms: u64,
 }
 
 impl Default for AuctionConfig {
@@ -264,6 +269,7 @@ impl Default for AuctionConfig {
             max_response_bytes: 1024 * 1024,
             late_grace_ms: 1_000,
             max_late_in_flight: 10_000,
+            timer_slack_ms: 2,
         }
     }
 }
@@ -387,6 +393,12 @@ impl Config {
         if a.dsp_timeout_ms == 0 {
             errors.push("auction.dsp_timeout_ms must be above 0".to_owned());
         }
+        if a.timer_slack_ms >= a.dsp_timeout_ms {
+            errors.push(format!(
+                "auction.timer_slack_ms ({}) must be below auction.dsp_timeout_ms ({}): no DSP would get any time",
+                a.timer_slack_ms, a.dsp_timeout_ms
+            ));
+        }
         if a.default_tmax_ms <= a.reserve_ms {
             errors.push(format!(
                 "auction.default_tmax_ms ({}) must be above auction.reserve_ms ({})",
@@ -445,6 +457,10 @@ impl Config {
                 Some(t) if t > a.dsp_timeout_ms => errors.push(format!(
                     "{at}: timeout_ms ({t}) must not exceed auction.dsp_timeout_ms ({})",
                     a.dsp_timeout_ms
+                )),
+                Some(t) if t <= a.timer_slack_ms => errors.push(format!(
+                    "{at}: timeout_ms ({t}) must be above auction.timer_slack_ms ({})",
+                    a.timer_slack_ms
                 )),
                 _ => {}
             }
@@ -770,6 +786,33 @@ mod tests {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert_eq!(e.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn the_timer_slack_must_leave_every_dsp_some_time() {
+        let e = errors(
+            r#"
+            [auction]
+            dsp_timeout_ms = 30
+            timer_slack_ms = 30
+            [[dsp]]
+            name = "a"
+            url = "http://127.0.0.1:1/bid"
+            timeout_ms = 20
+            "#,
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].contains("auction.timer_slack_ms (30) must be below"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].contains("timeout_ms (20) must be above auction.timer_slack_ms"),
+            "{e:?}"
+        );
+        Config::from_toml("[auction]\ndsp_timeout_ms = 30\ntimer_slack_ms = 0\n")
+            .and_then(|c| c.validate())
+            .unwrap();
     }
 
     #[test]
