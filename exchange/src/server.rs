@@ -170,11 +170,8 @@ fn events_for_late(tracker: &impressions::Tracker) -> crate::fanout::LateHook {
             dsp: dsp.to_owned(),
             ..Default::default()
         };
-        sink.emit(vec![impressions::Event::late(
-            &bid,
-            late_ms,
-            crate::tracking::now_ms(),
-        )]);
+        let event = impressions::Event::late(&bid, late_ms, crate::tracking::now_ms());
+        sink.emit([event]);
     })
 }
 

@@ -28,7 +28,7 @@ impl EventSink {
         }
     }
 
-    pub fn emit(&self, events: Vec<Event>) {
+    pub fn emit(&self, events: impl IntoIterator<Item = Event>) {
         for event in events {
             if self
                 .tracker
