@@ -3,9 +3,13 @@
 
 use crate::filter::{self, Class};
 use crate::scratch::InlineVec;
+use std::borrow::Borrow;
+use std::marker::PhantomData;
+
+use money::{CpmMicros, Micros};
+
 use crate::{
-    impression_cost_micros, AuctionType, BidResult, Candidate, Imp, ImpResult, Ledger, LossReason,
-    Outcome, Request, Rules,
+    AuctionType, BidResult, Candidate, Imp, ImpResult, Ledger, LossReason, Outcome, Request, Rules,
 };
 
 /// Up to this many eligible bids the per-bid scratch lives on the stack; beyond it, one `Vec`
@@ -34,21 +38,23 @@ const UNUSED: Entry = Entry {
 /// Placeholder for eligible bids until their imp is settled; `settle` overwrites every one.
 const PENDING: BidResult = BidResult::Lost {
     reason: LossReason::LostToHigherBid,
-    min_to_win_micros: None,
+    min_to_win: None,
 };
 
 /// Runs the auction of every imp in `req` over `bids`, charging winners through `ledger`.
 /// The rules, loss reasons and pricing are described in the crate documentation.
-pub fn run<L: Ledger>(
-    req: &Request<'_>,
-    bids: &[Candidate<'_, L::Campaign>],
-    rules: &Rules,
-    ledger: &L,
-) -> Outcome {
+/// `bids` may be the candidates themselves or the caller's own records that hold one (via
+/// [`Borrow`]), so the caller finds a result's bid by the index the result names, with no
+/// second list kept in step.
+pub fn run<'a, L, B>(req: &Request<'_>, bids: &[B], rules: &Rules, ledger: &L) -> Outcome
+where
+    L: Ledger,
+    B: Borrow<Candidate<'a, L::Campaign>>,
+{
     let blocks = filter::Blocks::new(req);
     let mut results = Vec::with_capacity(bids.len());
     let mut eligible = InlineVec::<Entry, INLINE_BIDS>::new(UNUSED);
-    for (index, bid) in bids.iter().enumerate() {
+    for (index, bid) in bids.iter().map(Borrow::borrow).enumerate() {
         match filter::eligibility(req, &blocks, bid, ledger) {
             Ok(class) => {
                 eligible.push(Entry {
@@ -61,7 +67,7 @@ pub fn run<L: Ledger>(
             }
             Err(reason) => results.push(BidResult::Lost {
                 reason,
-                min_to_win_micros: None,
+                min_to_win: None,
             }),
         }
     }
@@ -85,6 +91,7 @@ pub fn run<L: Ledger>(
                 req,
                 imp,
                 bids,
+                _campaign: PhantomData,
                 entries,
                 results: &mut results,
             };
@@ -98,16 +105,17 @@ pub fn run<L: Ledger>(
 }
 
 /// One imp's auction over its own eligible bids.
-struct ImpAuction<'r, 'a, C> {
-    req: &'r Request<'a>,
-    imp: &'r Imp<'a>,
-    bids: &'r [Candidate<'a, C>],
+struct ImpAuction<'r, 'q, 'a, C, B> {
+    req: &'r Request<'q>,
+    imp: &'r Imp<'q>,
+    bids: &'r [B],
+    _campaign: PhantomData<&'r Candidate<'a, C>>,
     /// This imp's eligible bids, and only them.
     entries: &'r mut [Entry],
     results: &'r mut [BidResult],
 }
 
-impl<'r, 'a, C> ImpAuction<'r, 'a, C> {
+impl<'r, 'a, C, B: Borrow<Candidate<'a, C>>> ImpAuction<'r, '_, 'a, C, B> {
     fn settle<L: Ledger<Campaign = C>>(&mut self, rules: &Rules, ledger: &L) -> ImpResult {
         loop {
             let (deals, open) = self.races();
@@ -126,12 +134,12 @@ impl<'r, 'a, C> ImpAuction<'r, 'a, C> {
                 Class::Open => None,
             }
             .unwrap_or(self.req.at);
-            let price = lead.bid.price_micros;
-            let clearing = clearing_price(at, price, race.runner_up, floor, rules.increment_micros);
+            let price = lead.bid.price;
+            let clearing = clearing_price(at, price, race.runner_up, floor, rules.increment);
             let charged = match &lead.bid.campaign {
-                None => 0,
+                None => Micros::ZERO,
                 Some(campaign) => {
-                    let cost = impression_cost_micros(clearing);
+                    let cost = clearing.cost_of_one();
                     if !ledger.try_charge(campaign, cost) {
                         // Drained by a concurrent auction since `can_cover`: drop this bid and
                         // rerun the race over what remains, so the price is recomputed too.
@@ -141,7 +149,7 @@ impl<'r, 'a, C> ImpAuction<'r, 'a, C> {
                         if let Some(result) = self.results.get_mut(lead.index) {
                             *result = BidResult::Lost {
                                 reason: LossReason::CampaignBudgetExhausted,
-                                min_to_win_micros: None,
+                                min_to_win: None,
                             };
                         }
                         continue;
@@ -159,9 +167,9 @@ impl<'r, 'a, C> ImpAuction<'r, 'a, C> {
             self.close(lead.index, clearing, deal_won, loser_min_to_win);
             return ImpResult {
                 winner: Some(lead.index),
-                clearing_micros: clearing,
-                charged_micros: charged,
-                min_to_win_micros: race.runner_up.map_or(floor, |r| r.max(floor)),
+                clearing,
+                charged,
+                min_to_win: race.runner_up.map_or(floor, |r| r.max(floor)),
                 deal: match lead.class {
                     Class::Deal(k) => Some(k),
                     Class::Open => None,
@@ -175,10 +183,10 @@ impl<'r, 'a, C> ImpAuction<'r, 'a, C> {
         let seed = self.req.tie_seed;
         let mut deals = Race::default();
         let mut open = Race::default();
-        let bids: &'r [Candidate<'a, C>] = self.bids;
+        let bids: &'r [B] = self.bids;
         for (entry, e) in self.entries.iter().enumerate() {
             // `e.index` enumerated `bids`, so the lookup always succeeds.
-            let Some(bid) = bids.get(e.index).filter(|_| e.live) else {
+            let Some(bid) = bids.get(e.index).filter(|_| e.live).map(Borrow::borrow) else {
                 continue;
             };
             let race = match e.class {
@@ -191,25 +199,29 @@ impl<'r, 'a, C> ImpAuction<'r, 'a, C> {
     }
 
     /// Settles every unsettled bid of this imp once `winner` is charged.
-    fn close(&mut self, winner: usize, clearing: u64, deal_won: bool, loser_min_to_win: u64) {
+    fn close(
+        &mut self,
+        winner: usize,
+        clearing: CpmMicros,
+        deal_won: bool,
+        loser_min_to_win: CpmMicros,
+    ) {
         for e in self.entries.iter_mut().filter(|e| e.live) {
             e.live = false;
             let Some(result) = self.results.get_mut(e.index) else {
                 continue;
             };
             *result = if e.index == winner {
-                BidResult::Won {
-                    clearing_micros: clearing,
-                }
+                BidResult::Won { clearing }
             } else if matches!(e.class, Class::Deal(_)) == deal_won {
                 BidResult::Lost {
                     reason: LossReason::LostToHigherBid,
-                    min_to_win_micros: Some(loser_min_to_win),
+                    min_to_win: Some(loser_min_to_win),
                 }
             } else {
                 BidResult::Lost {
                     reason: LossReason::LostToDealBid,
-                    min_to_win_micros: None,
+                    min_to_win: None,
                 }
             };
         }
@@ -220,11 +232,11 @@ impl<'r, 'a, C> ImpAuction<'r, 'a, C> {
 /// eligibility already rejected bids under their floor.
 fn clearing_price(
     at: AuctionType,
-    bid: u64,
-    runner_up: Option<u64>,
-    floor: u64,
-    increment: u64,
-) -> u64 {
+    bid: CpmMicros,
+    runner_up: Option<CpmMicros>,
+    floor: CpmMicros,
+    increment: CpmMicros,
+) -> CpmMicros {
     match at {
         AuctionType::FirstPrice => bid,
         AuctionType::SecondPrice => runner_up
@@ -250,7 +262,7 @@ struct Lead<'r, 'a, C> {
 /// One class's best bid and the highest price among the rest of the class.
 struct Race<'r, 'a, C> {
     lead: Option<Lead<'r, 'a, C>>,
-    runner_up: Option<u64>,
+    runner_up: Option<CpmMicros>,
 }
 
 // Manual impl: a derive would demand `C: Default`.
@@ -272,7 +284,7 @@ impl<'r, 'a, C> Race<'r, 'a, C> {
         class: Class,
         seed: u64,
     ) {
-        let price = bid.price_micros;
+        let price = bid.price;
         let Some(lead) = &mut self.lead else {
             self.lead = Some(Lead {
                 entry,
@@ -283,7 +295,7 @@ impl<'r, 'a, C> Race<'r, 'a, C> {
             });
             return;
         };
-        let lead_price = lead.bid.price_micros;
+        let lead_price = lead.bid.price;
         let (takes_lead, rank) = if price != lead_price {
             (price > lead_price, None)
         } else {
@@ -322,8 +334,28 @@ fn tie_rank(seed: u64, index: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{clearing_price, tie_rank};
-    use crate::AuctionType::{FirstPrice, FixedPrice, SecondPrice};
+    use money::CpmMicros;
+
+    use super::tie_rank;
+    use crate::AuctionType::{self, FirstPrice, FixedPrice, SecondPrice};
+
+    /// [`super::clearing_price`] on plain CPM micros.
+    fn clearing_price(
+        at: AuctionType,
+        bid: u64,
+        runner_up: Option<u64>,
+        floor: u64,
+        increment: u64,
+    ) -> u64 {
+        super::clearing_price(
+            at,
+            CpmMicros::new(bid),
+            runner_up.map(CpmMicros::new),
+            CpmMicros::new(floor),
+            CpmMicros::new(increment),
+        )
+        .get()
+    }
 
     #[test]
     fn second_price_is_runner_up_or_floor_plus_increment_capped_at_bid() {

@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 
 use crate::scratch::InlineVec;
-use crate::{impression_cost_micros, Candidate, Imp, Ledger, LossReason, Request};
+use money::CpmMicros;
+
+use crate::{Candidate, Imp, Ledger, LossReason, Request};
 
 /// `badv` entries whose bare hosts stay on the stack; longer lists spill to the heap once per
 /// auction.
@@ -79,10 +81,8 @@ pub(crate) fn eligibility<L: Ledger>(
         return Err(LossReason::CreativeAttributeExclusions);
     }
     match class {
-        Class::Open if bid.price_micros < imp.floor_micros => {
-            return Err(LossReason::BelowAuctionFloor)
-        }
-        Class::Deal(k) if bid.price_micros < floor_of(imp, Class::Deal(k)) => {
+        Class::Open if bid.price < imp.floor => return Err(LossReason::BelowAuctionFloor),
+        Class::Deal(k) if bid.price < floor_of(imp, Class::Deal(k)) => {
             return Err(LossReason::BelowDealFloor)
         }
         _ => {}
@@ -93,7 +93,7 @@ pub(crate) fn eligibility<L: Ledger>(
         }
         // The bid is the most the winner can be charged, so a campaign that covers it can pay
         // whatever the clearing price turns out to be.
-        if !ledger.can_cover(campaign, impression_cost_micros(bid.price_micros)) {
+        if !ledger.can_cover(campaign, bid.price.cost_of_one()) {
             return Err(LossReason::CampaignBudgetExhausted);
         }
     }
@@ -101,13 +101,10 @@ pub(crate) fn eligibility<L: Ledger>(
 }
 
 /// The floor a bid of `class` must meet on `imp`: a deal's floor replaces the imp floor.
-pub(crate) fn floor_of(imp: &Imp<'_>, class: Class) -> u64 {
+pub(crate) fn floor_of(imp: &Imp<'_>, class: Class) -> CpmMicros {
     match class {
-        Class::Open => imp.floor_micros,
-        Class::Deal(k) => imp
-            .deals
-            .get(k)
-            .map_or(imp.floor_micros, |d| d.floor_micros),
+        Class::Open => imp.floor,
+        Class::Deal(k) => imp.deals.get(k).map_or(imp.floor, |d| d.floor),
     }
 }
 

@@ -1,21 +1,23 @@
 //! The budget seam: how the auction asks whether a campaign can pay and charges the winner.
 
 use std::fmt;
+
+use money::Micros;
 use std::marker::PhantomData;
 
 /// Campaign spend as the auction sees it. Methods take `&self` because one ledger serves every
-/// concurrent auction (the budget crate implements it with atomics); `cost_micros` is always the
-/// cost of ONE impression in currency micros (`impression_cost_micros`).
+/// concurrent auction (the budget crate implements it with atomics); `cost` is always the
+/// cost of ONE impression ([`money::CpmMicros::cost_of_one`]).
 pub trait Ledger {
     /// The handle a candidate carries for the campaign behind it.
     type Campaign;
 
-    /// Whether the campaign could pay `cost_micros` now. A hint used to filter bids before the
+    /// Whether the campaign could pay `cost` now. A hint used to filter bids before the
     /// auction; a `true` here does not reserve anything.
-    fn can_cover(&self, campaign: &Self::Campaign, cost_micros: u64) -> bool;
+    fn can_cover(&self, campaign: &Self::Campaign, cost: Micros) -> bool;
 
-    /// Debits `cost_micros` if the campaign can pay it, atomically; `false` leaves it untouched.
-    fn try_charge(&self, campaign: &Self::Campaign, cost_micros: u64) -> bool;
+    /// Debits `cost` if the campaign can pay it, atomically; `false` leaves it untouched.
+    fn try_charge(&self, campaign: &Self::Campaign, cost: Micros) -> bool;
 
     /// Whether the campaign may buy at all; a paused or unknown one loses with
     /// `LossReason::CampaignInactive`. Ledgers that do not track this keep the default.
@@ -58,11 +60,11 @@ impl<C> fmt::Debug for Unlimited<C> {
 impl<C> Ledger for Unlimited<C> {
     type Campaign = C;
 
-    fn can_cover(&self, _campaign: &C, _cost_micros: u64) -> bool {
+    fn can_cover(&self, _campaign: &C, _cost: Micros) -> bool {
         true
     }
 
-    fn try_charge(&self, _campaign: &C, _cost_micros: u64) -> bool {
+    fn try_charge(&self, _campaign: &C, _cost: Micros) -> bool {
         true
     }
 }

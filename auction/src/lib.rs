@@ -5,7 +5,7 @@
 //! read the clock or use randomness it was not handed: everything is an argument of [`run`]
 //! (ties are broken with [`Request::tie_seed`]), so the same inputs always give the same
 //! [`Outcome`]. Money is integer micros: prices are CPM micros, charges are currency micros of
-//! one impression ([`impression_cost_micros`]).
+//! one impression ([`money::CpmMicros::cost_of_one`]), in [`money::Micros`].
 //!
 //! # How an imp is auctioned
 //!
@@ -30,7 +30,7 @@
 //!    the winner's class): second price pays `min(bid, max(r, f) + increment)` (a lone bid pays
 //!    `min(bid, f + increment)`; equal top bids pay the top price); first price pays the bid;
 //!    fixed price pays `f`.
-//! 6. **Charge.** A winner with a campaign is charged [`impression_cost_micros`] of the clearing
+//! 6. **Charge.** A winner with a campaign is charged [`money::CpmMicros::cost_of_one`] of the clearing
 //!    price via [`Ledger::try_charge`]. If that fails (a concurrent auction drained the
 //!    campaign), the bid loses with 500 and steps 3–6 rerun over the remaining bids, price
 //!    included. Bids without a campaign are never charged.
@@ -52,7 +52,7 @@
 //! Following OpenRTB 2.6 section 4.4.1 (`${AUCTION_MIN_TO_WIN}`): a bid that lost on price (102)
 //! gets the winner's clearing price (the winner's bid under a fixed-price deal, where price only
 //! ranks); bids filtered out or lost for a reason other than price (103, budget) get none. The
-//! winner's own value, [`ImpResult::min_to_win_micros`], is the price that would have tied its
+//! winner's own value, [`ImpResult::min_to_win`], is the price that would have tied its
 //! runner-up, or the class floor when it had none.
 //!
 //! # Loss reason codes
@@ -87,10 +87,7 @@ mod scratch;
 
 pub use engine::run;
 pub use ledger::{Ledger, Unlimited};
-pub use model::{
-    impression_cost_micros, AuctionType, BidResult, Candidate, Deal, Imp, ImpResult, Outcome,
-    Request, Rules,
-};
+pub use model::{AuctionType, BidResult, Candidate, Deal, Imp, ImpResult, Outcome, Request, Rules};
 pub use reason::LossReason;
 
 /// The crate's one error type.

@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use money::{CpmMicros, Micros};
+
 use crate::{AuctionError, LossReason};
 
 /// How the winner's clearing price is set (`BidRequest.at`, `Deal.at`).
@@ -51,14 +53,14 @@ impl TryFrom<i64> for AuctionType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
     /// What a second-price winner pays above the runner-up or the floor, in CPM micros.
-    pub increment_micros: u64,
+    pub increment: CpmMicros,
 }
 
 impl Default for Rules {
     fn default() -> Self {
         // 0.01 CPM: the increment used in the OpenRTB 2.6 section 4.4.1 examples.
         Self {
-            increment_micros: 10_000,
+            increment: CpmMicros::new(10_000),
         }
     }
 }
@@ -69,7 +71,7 @@ pub struct Deal<'a> {
     pub id: &'a str,
     /// The deal's own floor (`deal.bidfloor`), CPM micros. It replaces the imp floor for bids on
     /// this deal.
-    pub floor_micros: u64,
+    pub floor: CpmMicros,
     /// `deal.at`; `None` inherits the request's type.
     pub at: Option<AuctionType>,
     /// Seats allowed to bid on this deal; empty allows every seat.
@@ -81,13 +83,13 @@ pub struct Deal<'a> {
 pub struct Imp<'a> {
     pub id: &'a str,
     /// Open-market floor (`imp.bidfloor`), CPM micros.
-    pub floor_micros: u64,
+    pub floor: CpmMicros,
     pub deals: Vec<Deal<'a>>,
     /// `imp.pmp.private_auction = 1`: only bids on one of `deals` may win.
     pub private_auction: bool,
     /// Blocked creative attributes: the union of the imp's banner/video/audio/native `battr`,
     /// built by the caller.
-    pub battr: &'a [i64],
+    pub battr: &'a [u32],
 }
 
 /// The request-level view the auction needs.
@@ -115,12 +117,12 @@ pub struct Candidate<'a, C> {
     pub bidder: u32,
     pub seat: &'a str,
     /// CPM micros.
-    pub price_micros: u64,
+    pub price: CpmMicros,
     /// `bid.dealid`; `Some("")` is treated like `None`.
     pub deal_id: Option<&'a str>,
     pub adomain: &'a [Cow<'a, str>],
     pub cat: &'a [Cow<'a, str>],
-    pub attr: &'a [i64],
+    pub attr: &'a [u32],
     pub bundle: Option<&'a str>,
     /// The campaign charged if this bid wins; `None` is never charged.
     pub campaign: Option<C>,
@@ -141,13 +143,13 @@ pub struct ImpResult {
     /// Index into the candidates; `None` when nothing won.
     pub winner: Option<usize>,
     /// What the winner pays, CPM micros (0 when nothing won).
-    pub clearing_micros: u64,
+    pub clearing: CpmMicros,
     /// What was charged to the winner's campaign for this one impression, currency micros
     /// (0 when nothing won or the winner had no campaign).
-    pub charged_micros: u64,
+    pub charged: Micros,
     /// The winner's `${AUCTION_MIN_TO_WIN}`: the price that would have tied the runner-up in its
     /// class, or the class floor when it had no competitor (0 when nothing won).
-    pub min_to_win_micros: u64,
+    pub min_to_win: CpmMicros,
     /// Index into the imp's `deals` when the winner bought through a deal.
     pub deal: Option<usize>,
 }
@@ -156,9 +158,9 @@ impl ImpResult {
     /// The result of an impression nothing won.
     pub const UNSOLD: Self = Self {
         winner: None,
-        clearing_micros: 0,
-        charged_micros: 0,
-        min_to_win_micros: 0,
+        clearing: CpmMicros::ZERO,
+        charged: Micros::ZERO,
+        min_to_win: CpmMicros::ZERO,
         deal: None,
     };
 }
@@ -166,14 +168,14 @@ impl ImpResult {
 /// The result for one candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BidResult {
-    /// The bid won its imp and pays `clearing_micros` (CPM micros).
-    Won { clearing_micros: u64 },
-    /// The bid lost. `min_to_win_micros` (CPM micros) is set only when price decided the loss
+    /// The bid won its imp and pays `clearing` (CPM micros).
+    Won { clearing: CpmMicros },
+    /// The bid lost. `min_to_win` (CPM micros) is set only when price decided the loss
     /// (`LostToHigherBid`): it is the winner's clearing price, as in the OpenRTB 2.6 section
     /// 4.4.1 examples (for a fixed-price deal, where price only ranks the bids, the winner's bid).
     Lost {
         reason: LossReason,
-        min_to_win_micros: Option<u64>,
+        min_to_win: Option<CpmMicros>,
     },
 }
 
@@ -189,10 +191,4 @@ impl BidResult {
     pub const fn is_won(&self) -> bool {
         matches!(self, Self::Won { .. })
     }
-}
-
-/// The cost of one impression in currency micros for a CPM price in CPM micros:
-/// `ceil(cpm_micros / 1000)`: rounding up means fractions of a micro are never given away.
-pub const fn impression_cost_micros(cpm_micros: u64) -> u64 {
-    cpm_micros.div_ceil(1000)
 }

@@ -6,10 +6,11 @@ mod common;
 use std::borrow::Cow;
 
 use auction::{
-    impression_cost_micros, run, AuctionType, BidResult, Candidate, Deal, Imp, LossReason, Outcome,
-    Request, Rules, Unlimited,
+    run, AuctionType, BidResult, Candidate, Deal, Imp, LossReason, Outcome, Request, Rules,
+    Unlimited,
 };
 use common::TestLedger;
+use money::{CpmMicros, Micros};
 use proptest::prelude::*;
 
 const DEAL_IDS: [&str; 3] = ["d0", "d1", "d2"];
@@ -118,14 +119,14 @@ fn run_scenario<L: auction::Ledger<Campaign = u32>>(s: &Scenario, ledger: &L) ->
         .iter()
         .map(|spec| Imp {
             id: "imp",
-            floor_micros: spec.floor,
+            floor: CpmMicros::new(spec.floor),
             deals: spec
                 .deals
                 .iter()
                 .zip(DEAL_IDS)
                 .map(|(d, id)| Deal {
                     id,
-                    floor_micros: d.floor,
+                    floor: CpmMicros::new(d.floor),
                     at: d.at,
                     wseat: &[],
                 })
@@ -153,7 +154,7 @@ fn run_scenario<L: auction::Ledger<Campaign = u32>>(s: &Scenario, ledger: &L) ->
             imp: b.imp,
             bidder: j as u32,
             seat: "seat",
-            price_micros: b.price,
+            price: CpmMicros::new(b.price),
             deal_id: b.deal_id(),
             adomain: &adomain,
             cat: &[],
@@ -163,7 +164,7 @@ fn run_scenario<L: auction::Ledger<Campaign = u32>>(s: &Scenario, ledger: &L) ->
         })
         .collect();
     let rules = Rules {
-        increment_micros: s.increment,
+        increment: CpmMicros::new(s.increment),
     };
     run(&req, &bids, &rules, ledger)
 }
@@ -248,7 +249,7 @@ fn check_outcome(s: &Scenario, out: &Outcome) -> Result<(), TestCaseError> {
         prop_assert_eq!(result.deal, deal);
 
         let floor = deal.map_or(imp.floor, |k| imp.deals[k].floor);
-        let clearing = result.clearing_micros;
+        let clearing = result.clearing.get();
         prop_assert!(
             clearing <= price,
             "imp {}: pays {} over its bid {}",
@@ -266,7 +267,7 @@ fn check_outcome(s: &Scenario, out: &Outcome) -> Result<(), TestCaseError> {
         prop_assert_eq!(
             out.bids[w],
             BidResult::Won {
-                clearing_micros: clearing
+                clearing: CpmMicros::new(clearing)
             }
         );
 
@@ -286,7 +287,7 @@ fn check_outcome(s: &Scenario, out: &Outcome) -> Result<(), TestCaseError> {
         };
         prop_assert_eq!(clearing, want, "imp {}: clearing price", i);
         prop_assert_eq!(
-            result.min_to_win_micros,
+            result.min_to_win.get(),
             runner_up.map_or(floor, |r| r.max(floor))
         );
 
@@ -302,12 +303,12 @@ fn check_outcome(s: &Scenario, out: &Outcome) -> Result<(), TestCaseError> {
             let want = if k.is_some() == deal_class {
                 BidResult::Lost {
                     reason: LossReason::LostToHigherBid,
-                    min_to_win_micros: Some(loser_min),
+                    min_to_win: Some(CpmMicros::new(loser_min)),
                 }
             } else {
                 BidResult::Lost {
                     reason: LossReason::LostToDealBid,
-                    min_to_win_micros: None,
+                    min_to_win: None,
                 }
             };
             prop_assert_eq!(out.bids[*j], want, "bid {}", j);
@@ -335,10 +336,10 @@ fn check_with_budgets(
         let Some(w) = r.winner else { continue };
         match s.bids[w].campaign {
             Some(c) => {
-                prop_assert_eq!(r.charged_micros, impression_cost_micros(r.clearing_micros));
-                charged[c as usize] += r.charged_micros;
+                prop_assert_eq!(r.charged, r.clearing.cost_of_one());
+                charged[c as usize] += r.charged.get();
             }
-            None => prop_assert_eq!(r.charged_micros, 0),
+            None => prop_assert_eq!(r.charged, Micros::ZERO),
         }
     }
     for (c, before) in &known {
@@ -369,8 +370,8 @@ proptest! {
         check_outcome(&s, &out)?;
         prop_assert!(out.bids.iter().all(|r| !matches!(r.loss_code(), 500 | 501)));
         for r in &out.imps {
-            let cost = r.winner.and_then(|w| s.bids[w].campaign).map_or(0, |_| impression_cost_micros(r.clearing_micros));
-            prop_assert_eq!(r.charged_micros, cost);
+            let cost = r.winner.and_then(|w| s.bids[w].campaign).map_or(Micros::ZERO, |_| r.clearing.cost_of_one());
+            prop_assert_eq!(r.charged, cost);
         }
     }
 
@@ -425,9 +426,9 @@ proptest! {
         prop_assert_eq!(before.imps[0].winner, Some(0));
         prop_assert_eq!(after.imps[0].winner, Some(0));
         prop_assert!(
-            before.imps[0].clearing_micros <= after.imps[0].clearing_micros,
+            before.imps[0].clearing <= after.imps[0].clearing,
             "raising the second bid from {} to {} lowered the price from {} to {}",
-            lo, hi, before.imps[0].clearing_micros, after.imps[0].clearing_micros
+            lo, hi, before.imps[0].clearing.get(), after.imps[0].clearing.get()
         );
     }
 }

@@ -6,16 +6,21 @@ mod common;
 use std::borrow::Cow;
 
 use auction::{
-    impression_cost_micros, run, AuctionType, BidResult, Candidate, Deal, Imp, ImpResult,
-    LossReason, Request, Rules,
+    run, AuctionType, BidResult, Candidate, Deal, Imp, ImpResult, LossReason, Request, Rules,
 };
 use common::TestLedger;
+use money::{CpmMicros, Micros};
 
 use AuctionType::{FirstPrice, FixedPrice, SecondPrice};
 
 /// CPM micros of `n` cents CPM.
 const fn c(n: u64) -> u64 {
     n * 10_000
+}
+
+/// Currency micros that one impression at `cpm` (CPM micros) costs.
+fn cost_of_one(cpm: u64) -> u64 {
+    CpmMicros::new(cpm).cost_of_one().get()
 }
 
 fn strs(items: &[&'static str]) -> Vec<Cow<'static, str>> {
@@ -55,7 +60,7 @@ struct ImpSpec {
     floor: u64,
     deals: Vec<DealSpec>,
     private: bool,
-    battr: Vec<i64>,
+    battr: Vec<u32>,
 }
 
 fn imp(floor: u64) -> ImpSpec {
@@ -74,7 +79,7 @@ impl ImpSpec {
         self.private = true;
         self
     }
-    fn battr(mut self, attrs: &[i64]) -> Self {
+    fn battr(mut self, attrs: &[u32]) -> Self {
         self.battr = attrs.to_vec();
         self
     }
@@ -89,7 +94,7 @@ struct Bid {
     deal: Option<&'static str>,
     adomain: Vec<Cow<'static, str>>,
     cat: Vec<Cow<'static, str>>,
-    attr: Vec<i64>,
+    attr: Vec<u32>,
     bundle: Option<&'static str>,
     campaign: Option<u32>,
 }
@@ -132,7 +137,7 @@ impl Bid {
         self.cat = strs(cats);
         self
     }
-    fn attr(mut self, attrs: &[i64]) -> Self {
+    fn attr(mut self, attrs: &[u32]) -> Self {
         self.attr = attrs.to_vec();
         self
     }
@@ -183,7 +188,7 @@ fn case(name: &'static str) -> Case {
     Case {
         name,
         at: SecondPrice,
-        increment: Rules::default().increment_micros,
+        increment: Rules::default().increment.get(),
         imps: vec![imp(0)],
         badv: Vec::new(),
         bcat: Vec::new(),
@@ -214,13 +219,13 @@ fn check(case: Case) {
         .enumerate()
         .map(|(i, spec)| Imp {
             id: ["imp-0", "imp-1", "imp-2"][i],
-            floor_micros: spec.floor,
+            floor: CpmMicros::new(spec.floor),
             deals: spec
                 .deals
                 .iter()
                 .map(|d| Deal {
                     id: d.id,
-                    floor_micros: d.floor,
+                    floor: CpmMicros::new(d.floor),
                     at: d.at,
                     wseat: &d.wseat,
                 })
@@ -246,7 +251,7 @@ fn check(case: Case) {
             imp: b.imp,
             bidder: b.bidder,
             seat: b.seat,
-            price_micros: b.price,
+            price: CpmMicros::new(b.price),
             deal_id: b.deal,
             adomain: &b.adomain,
             cat: &b.cat,
@@ -256,7 +261,7 @@ fn check(case: Case) {
         })
         .collect();
     let rules = Rules {
-        increment_micros: case.increment,
+        increment: CpmMicros::new(case.increment),
     };
 
     let out = run(&req, &candidates, &rules, &ledger);
@@ -269,21 +274,21 @@ fn check(case: Case) {
     assert_eq!(out.imps.len(), req.imps.len(), "{name}: one result per imp");
     for (j, (got, want)) in out.bids.iter().zip(&case.expect).enumerate() {
         let ok = match (*got, *want) {
-            (BidResult::Won { clearing_micros }, E::W(price)) => clearing_micros == price,
+            (BidResult::Won { clearing }, E::W(price)) => clearing.get() == price,
             (
                 BidResult::Lost {
                     reason,
-                    min_to_win_micros: None,
+                    min_to_win: None,
                 },
                 E::L(code),
             ) => reason.code() == code,
             (
                 BidResult::Lost {
                     reason,
-                    min_to_win_micros: Some(min),
+                    min_to_win: Some(min),
                 },
                 E::M(code, want_min),
-            ) => reason.code() == code && min == want_min,
+            ) => reason.code() == code && min.get() == want_min,
             _ => false,
         };
         assert!(ok, "{name}: bid {j}: got {got:?}, want {want:?}");
@@ -311,7 +316,7 @@ fn check(case: Case) {
         let E::W(clearing) = case.expect[w] else {
             unreachable!("position() matched a W")
         };
-        let cost = impression_cost_micros(clearing);
+        let cost = cost_of_one(clearing);
         let charged = case.bids[w].campaign.map_or(0, |_| cost);
         if let Some(campaign) = case.bids[w].campaign {
             spent.push((campaign, cost));
@@ -321,13 +326,14 @@ fn check(case: Case) {
             .iter()
             .position(|d| Some(d.id) == case.bids[w].deal);
         assert_eq!(got.winner, Some(w), "{name}: imp {i} winner");
-        assert_eq!(got.clearing_micros, clearing, "{name}: imp {i} clearing");
-        assert_eq!(got.charged_micros, charged, "{name}: imp {i} charged");
+        assert_eq!(got.clearing.get(), clearing, "{name}: imp {i} clearing");
+        assert_eq!(got.charged.get(), charged, "{name}: imp {i} charged");
         assert_eq!(got.deal, deal, "{name}: imp {i} deal");
     }
     for (i, min) in &case.winner_min_to_win {
         assert_eq!(
-            out.imps[*i].min_to_win_micros, *min,
+            out.imps[*i].min_to_win.get(),
+            *min,
             "{name}: imp {i} min_to_win"
         );
     }
@@ -472,7 +478,7 @@ fn bid0_wins_tie(seed: u64) -> bool {
         at: SecondPrice,
         imps: vec![Imp {
             id: "1",
-            floor_micros: 0,
+            floor: CpmMicros::ZERO,
             deals: Vec::new(),
             private_auction: false,
             battr: &[],
@@ -488,7 +494,7 @@ fn bid0_wins_tie(seed: u64) -> bool {
         imp: 0,
         bidder: 0,
         seat: "",
-        price_micros: c(100),
+        price: CpmMicros::new(c(100)),
         deal_id: None,
         adomain: &[],
         cat: &[],
@@ -773,12 +779,13 @@ fn budgets() {
 
 #[test]
 fn impression_cost_is_cpm_over_1000_rounded_up() {
-    assert_eq!(impression_cost_micros(0), 0);
-    assert_eq!(impression_cost_micros(1), 1);
-    assert_eq!(impression_cost_micros(1_000), 1);
-    assert_eq!(impression_cost_micros(1_001), 2);
-    assert_eq!(impression_cost_micros(2_500_000), 2_500);
-    assert_eq!(impression_cost_micros(u64::MAX), u64::MAX / 1000 + 1);
+    assert_eq!(cost_of_one(0), 0);
+    assert_eq!(cost_of_one(1), 1);
+    assert_eq!(cost_of_one(1_000), 1);
+    assert_eq!(cost_of_one(1_001), 2);
+    assert_eq!(cost_of_one(2_500_000), 2_500);
+    assert_eq!(cost_of_one(u64::MAX), u64::MAX / 1000 + 1);
+    assert_eq!(CpmMicros::new(1_001).cost_of_one(), Micros::new(2));
 }
 
 #[test]
@@ -801,5 +808,11 @@ fn auction_types_map_to_openrtb() {
 fn loss_reason_labels() {
     assert_eq!(LossReason::LostToHigherBid.as_str(), "lost_to_higher_bid");
     assert_eq!(LossReason::CampaignBudgetExhausted.code(), 500);
-    assert_eq!(BidResult::Won { clearing_micros: 1 }.loss_code(), 0);
+    assert_eq!(
+        BidResult::Won {
+            clearing: CpmMicros::new(1)
+        }
+        .loss_code(),
+        0
+    );
 }

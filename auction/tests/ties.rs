@@ -1,13 +1,17 @@
 //! Tie-breaking: deterministic for one seed, every tied bid reachable, and even over many seeds.
 
 use auction::{run, AuctionType, BidResult, Candidate, Imp, Request, Rules, Unlimited};
+use money::CpmMicros;
+
+/// The price every tied bid offers, 1.00 CPM.
+const TOP: CpmMicros = CpmMicros::new(1_000_000);
 
 fn request(seed: u64) -> Request<'static> {
     Request {
         at: AuctionType::SecondPrice,
         imps: vec![Imp {
             id: "1",
-            floor_micros: 100_000,
+            floor: CpmMicros::new(100_000),
             deals: Vec::new(),
             private_auction: false,
             battr: &[],
@@ -26,7 +30,7 @@ fn bid(bidder: u32, price_micros: u64) -> Candidate<'static, ()> {
         imp: 0,
         bidder,
         seat: "seat",
-        price_micros,
+        price: CpmMicros::new(price_micros),
         deal_id: None,
         adomain: &[],
         cat: &[],
@@ -46,18 +50,16 @@ fn wins(bids: &[Candidate<'static, ()>], seeds: u64) -> Vec<u32> {
             .expect("tied bids above the floor always sell");
         wins[winner] += 1;
         assert_eq!(
-            out.imps[0].clearing_micros, 1_000_000,
+            out.imps[0].clearing, TOP,
             "seed {seed}: ties clear at the top"
         );
         for (j, result) in out.bids.iter().enumerate() {
             let want = if j == winner {
-                BidResult::Won {
-                    clearing_micros: 1_000_000,
-                }
+                BidResult::Won { clearing: TOP }
             } else {
                 BidResult::Lost {
                     reason: auction::LossReason::LostToHigherBid,
-                    min_to_win_micros: Some(1_000_000),
+                    min_to_win: Some(TOP),
                 }
             };
             assert_eq!(*result, want, "seed {seed}: bid {j}");

@@ -19,9 +19,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 fn auction(c: &mut Criterion) {
     let mut group = c.benchmark_group("auction");
-    let rules = Rules {
-        increment_micros: 10_000,
-    };
+    // 0.01 CPM, the exchange's default increment.
+    let rules = Rules::default();
     let ledger = Unlimited::<()>::new();
     for (imps, bids) in [(1, 3), (1, 10), (1, 50), (5, 10)] {
         let fixture = AuctionFixture::new(imps, bids);

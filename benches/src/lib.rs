@@ -79,7 +79,7 @@ impl AuctionFixture {
                 .iter()
                 .map(|id| auction::Imp {
                     id,
-                    floor_micros: 500_000,
+                    floor: money::CpmMicros::new(500_000),
                     deals: Vec::new(),
                     private_auction: false,
                     battr: &[],
@@ -103,7 +103,7 @@ impl AuctionFixture {
                     imp,
                     bidder: b as u32,
                     seat: &self.seats[b % self.seats.len()],
-                    price_micros: 600_000 + ((b as u64 * 7_919) % 50) * 37_000,
+                    price: money::CpmMicros::new(600_000 + ((b as u64 * 7_919) % 50) * 37_000),
                     deal_id: None,
                     adomain: &self.adomain,
                     cat: &self.cat,

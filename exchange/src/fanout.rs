@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::{parse_dsp_url, Config, DspConfig};
-use crate::metrics::DspMetrics;
+use crate::metrics::{DspMetrics, Registry};
 use crate::Error;
 
 /// The client every outbound call (bids and notices) goes through.
@@ -53,7 +53,12 @@ pub struct Dsp {
 }
 
 impl Dsp {
-    pub fn from_config(index: u32, dsp: &DspConfig, config: &Config) -> Result<Dsp, Error> {
+    pub fn from_config(
+        index: u32,
+        dsp: &DspConfig,
+        config: &Config,
+        registry: &Registry,
+    ) -> Result<Dsp, Error> {
         let uri = parse_dsp_url(&dsp.url)
             .map_err(|e| Error::Config(vec![format!("dsp {:?}: {e}", dsp.name)]))?;
         Ok(Dsp {
@@ -64,9 +69,15 @@ impl Dsp {
             loss_notices: dsp.loss_notices,
             loss_notice_sample: dsp.loss_notice_sample,
             in_flight: Arc::new(Semaphore::new(dsp.max_in_flight)),
-            metrics: DspMetrics::new(&dsp.name),
+            metrics: DspMetrics::new(registry, &dsp.name),
         })
     }
+}
+
+/// One DSP call of an auction: which DSP, and what became of the call.
+pub struct Call<'d> {
+    pub dsp: &'d Arc<Dsp>,
+    pub outcome: CallOutcome,
 }
 
 /// What became of one DSP call, as far as the auction is concerned.
@@ -136,17 +147,16 @@ impl FanOut {
         }
     }
 
-    /// Calls every DSP in `dsps` at once and returns, in the same order, what each one did by
-    /// its deadline: `min(auction_deadline, start + dsp.timeout)`. `render(tmax_ms)` builds the
+    /// Calls every DSP in `dsps` at once and returns what each one did by its deadline: `min(auction_deadline, start + dsp.timeout)`. `render(tmax_ms)` builds the
     /// body a DSP receives; `tmax_ms` is that DSP's own remaining time.
-    pub async fn call_all(
+    pub async fn call_all<'d>(
         &self,
         auction_id: &str,
-        dsps: &[Arc<Dsp>],
+        dsps: &'d [Arc<Dsp>],
         start: Instant,
         auction_deadline: Instant,
         render: impl Fn(u32) -> Bytes,
-    ) -> Vec<CallOutcome> {
+    ) -> Vec<Call<'d>> {
         let now = Instant::now();
         let calls = dsps.iter().map(|dsp| {
             let deadline = auction_deadline.min(start + dsp.timeout);
@@ -164,7 +174,7 @@ impl FanOut {
                     Ok((permit, render(tmax)))
                 }
             };
-            async move {
+            let outcome = async move {
                 let (permit, body) = match prepared {
                     Ok(p) => p,
                     Err(CallOutcome::Throttled) => {
@@ -202,6 +212,12 @@ impl FanOut {
                         self.finish_late(dsp.clone(), auction_id, call, wait_until, permit);
                         CallOutcome::TimedOut
                     }
+                }
+            };
+            async move {
+                Call {
+                    dsp,
+                    outcome: outcome.await,
                 }
             }
         });

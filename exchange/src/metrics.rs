@@ -1,12 +1,17 @@
-//! Prometheus metrics: the recorder, and the handles the hot path increments.
+//! Prometheus metrics: the registry each exchange instance owns, and the handles the hot path
+//! increments.
 //!
-//! Handles are registered once per DSP at start-up, so recording a call is an atomic add
-//! with no label formatting or map lookup on the request path.
+//! Every instance builds its own recorder and hands it to the crates it starts (budgets,
+//! tracking), so two exchanges in one process (tests) never share a count. Handles are
+//! registered at start-up, so recording on the request path is an atomic add with no label
+//! formatting or map lookup.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use crate::Error;
 
@@ -15,38 +20,70 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
 ];
 
-const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often histogram samples are folded into their buckets. Without upkeep they pile up
+/// between scrapes, one per auction.
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Installs the process-wide Prometheus recorder once and returns its handle; later calls
-/// (several exchanges in one test process) share it.
-pub fn install() -> Result<PrometheusHandle, Error> {
-    // A mutex, not a bare OnceLock check: two exchanges starting at once (tests) would both
-    // see "not installed" and the second install_recorder would fail.
-    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
-    let mut handle = HANDLE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(h) = handle.as_ref() {
-        return Ok(h.clone());
-    }
-    let installed = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
-        .map_err(|e| Error::Metrics(e.to_string()))?
-        .install_recorder()
-        .map_err(|e| Error::Metrics(e.to_string()))?;
-    // Histograms keep raw samples until upkeep folds them into their buckets; without it they
-    // grow with every auction between scrapes. One plain thread serves the whole process
-    // (the recorder is global, and outlives any one runtime).
-    let upkeep = installed.clone();
-    std::thread::Builder::new()
-        .name("metrics-upkeep".into())
-        .spawn(move || loop {
-            std::thread::sleep(UPKEEP_INTERVAL);
-            upkeep.run_upkeep();
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// One exchange instance's metrics: the recorder its handles live in and the handle that
+/// renders them for `GET /metrics`.
+#[derive(Clone)]
+pub struct Registry {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+}
+
+impl Registry {
+    pub fn new() -> Result<Self, Error> {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+            .map_err(|e| Error::Metrics(e.to_string()))?
+            .build_recorder();
+        let handle = recorder.handle();
+        Ok(Self {
+            recorder: Arc::new(recorder),
+            handle,
         })
-        .map_err(|e| Error::Metrics(format!("starting the metrics upkeep thread: {e}")))?;
-    *handle = Some(installed.clone());
-    Ok(installed)
+    }
+
+    /// The recorder, for the crates that register their own metrics in this instance.
+    pub fn recorder(&self) -> Arc<dyn Recorder + Send + Sync> {
+        self.recorder.clone()
+    }
+
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.recorder
+            .register_counter(&key(name, labels), &METADATA)
+    }
+
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.recorder.register_gauge(&key(name, labels), &METADATA)
+    }
+
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        self.recorder
+            .register_histogram(&key(name, labels), &METADATA)
+    }
+
+    /// The Prometheus text exposition of everything this instance recorded.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Folds histogram samples into buckets; the server calls it every [`UPKEEP_INTERVAL`].
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::new(*k, (*v).to_owned()))
+        .collect();
+    Key::from_parts(name, labels)
 }
 
 /// How an auction ended, as counted in `exchange_auctions_total{outcome}`.
@@ -92,28 +129,22 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
-    pub fn new() -> Self {
+    pub fn new(registry: &Registry) -> Self {
         Self {
             outcomes: AuctionOutcome::ALL
-                .map(|o| counter!("exchange_auctions_total", "outcome" => o.label())),
-            auction_seconds: histogram!("exchange_auction_duration_seconds"),
-            in_flight: gauge!("exchange_auctions_in_flight"),
-            notices_dropped: counter!("exchange_notices_dropped_total"),
-            late_abandoned: counter!("exchange_dsp_late_abandoned_total"),
+                .map(|o| registry.counter("exchange_auctions_total", &[("outcome", o.label())])),
+            auction_seconds: registry.histogram("exchange_auction_duration_seconds", &[]),
+            in_flight: registry.gauge("exchange_auctions_in_flight", &[]),
+            notices_dropped: registry.counter("exchange_notices_dropped_total", &[]),
+            late_abandoned: registry.counter("exchange_dsp_late_abandoned_total", &[]),
         }
     }
 
     pub fn outcome(&self, outcome: AuctionOutcome) {
-        // The array is built from ALL in the same order, so the position always exists.
+        // `outcomes` is built from ALL in the same order, so the position always exists.
         if let Some(i) = AuctionOutcome::ALL.iter().position(|o| *o == outcome) {
             self.outcomes[i].increment(1);
         }
-    }
-}
-
-impl Default for ServerMetrics {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -133,37 +164,46 @@ pub struct DspMetrics {
     pub wins: Counter,
     lost: Vec<Counter>,
     name: String,
+    registry: Registry,
 }
 
 impl DspMetrics {
-    pub fn new(name: &str) -> Self {
-        let dsp = name.to_owned();
+    pub fn new(registry: &Registry, name: &str) -> Self {
+        let dsp = [("dsp", name)];
         Self {
-            requests: counter!("exchange_dsp_requests_total", "dsp" => dsp.clone()),
-            bids: counter!("exchange_dsp_bids_total", "dsp" => dsp.clone()),
-            no_bids: counter!("exchange_dsp_no_bids_total", "dsp" => dsp.clone()),
-            timeouts: counter!("exchange_dsp_timeouts_total", "dsp" => dsp.clone()),
-            errors: counter!("exchange_dsp_errors_total", "dsp" => dsp.clone()),
-            throttled: counter!("exchange_dsp_throttled_total", "dsp" => dsp.clone()),
-            late_answers: counter!("exchange_dsp_late_answers_total", "dsp" => dsp.clone()),
-            late_unanswered: counter!("exchange_dsp_late_unanswered_total", "dsp" => dsp.clone()),
-            late_seconds: histogram!("exchange_dsp_late_by_seconds", "dsp" => dsp.clone()),
-            latency_seconds: histogram!("exchange_dsp_duration_seconds", "dsp" => dsp.clone()),
-            wins: counter!("exchange_wins_total", "dsp" => dsp.clone()),
+            requests: registry.counter("exchange_dsp_requests_total", &dsp),
+            bids: registry.counter("exchange_dsp_bids_total", &dsp),
+            no_bids: registry.counter("exchange_dsp_no_bids_total", &dsp),
+            timeouts: registry.counter("exchange_dsp_timeouts_total", &dsp),
+            errors: registry.counter("exchange_dsp_errors_total", &dsp),
+            throttled: registry.counter("exchange_dsp_throttled_total", &dsp),
+            late_answers: registry.counter("exchange_dsp_late_answers_total", &dsp),
+            late_unanswered: registry.counter("exchange_dsp_late_unanswered_total", &dsp),
+            late_seconds: registry.histogram("exchange_dsp_late_by_seconds", &dsp),
+            latency_seconds: registry.histogram("exchange_dsp_duration_seconds", &dsp),
+            wins: registry.counter("exchange_wins_total", &dsp),
             lost: auction::LossReason::ALL
                 .iter()
                 .map(|r| {
-                    counter!("exchange_bids_lost_total", "dsp" => dsp.clone(), "reason" => r.as_str())
+                    registry.counter(
+                        "exchange_bids_lost_total",
+                        &[("dsp", name), ("reason", r.as_str())],
+                    )
                 })
                 .collect(),
-            name: dsp,
+            name: name.to_owned(),
+            registry: registry.clone(),
         }
     }
 
     /// A bid or a whole answer rejected, by reason. Reasons are a small fixed set of static
     /// labels, so the registry lookup here is bounded, and it is only on the error path.
     pub fn rejected(&self, reason: &'static str) {
-        counter!("exchange_bids_rejected_total", "dsp" => self.name.clone(), "reason" => reason)
+        self.registry
+            .counter(
+                "exchange_bids_rejected_total",
+                &[("dsp", &self.name), ("reason", reason)],
+            )
             .increment(1);
     }
 
@@ -177,7 +217,11 @@ impl DspMetrics {
 
     /// A win or loss notice fired, by kind and result.
     pub fn notice(&self, kind: &'static str, result: &'static str) {
-        counter!("exchange_notices_total", "dsp" => self.name.clone(), "kind" => kind, "result" => result)
+        self.registry
+            .counter(
+                "exchange_notices_total",
+                &[("dsp", &self.name), ("kind", kind), ("result", result)],
+            )
             .increment(1);
     }
 }

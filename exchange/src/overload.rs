@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::OverloadConfig;
+use crate::metrics::Registry;
 
 /// The auction bound in force, shared by the admission check and the probe.
 pub struct Governor {
@@ -74,8 +75,8 @@ impl WindowStats {
 impl Governor {
     /// Starts at `ceiling` (`server.max_in_flight_auctions`): nothing is shed until the
     /// scheduler says so. With overload control off, the bound stays there.
-    pub fn new(config: &OverloadConfig, ceiling: usize) -> Self {
-        let gauge = metrics::gauge!("exchange_overload_limit");
+    pub fn new(config: &OverloadConfig, ceiling: usize, registry: &Registry) -> Self {
+        let gauge = registry.gauge("exchange_overload_limit", &[]);
         gauge.set(ceiling as f64);
         Self {
             limit: AtomicUsize::new(ceiling),
@@ -83,7 +84,7 @@ impl Governor {
             floor: config.min_limit.min(ceiling),
             target_lag: Duration::from_micros(config.target_lag_us),
             limit_gauge: gauge,
-            lag_gauge: metrics::gauge!("exchange_scheduler_lag_seconds"),
+            lag_gauge: registry.gauge("exchange_scheduler_lag_seconds", &[]),
             arrivals: AtomicU64::new(0),
             back_to_back: AtomicU64::new(0),
             served: AtomicU64::new(0),
@@ -217,13 +218,17 @@ pub async fn probe(
 mod tests {
     use super::*;
 
+    fn test_registry() -> Registry {
+        Registry::new().expect("a Prometheus recorder")
+    }
+
     fn governor(ceiling: usize) -> Governor {
         let config = OverloadConfig {
             target_lag_us: 1_000,
             min_limit: 16,
             ..OverloadConfig::default()
         };
-        Governor::new(&config, ceiling)
+        Governor::new(&config, ceiling, &test_registry())
     }
 
     /// `(limit, min lag µs, in flight) -> next limit`, with no client-side signal.
@@ -353,7 +358,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn an_idle_runtime_keeps_the_ceiling() {
         let config = OverloadConfig::default();
-        let g = Arc::new(Governor::new(&config, 1_000));
+        let g = Arc::new(Governor::new(&config, 1_000, &test_registry()));
         let task = tokio::spawn(probe(g.clone(), config.clone(), || 0));
         tokio::time::sleep(Duration::from_millis(config.window_ms * 5)).await;
         assert_eq!(g.limit(), 1_000);
@@ -363,7 +368,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_runtime_that_never_idles_lowers_the_bound() {
         let config = OverloadConfig::default();
-        let g = Arc::new(Governor::new(&config, 1_000));
+        let g = Arc::new(Governor::new(&config, 1_000, &test_registry()));
         let probe_task = tokio::spawn(probe(g.clone(), config.clone(), || 1_000));
         // A task that hogs the only worker for longer than the target at every turn: the
         // probe's yield waits behind it each time.

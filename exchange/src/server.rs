@@ -15,17 +15,16 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::fanout::{http_client, Dsp, FanOut};
-use crate::metrics::{AuctionOutcome, ServerMetrics};
+use crate::metrics::{AuctionOutcome, Registry, ServerMetrics};
 use crate::notices::{Notice, NoticeKind, Notifier};
 use crate::overload::Governor;
-use crate::tracking::EventSink;
+use crate::tracking::{EventSink, TrackingMetrics};
 use crate::Error;
 
 pub(crate) type Body = Full<Bytes>;
@@ -41,7 +40,8 @@ pub(crate) struct App {
     pub budgets: Arc<budget::Budgets>,
     pub tracker: impressions::Tracker,
     pub events: EventSink,
-    prometheus: PrometheusHandle,
+    pub registry: Registry,
+    tracking_metrics: TrackingMetrics,
     in_flight: Arc<AtomicUsize>,
     governor: Arc<Governor>,
     /// The origin of the per-connection timestamps.
@@ -56,20 +56,20 @@ impl App {
     async fn start(
         config: Config,
         local: SocketAddr,
-        prometheus: PrometheusHandle,
+        registry: Registry,
     ) -> Result<(App, budget::SyncTask), Error> {
         let store = budget::open_store(&config.budget_config())?;
         let (budgets, budget_sync) = budget::Budgets::start(config.budget_config(), store).await?;
         budget::metrics::describe();
 
-        let metrics = ServerMetrics::new();
+        let metrics = ServerMetrics::new(&registry);
         let client = http_client();
         let dsps = config
             .dsps
             .iter()
             .filter(|d| d.enabled)
             .enumerate()
-            .map(|(i, d)| Dsp::from_config(i as u32, d, &config).map(Arc::new))
+            .map(|(i, d)| Dsp::from_config(i as u32, d, &config, &registry).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let notifier = Arc::new(Notifier::new(
             client.clone(),
@@ -90,19 +90,26 @@ impl App {
             Some(on_billed(notifier.clone(), &dsps, budgets.clone())),
         )
         .await?;
-        let events = EventSink::new(tracker.clone(), config.events.max_pending);
+        let events = EventSink::new(
+            tracker.clone(),
+            config.events.max_pending,
+            registry.counter("exchange_events_dropped_total", &[]),
+        );
         let fanout = FanOut::new(
             client,
             &config,
             metrics.late_abandoned.clone(),
-            events_for_late(&tracker),
+            events_for_late(&tracker, &registry),
         );
         let rules = auction::Rules {
-            increment_micros: (config.auction.price_increment * 1e6).round() as u64,
+            // Validated at start as a CPM between 0 and 1000.
+            increment: money::CpmMicros::from_cpm(config.auction.price_increment)
+                .unwrap_or(money::CpmMicros::ZERO),
         };
         let governor = Arc::new(Governor::new(
             &config.overload,
             config.server.max_in_flight_auctions,
+            &registry,
         ));
         let app = App {
             config,
@@ -114,7 +121,8 @@ impl App {
             budgets,
             tracker,
             events,
-            prometheus,
+            tracking_metrics: TrackingMetrics::new(&registry),
+            registry,
             in_flight: Arc::new(AtomicUsize::new(0)),
             governor,
             epoch: Instant::now(),
@@ -162,8 +170,12 @@ fn on_billed(
 }
 
 /// Late DSP answers become events too, for analysis of who is slow and by how much.
-fn events_for_late(tracker: &impressions::Tracker) -> crate::fanout::LateHook {
-    let sink = EventSink::new(tracker.clone(), 4096);
+fn events_for_late(tracker: &impressions::Tracker, registry: &Registry) -> crate::fanout::LateHook {
+    let sink = EventSink::new(
+        tracker.clone(),
+        4096,
+        registry.counter("exchange_events_dropped_total", &[]),
+    );
     Arc::new(move |dsp: &str, auction_id: &str, late_ms: u64| {
         let bid = impressions::BidRef {
             auction_id: auction_id.to_owned(),
@@ -194,11 +206,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     config.validate()?;
-    let prometheus = crate::metrics::install()?;
+    let registry = Registry::new()?;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let header_timeout = Duration::from_millis(config.server.header_read_timeout_ms);
     let connections = Arc::new(Semaphore::new(config.server.max_connections));
-    let (app, budget_sync) = App::start(config, listener.local_addr()?, prometheus).await?;
+    let (app, budget_sync) = App::start(config, listener.local_addr()?, registry).await?;
     let app = Arc::new(app);
     let overload_probe = app.config.overload.enabled.then(|| {
         let in_flight = app.in_flight.clone();
@@ -208,6 +220,16 @@ pub async fn run(
             move || in_flight.load(Ordering::Relaxed),
         ))
     });
+    let upkeep = {
+        let registry = app.registry.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::metrics::UPKEEP_INTERVAL);
+            loop {
+                every.tick().await;
+                registry.run_upkeep();
+            }
+        })
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -256,6 +278,7 @@ pub async fn run(
     if let Some(probe) = overload_probe {
         probe.abort();
     }
+    upkeep.abort();
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
@@ -297,11 +320,15 @@ async fn handle(app: &App, conn: &Connection, req: Request<Incoming>) -> Respons
             response
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/event/imp") => crate::tracking::impression(&app.tracker, &req).await,
-        (&Method::GET, "/event/click") => crate::tracking::click(&app.tracker, &req).await,
+        (&Method::GET, "/event/imp") => {
+            crate::tracking::impression(&app.tracker, &app.tracking_metrics, &req).await
+        }
+        (&Method::GET, "/event/click") => {
+            crate::tracking::click(&app.tracker, &app.tracking_metrics, &req).await
+        }
         (_, path) if path.starts_with("/admin/") => crate::admin::handle(app, req).await,
         (&Method::GET, "/metrics") => {
-            let mut r = text(StatusCode::OK, app.prometheus.render());
+            let mut r = text(StatusCode::OK, app.registry.render());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -6,6 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use impressions::{AdFormat, BidRef, Event, Tracker};
+use money::CpmMicros;
+
+use crate::metrics::Registry;
+use crate::pipeline::Offer;
 
 use crate::server::{error, Body};
 
@@ -20,11 +24,11 @@ pub(crate) struct EventSink {
 }
 
 impl EventSink {
-    pub fn new(tracker: Tracker, max_pending: usize) -> Self {
+    pub fn new(tracker: Tracker, max_pending: usize, dropped: metrics::Counter) -> Self {
         Self {
             tracker,
             max_pending,
-            dropped: metrics::counter!("exchange_events_dropped_total"),
+            dropped,
         }
     }
 
@@ -74,10 +78,14 @@ pub(crate) fn ad_format(mtype: Option<u32>, imp: &openrtb::request::Imp<'_>) -> 
 
 /// `GET /event/imp?...`: 204 whether the impression was billed now, was a duplicate, or was
 /// spooled for later; 403 for a URL that is not ours, tampered or expired.
-pub(crate) async fn impression(tracker: &Tracker, req: &Request<Incoming>) -> Response<Body> {
+pub(crate) async fn impression(
+    tracker: &Tracker,
+    counts: &TrackingMetrics,
+    req: &Request<Incoming>,
+) -> Response<Body> {
     let query = req.uri().query().unwrap_or("");
     let outcome = tracker.record_impression(query).await;
-    count("imp", outcome.as_ref());
+    counts.count(Kind::Impression, outcome.as_ref());
     match outcome {
         Ok(_) => {
             let mut r = Response::new(Body::default());
@@ -90,10 +98,14 @@ pub(crate) async fn impression(tracker: &Tracker, req: &Request<Incoming>) -> Re
 
 /// `GET /event/click?...`: 302 to the landing URL the signature covers, never to one the
 /// caller chose.
-pub(crate) async fn click(tracker: &Tracker, req: &Request<Incoming>) -> Response<Body> {
+pub(crate) async fn click(
+    tracker: &Tracker,
+    counts: &TrackingMetrics,
+    req: &Request<Incoming>,
+) -> Response<Body> {
     let query = req.uri().query().unwrap_or("");
     let outcome = tracker.record_click(query).await;
-    count("click", outcome.as_ref().map(|c| &c.outcome));
+    counts.count(Kind::Click, outcome.as_ref().map(|c| &c.outcome));
     match outcome {
         Ok(click) => match HeaderValue::from_str(&click.landing) {
             Ok(location) => {
@@ -112,18 +124,52 @@ pub(crate) async fn click(tracker: &Tracker, req: &Request<Incoming>) -> Respons
     }
 }
 
-fn count(kind: &'static str, outcome: Result<&impressions::Outcome, &impressions::Error>) {
-    let result = match outcome {
-        Ok(o) => match o {
-            impressions::Outcome::Billed(_) => "billed",
-            impressions::Outcome::Duplicate => "duplicate",
-            impressions::Outcome::Spooled => "spooled",
-        },
-        Err(impressions::Error::Rejected(_)) => "rejected",
-        Err(_) => "error",
-    };
-    metrics::counter!("exchange_tracking_events_total", "kind" => kind, "result" => result)
-        .increment(1);
+#[derive(Clone, Copy)]
+enum Kind {
+    Impression,
+    Click,
+}
+
+const RESULTS: [&str; 5] = ["billed", "duplicate", "spooled", "rejected", "error"];
+
+/// `exchange_tracking_events_total{kind, result}`, registered up front.
+pub(crate) struct TrackingMetrics {
+    /// Impressions then clicks, each in the order of [`RESULTS`].
+    counters: Vec<metrics::Counter>,
+}
+
+impl TrackingMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let counters = ["imp", "click"]
+            .iter()
+            .flat_map(|kind| {
+                RESULTS.iter().map(move |result| {
+                    registry.counter(
+                        "exchange_tracking_events_total",
+                        &[("kind", kind), ("result", result)],
+                    )
+                })
+            })
+            .collect();
+        Self { counters }
+    }
+
+    fn count(&self, kind: Kind, outcome: Result<&impressions::Outcome, &impressions::Error>) {
+        let result = match outcome {
+            Ok(impressions::Outcome::Billed(_)) => 0,
+            Ok(impressions::Outcome::Duplicate) => 1,
+            Ok(impressions::Outcome::Spooled) => 2,
+            Err(impressions::Error::Rejected(_)) => 3,
+            Err(_) => 4,
+        };
+        let row = match kind {
+            Kind::Impression => 0,
+            Kind::Click => RESULTS.len(),
+        };
+        if let Some(counter) = self.counters.get(row + result) {
+            counter.increment(1);
+        }
+    }
 }
 
 fn refusal(e: &impressions::Error) -> Response<Body> {
@@ -150,22 +196,21 @@ fn no_store(mut r: Response<Body>) -> Response<Body> {
     r
 }
 
-/// What the tracker needs to know about a winning bid.
+/// What the tracker needs to know about a bid, priced at `price`.
 pub(crate) fn bid_ref(
     auction_id: &str,
-    bid: &openrtb::response::Bid<'_>,
-    dsp: &str,
-    seat: &str,
-    clearing_micros: u64,
+    offer: &Offer<'_>,
+    price: CpmMicros,
     currency: &str,
     auction_ts_ms: u64,
 ) -> BidRef {
+    let bid = &offer.bid.bid;
     BidRef {
         auction_id: auction_id.to_owned(),
         imp_id: bid.impid.to_string(),
         bid_id: bid.id.to_string(),
-        dsp: dsp.to_owned(),
-        seat: seat.to_owned(),
+        dsp: offer.dsp.name.to_string(),
+        seat: offer.seat().to_owned(),
         campaign: bid.cid.as_deref().unwrap_or_default().to_owned(),
         creative_id: bid
             .crid
@@ -173,7 +218,7 @@ pub(crate) fn bid_ref(
             .or(bid.adid.as_deref())
             .unwrap_or_default()
             .to_owned(),
-        price_micros: clearing_micros,
+        price_micros: price.get(),
         currency: currency.to_owned(),
         auction_ts_ms,
     }

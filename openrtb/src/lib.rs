@@ -9,6 +9,7 @@
 //! forwarded by splicing the original bytes so that unknown fields and every `ext`
 //! reach the DSPs exactly as the publisher sent them.
 
+pub mod answer;
 pub mod forward;
 pub mod json;
 pub mod macros;

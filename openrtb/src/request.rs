@@ -152,7 +152,7 @@ pub struct Banner<'a> {
     #[serde(default, deserialize_with = "de::list")]
     pub btype: Vec<i32>,
     #[serde(default, deserialize_with = "de::list")]
-    pub battr: Vec<i32>,
+    pub battr: Vec<u32>,
     pub pos: Option<i32>,
     #[serde(borrow, default, deserialize_with = "de::strs")]
     pub mimes: Vec<Cow<'a, str>>,
@@ -213,7 +213,7 @@ pub struct Video<'a> {
     #[serde(default, deserialize_with = "de::opt_float")]
     pub mincpmpersec: Option<f64>,
     #[serde(default, deserialize_with = "de::list")]
-    pub battr: Vec<i32>,
+    pub battr: Vec<u32>,
     pub maxextended: Option<i64>,
     pub minbitrate: Option<i64>,
     pub maxbitrate: Option<i64>,
@@ -254,7 +254,7 @@ pub struct Audio<'a> {
     #[serde(default, deserialize_with = "de::opt_float")]
     pub mincpmpersec: Option<f64>,
     #[serde(default, deserialize_with = "de::list")]
-    pub battr: Vec<i32>,
+    pub battr: Vec<u32>,
     pub maxextended: Option<i64>,
     pub minbitrate: Option<i64>,
     pub maxbitrate: Option<i64>,
@@ -284,7 +284,7 @@ pub struct Native<'a> {
     #[serde(default, deserialize_with = "de::list")]
     pub api: Vec<i32>,
     #[serde(default, deserialize_with = "de::list")]
-    pub battr: Vec<i32>,
+    pub battr: Vec<u32>,
     #[serde(borrow, default, deserialize_with = "de::ext")]
     pub ext: Option<&'a RawValue>,
 }

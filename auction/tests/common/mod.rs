@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use auction::Ledger;
+use money::Micros;
 
 /// Campaign handles are plain ids; a campaign missing from `balances` is unknown.
 #[derive(Debug, Default)]
@@ -32,11 +33,11 @@ impl TestLedger {
 impl Ledger for TestLedger {
     type Campaign = u32;
 
-    fn can_cover(&self, campaign: &u32, cost_micros: u64) -> bool {
-        self.balance(*campaign).is_some_and(|b| b >= cost_micros)
+    fn can_cover(&self, campaign: &u32, cost: Micros) -> bool {
+        self.balance(*campaign).is_some_and(|b| b >= cost.get())
     }
 
-    fn try_charge(&self, campaign: &u32, cost_micros: u64) -> bool {
+    fn try_charge(&self, campaign: &u32, cost: Micros) -> bool {
         let mut balances = self.balances.borrow_mut();
         let Some(balance) = balances.get_mut(campaign) else {
             return false;
@@ -44,7 +45,7 @@ impl Ledger for TestLedger {
         if self.drained.contains(campaign) {
             *balance = 0;
         }
-        match balance.checked_sub(cost_micros) {
+        match balance.checked_sub(cost.get()) {
             Some(rest) => {
                 *balance = rest;
                 true
