@@ -1,5 +1,8 @@
-//! Typed configuration: a TOML file, environment overrides, documented defaults, and a
-//! validation pass that reports every problem at once.
+//! Typed configuration: the sections of the TOML file with their documented defaults, how a
+//! file is loaded, and what the other crates' configurations are built from it.
+//!
+//! Environment overrides ([`Config::apply_env`]) live in `env.rs`, the rules
+//! ([`Config::validate`]) in `validate.rs`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,6 +10,11 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::Error;
+
+mod env;
+mod validate;
+
+pub use env::{ENV_ADMIN_TOKEN, ENV_LISTEN, ENV_REDIS_URL, ENV_TRACKING_SECRET};
 
 /// The whole configuration of one exchange node. Every field has a default, so an empty
 /// file is a valid configuration (an exchange with no DSPs, which answers 204 to everything).
@@ -344,12 +352,6 @@ impl DspConfig {
     }
 }
 
-/// Environment variables that override the file, applied after it is read.
-pub const ENV_LISTEN: &str = "EXCHANGE_LISTEN";
-pub const ENV_REDIS_URL: &str = "EXCHANGE_REDIS_URL";
-pub const ENV_ADMIN_TOKEN: &str = "EXCHANGE_ADMIN_TOKEN";
-pub const ENV_TRACKING_SECRET: &str = "EXCHANGE_TRACKING_SECRET";
-
 impl Config {
     /// Reads a TOML file, applies the environment overrides and validates the result.
     pub fn from_file(path: &Path) -> Result<Config, Error> {
@@ -364,237 +366,6 @@ impl Config {
     /// Parses TOML text without validating it.
     pub fn from_toml(text: &str) -> Result<Config, Error> {
         toml::from_str(text).map_err(|e| Error::Config(vec![e.to_string()]))
-    }
-
-    /// Applies environment overrides read through `var` (a parameter so tests need not touch
-    /// the process environment).
-    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
-        if let Some(listen) = var(ENV_LISTEN) {
-            self.server.listen = listen
-                .parse()
-                .map_err(|e| Error::Config(vec![format!("{ENV_LISTEN}={listen:?}: {e}")]))?;
-        }
-        if let Some(url) = var(ENV_REDIS_URL).filter(|u| !u.is_empty()) {
-            self.redis.url = Some(url);
-        }
-        if let Some(token) = var(ENV_ADMIN_TOKEN).filter(|t| !t.is_empty()) {
-            self.admin.token = Some(token);
-        }
-        if let Some(secret) = var(ENV_TRACKING_SECRET).filter(|t| !t.is_empty()) {
-            self.tracking.secret = Some(secret);
-        }
-        Ok(())
-    }
-
-    /// Checks every rule and reports all broken ones together.
-    pub fn validate(&self) -> Result<(), Error> {
-        let mut errors = Vec::new();
-        let a = &self.auction;
-        if a.dsp_timeout_ms == 0 {
-            errors.push("auction.dsp_timeout_ms must be above 0".to_owned());
-        }
-        if a.timer_slack_ms >= a.dsp_timeout_ms {
-            errors.push(format!(
-                "auction.timer_slack_ms ({}) must be below auction.dsp_timeout_ms ({}): no DSP would get any time",
-                a.timer_slack_ms, a.dsp_timeout_ms
-            ));
-        }
-        if a.default_tmax_ms <= a.reserve_ms {
-            errors.push(format!(
-                "auction.default_tmax_ms ({}) must be above auction.reserve_ms ({})",
-                a.default_tmax_ms, a.reserve_ms
-            ));
-        }
-        if !(a.price_increment.is_finite()
-            && a.price_increment >= 0.0
-            && a.price_increment < 1000.0)
-        {
-            errors.push(format!(
-                "auction.price_increment must be a CPM between 0 and 1000, not {}",
-                a.price_increment
-            ));
-        }
-        if a.currency.len() != 3 || !a.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            errors.push(format!(
-                "auction.currency must be an ISO-4217 code like \"USD\", not {:?}",
-                a.currency
-            ));
-        }
-        if !matches!(a.default_at, 1 | 2) {
-            errors.push(format!(
-                "auction.default_at must be 1 or 2, not {}",
-                a.default_at
-            ));
-        }
-        if a.max_response_bytes == 0 {
-            errors.push("auction.max_response_bytes must be above 0".to_owned());
-        }
-        if self.server.max_body_bytes == 0 {
-            errors.push("server.max_body_bytes must be above 0".to_owned());
-        }
-        if self.server.max_in_flight_auctions == 0 {
-            errors.push("server.max_in_flight_auctions must be above 0".to_owned());
-        }
-        if self.server.max_connections == 0 {
-            errors.push("server.max_connections must be above 0".to_owned());
-        }
-        if self.notices.max_in_flight == 0 {
-            errors.push("notices.max_in_flight must be above 0".to_owned());
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, dsp) in self.dsps.iter().enumerate() {
-            let at = format!("dsp[{i}] ({:?})", dsp.name);
-            if dsp.name.trim().is_empty() {
-                errors.push(format!("dsp[{i}]: name must not be empty"));
-            } else if !seen.insert(dsp.name.as_str()) {
-                errors.push(format!("{at}: name is used by another dsp"));
-            }
-            if let Err(e) = parse_dsp_url(&dsp.url) {
-                errors.push(format!("{at}: url {:?}: {e}", dsp.url));
-            }
-            match dsp.timeout_ms {
-                Some(0) => errors.push(format!("{at}: timeout_ms must be above 0")),
-                Some(t) if t > a.dsp_timeout_ms => errors.push(format!(
-                    "{at}: timeout_ms ({t}) must not exceed auction.dsp_timeout_ms ({})",
-                    a.dsp_timeout_ms
-                )),
-                Some(t) if t <= a.timer_slack_ms => errors.push(format!(
-                    "{at}: timeout_ms ({t}) must be above auction.timer_slack_ms ({})",
-                    a.timer_slack_ms
-                )),
-                _ => {}
-            }
-            if dsp.max_in_flight == 0 {
-                errors.push(format!("{at}: max_in_flight must be above 0"));
-            }
-            if !(0.0..=1.0).contains(&dsp.loss_notice_sample) {
-                errors.push(format!(
-                    "{at}: loss_notice_sample must be between 0.0 and 1.0, not {}",
-                    dsp.loss_notice_sample
-                ));
-            }
-        }
-        self.validate_budgets(&mut errors);
-        self.validate_tracking(&mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Config(errors))
-        }
-    }
-
-    fn validate_budgets(&self, errors: &mut Vec<String>) {
-        if self.budget.redis_url.is_some() {
-            errors.push("budget.redis_url: set [redis] url instead, it serves every store".into());
-        }
-        if !self.budget.campaigns.is_empty() {
-            errors.push(
-                "budget.campaigns: use [[campaign]] tables (budget in currency units)".into(),
-            );
-        }
-        if let Err(e) = self.budget.validate() {
-            errors.push(format!("budget: {e}"));
-        }
-        if let Some(url) = &self.redis.url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                errors.push(format!("redis.url {url:?} must start with redis://"));
-            }
-        }
-        if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
-            errors.push("admin.token must be at least 16 characters".into());
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, c) in self.campaigns.iter().enumerate() {
-            let at = format!("campaign[{i}] ({:?}/{:?})", c.dsp, c.id);
-            if !self.dsps.iter().any(|d| d.name == c.dsp) {
-                errors.push(format!("{at}: dsp {:?} is not a configured dsp", c.dsp));
-            }
-            if c.id.is_empty() {
-                errors.push(format!("{at}: id must not be empty"));
-            }
-            if !seen.insert((c.dsp.as_str(), c.id.as_str())) {
-                errors.push(format!("{at}: the same campaign is listed twice"));
-            }
-            if money_to_micros(c.budget).is_none() {
-                errors.push(format!(
-                    "{at}: budget must be a non-negative amount below 9 billion, not {}",
-                    c.budget
-                ));
-            }
-        }
-    }
-
-    fn validate_tracking(&self, errors: &mut Vec<String>) {
-        let t = &self.tracking;
-        if t.secret
-            .as_deref()
-            .is_some_and(|s| s.len() < impressions::TrackingKey::MIN_LEN)
-        {
-            errors.push(format!(
-                "tracking.secret must be at least {} bytes",
-                impressions::TrackingKey::MIN_LEN
-            ));
-        }
-        if let Some(url) = &t.base_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                errors.push(format!(
-                    "tracking.base_url {url:?} must start with http:// or https://"
-                ));
-            }
-        }
-        if t.window_ms == 0 || t.replay_interval_ms == 0 || t.redis_timeout_ms == 0 {
-            errors.push(
-                "tracking.window_ms, replay_interval_ms and redis_timeout_ms must be above 0"
-                    .into(),
-            );
-        }
-        // A win's charge may only be credited back once no impression of it can still be
-        // billed: after the URL window, the clock skew allowance and the spool's replay horizon.
-        let billable_for = t
-            .window_ms
-            .saturating_add(t.max_skew_ms)
-            .saturating_add(t.replay_horizon_ms);
-        if self.budget.settle_after_ms < billable_for {
-            errors.push(format!(
-                "budget.settle_after_ms ({}) must be at least tracking.window_ms + max_skew_ms + \
-                 tracking.replay_horizon_ms ({billable_for}), or unrendered-looking wins would \
-                 be credited back before their impressions can no longer arrive",
-                self.budget.settle_after_ms
-            ));
-        }
-        if t.memory_capacity == 0 {
-            errors.push("tracking.memory_capacity must be above 0".into());
-        }
-        let no_file = self
-            .events
-            .file
-            .as_ref()
-            .is_none_or(|f| f.as_os_str().is_empty());
-        if no_file && self.events.redis_stream.is_none() {
-            errors.push("events.file may only be empty when events.redis_stream is set: billing events need a sink".into());
-        }
-        if self.events.redis_stream.is_some() && self.redis.url.is_none() {
-            errors.push("events.redis_stream needs [redis] url".into());
-        }
-        if self.events.max_pending == 0 || self.events.fsync_interval_ms == 0 {
-            errors.push("events.max_pending and events.fsync_interval_ms must be above 0".into());
-        }
-        let o = &self.overload;
-        if o.probe_interval_ms == 0 || o.window_ms < o.probe_interval_ms * 2 {
-            errors.push(format!(
-                "overload.probe_interval_ms must be above 0 and overload.window_ms at least twice it, got {} and {}",
-                o.probe_interval_ms, o.window_ms
-            ));
-        }
-        if o.target_lag_us == 0 || o.min_limit == 0 {
-            errors.push("overload.target_lag_us and overload.min_limit must be above 0".into());
-        }
-        if self.events.linger_ms > 1000 {
-            errors.push(format!(
-                "events.linger_ms must be at most 1000, got {}",
-                self.events.linger_ms
-            ));
-        }
     }
 
     /// The tracker's configuration; tracking URLs default to `local`, the address actually
@@ -713,13 +484,6 @@ pub(crate) fn parse_dsp_url(url: &str) -> Result<http::Uri, String> {
 mod tests {
     use super::*;
 
-    fn errors(text: &str) -> Vec<String> {
-        match Config::from_toml(text).and_then(|c| c.validate()) {
-            Err(Error::Config(e)) => e,
-            other => panic!("expected config errors, got {other:?}"),
-        }
-    }
-
     #[test]
     fn an_empty_file_is_the_documented_default() {
         let c = Config::from_toml("").unwrap();
@@ -754,125 +518,5 @@ mod tests {
         assert_eq!(c.dsps.len(), 1);
         assert_eq!(c.dsp_timeout_ms(&c.dsps[0]), 30);
         assert!(c.dsps[0].loss_notices);
-    }
-
-    #[test]
-    fn every_problem_is_reported_at_once() {
-        let e = errors(
-            r#"
-            [auction]
-            dsp_timeout_ms = 20
-            currency = "usd"
-            price_increment = -1.0
-            [[dsp]]
-            name = "a"
-            url = "ftp://x/bid"
-            [[dsp]]
-            name = "a"
-            url = "http://127.0.0.1:1/bid"
-            timeout_ms = 50
-            loss_notice_sample = 2.0
-            "#,
-        );
-        let all = e.join("\n");
-        for needle in [
-            "auction.currency",
-            "auction.price_increment",
-            "must start with http://",
-            "name is used by another dsp",
-            "must not exceed auction.dsp_timeout_ms",
-            "loss_notice_sample",
-        ] {
-            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
-        }
-        assert_eq!(e.len(), 6, "{all}");
-    }
-
-    #[test]
-    fn the_timer_slack_must_leave_every_dsp_some_time() {
-        let e = errors(
-            r#"
-            [auction]
-            dsp_timeout_ms = 30
-            timer_slack_ms = 30
-            [[dsp]]
-            name = "a"
-            url = "http://127.0.0.1:1/bid"
-            timeout_ms = 20
-            "#,
-        );
-        assert_eq!(e.len(), 2, "{e:?}");
-        assert!(
-            e[0].contains("auction.timer_slack_ms (30) must be below"),
-            "{e:?}"
-        );
-        assert!(
-            e[1].contains("timeout_ms (20) must be above auction.timer_slack_ms"),
-            "{e:?}"
-        );
-        Config::from_toml("[auction]\ndsp_timeout_ms = 30\ntimer_slack_ms = 0\n")
-            .and_then(|c| c.validate())
-            .unwrap();
-    }
-
-    #[test]
-    fn unknown_keys_are_refused_rather_than_ignored() {
-        let e = errors("[auction]\ndsp_timeout = 30\n");
-        assert!(e[0].contains("dsp_timeout"), "{e:?}");
-    }
-
-    #[test]
-    fn campaigns_are_checked_against_the_dsps_and_converted_to_micros() {
-        let text = r#"
-            [redis]
-            url = "redis://127.0.0.1:6379"
-            [budget]
-            sync_interval_ms = 50
-            unknown_campaign = "reject"
-            [admin]
-            token = "0123456789abcdef"
-            [[dsp]]
-            name = "alpha"
-            url = "http://127.0.0.1:9001/bid"
-            [[campaign]]
-            dsp = "alpha"
-            id = "cmp-1"
-            budget = 50.25
-        "#;
-        let c = Config::from_toml(text).unwrap();
-        c.validate().unwrap();
-        let b = c.budget_config();
-        assert_eq!(b.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
-        assert_eq!(b.sync_interval_ms, 50);
-        assert_eq!(b.campaigns.len(), 1);
-        assert_eq!(b.campaigns[0].budget_micros, 50_250_000);
-        assert!(
-            !format!("{c:?}").contains("0123456789abcdef"),
-            "the token leaked into Debug"
-        );
-
-        let e = errors(
-            r#"
-            [admin]
-            token = "short"
-            [[campaign]]
-            dsp = "nobody"
-            id = "c"
-            budget = -1.0
-            "#,
-        )
-        .join("\n");
-        for needle in ["admin.token", "not a configured dsp", "non-negative amount"] {
-            assert!(e.contains(needle), "missing {needle:?} in {e}");
-        }
-    }
-
-    #[test]
-    fn environment_overrides_the_listen_address() {
-        let mut c = Config::default();
-        c.apply_env(|k| (k == ENV_LISTEN).then(|| "0.0.0.0:9999".to_owned()))
-            .unwrap();
-        assert_eq!(c.server.listen, "0.0.0.0:9999".parse().unwrap());
-        assert!(c.apply_env(|_| Some("nonsense".into())).is_err());
     }
 }

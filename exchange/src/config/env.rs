@@ -1,0 +1,46 @@
+//! Environment overrides of the configuration file, applied after the file is read.
+
+use super::Config;
+use crate::Error;
+
+/// Environment variables that override the file, applied after it is read.
+pub const ENV_LISTEN: &str = "EXCHANGE_LISTEN";
+pub const ENV_REDIS_URL: &str = "EXCHANGE_REDIS_URL";
+pub const ENV_ADMIN_TOKEN: &str = "EXCHANGE_ADMIN_TOKEN";
+pub const ENV_TRACKING_SECRET: &str = "EXCHANGE_TRACKING_SECRET";
+
+impl Config {
+    /// Applies environment overrides read through `var` (a parameter so tests need not touch
+    /// the process environment).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+        if let Some(listen) = var(ENV_LISTEN) {
+            self.server.listen = listen
+                .parse()
+                .map_err(|e| Error::Config(vec![format!("{ENV_LISTEN}={listen:?}: {e}")]))?;
+        }
+        if let Some(url) = var(ENV_REDIS_URL).filter(|u| !u.is_empty()) {
+            self.redis.url = Some(url);
+        }
+        if let Some(token) = var(ENV_ADMIN_TOKEN).filter(|t| !t.is_empty()) {
+            self.admin.token = Some(token);
+        }
+        if let Some(secret) = var(ENV_TRACKING_SECRET).filter(|t| !t.is_empty()) {
+            self.tracking.secret = Some(secret);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_the_listen_address() {
+        let mut c = Config::default();
+        c.apply_env(|k| (k == ENV_LISTEN).then(|| "0.0.0.0:9999".to_owned()))
+            .unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9999".parse().unwrap());
+        assert!(c.apply_env(|_| Some("nonsense".into())).is_err());
+    }
+}
