@@ -180,7 +180,7 @@ fn parse_put(body: &Bytes) -> Result<PutCampaign, (String, String)> {
 }
 
 fn describe(app: &App, state: &budget::CampaignState) -> serde_json::Value {
-    let units = |micros: u64| micros as f64 / 1e6;
+    let units = |micros: u64| money::Micros::new(micros).as_units();
     let local = app.budgets.local(&state.key.dsp, &state.key.cid);
     serde_json::json!({
         "dsp": &*state.key.dsp,

@@ -461,9 +461,9 @@ impl Config {
 /// An amount of money in currency units as integer micros, or `None` when it is negative, not
 /// finite, or beyond what the stores keep exactly (2^53 micros).
 pub fn money_to_micros(amount: f64) -> Option<u64> {
-    let micros = (amount * 1e6).round();
-    (amount.is_finite() && amount >= 0.0 && micros <= budget::MAX_MICROS as f64)
-        .then_some(micros as u64)
+    money::Micros::from_units(amount)
+        .map(money::Micros::get)
+        .filter(|m| *m <= budget::MAX_MICROS)
 }
 
 /// DSP endpoints are plain HTTP for now: TLS needs a connector this build does not carry.
