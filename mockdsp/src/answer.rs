@@ -12,9 +12,9 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::config::Behavior;
-use super::record::Counters;
-use super::settings::Settings;
+use crate::config::Behavior;
+use crate::record::Counters;
+use crate::settings::Settings;
 
 /// The bytes a `Garbage` mock sends: starts like JSON, then is not.
 const GARBAGE: &[u8] = b"{\"id\": \xff\xfe<html>502 Bad Gateway</html>";

@@ -5,9 +5,9 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::net::TcpListener;
 
-use super::config::{Behavior, Latency, Price};
-use super::handle::MockDspHandle;
-use super::settings::{base_url, NoticeUrls, Settings};
+use crate::config::{Behavior, Latency, Price};
+use crate::handle::MockDspHandle;
+use crate::settings::{base_url, NoticeUrls, Settings};
 use crate::Error;
 
 /// How many request bodies and notices a mock keeps by default.
@@ -76,6 +76,13 @@ impl MockDspBuilder {
     /// The mock's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The campaign ids its bids carry in `cid` (the configured list, else the default).
+    pub fn campaign_ids(&self) -> Vec<String> {
+        self.cids
+            .clone()
+            .unwrap_or_else(|| default_cids(&self.name))
     }
 
     /// How `/bid` answers. Default [`Behavior::Bid`].
@@ -230,9 +237,7 @@ impl MockDspBuilder {
             bid_probability: self.bid_probability,
             latency: self.latency,
             seat: self.seat.unwrap_or_else(|| name.clone()),
-            cids: self
-                .cids
-                .unwrap_or_else(|| vec![format!("{name}-campaign")]),
+            cids: self.cids.unwrap_or_else(|| default_cids(&name)),
             adomains: self
                 .adomains
                 .unwrap_or_else(|| vec![format!("{name}.example")]),
@@ -254,6 +259,10 @@ impl MockDspBuilder {
             self.record,
         ))
     }
+}
+
+fn default_cids(name: &str) -> Vec<String> {
+    vec![format!("{name}-campaign")]
 }
 
 fn default_adm(name: &str) -> String {

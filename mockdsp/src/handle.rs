@@ -9,9 +9,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::record::{MockDspStats, Notice};
-use super::server::{self, Shared};
-use super::settings::Settings;
+use crate::record::{MockDspStats, Notice};
+use crate::server::{self, Shared};
+use crate::settings::Settings;
 
 /// A running mock DSP. Dropping it stops the mock too (without waiting); [`Self::shutdown`]
 /// stops it and waits until every connection is closed.

@@ -1,9 +1,9 @@
 //! Mock DSPs: programmable OpenRTB bidders served over HTTP/1.1 on loopback.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), loadtest::Error> {
+//! # async fn demo() -> Result<(), mockdsp::Error> {
 //! use std::time::Duration;
-//! use loadtest::mockdsp::{Behavior, Latency, MockDsp, Price};
+//! use mockdsp::{Behavior, Latency, MockDsp, Price};
 //!
 //! let dsp = MockDsp::builder("alpha")
 //!     .behavior(Behavior::Bid)
@@ -20,10 +20,17 @@
 //!
 //! Endpoints: `POST /bid` answers per [`Behavior`]; `/nurl`, `/burl`, `/lurl` (any method)
 //! answer 200 and record the hit; anything else is 404.
+//!
+//! The exchange's tests, its embedded demo ([`demo`]) and the load generator share this crate.
+//! It plays the other side of the exchange and nothing else: no load generation, no
+//! histograms, no test harness. It never listens anywhere but where it is told (loopback by
+//! default) and never lets a mock outlive its handle.
 
 mod answer;
 mod builder;
 mod config;
+pub mod demo;
+mod error;
 mod fleet;
 mod handle;
 mod record;
@@ -32,6 +39,7 @@ mod settings;
 
 pub use builder::{MockDsp, MockDspBuilder, DEFAULT_RECORD};
 pub use config::{Behavior, CustomFn, Latency, Price};
-pub use fleet::{demo_fleet, MockFleet};
+pub use error::Error;
+pub use fleet::MockFleet;
 pub use handle::MockDspHandle;
 pub use record::{MockDspStats, Notice, NoticeKind};

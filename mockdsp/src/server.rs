@@ -23,9 +23,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use super::answer::{answer, Answer};
-use super::record::{Counters, Notice, NoticeKind, Recorder, Ring};
-use super::settings::Settings;
+use crate::answer::{answer, Answer};
+use crate::record::{Counters, Notice, NoticeKind, Recorder, Ring};
+use crate::settings::Settings;
 
 /// Connections beyond this are closed on accept: the bound every pool needs.
 const MAX_CONNECTIONS: usize = 16_384;

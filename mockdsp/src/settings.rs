@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::config::{Behavior, Latency, Price};
+use crate::config::{Behavior, Latency, Price};
 
 /// The notice URLs a mock puts in its bids, pointing back at its own endpoints. The `${...}`
 /// macros are left for the exchange to substitute.

@@ -1,5 +1,5 @@
 //! Mock DSPs over real HTTP on loopback: every behaviour, the recorders, notices, latency,
-//! shutdown, fleets and the `loadtest dsp` binary.
+//! shutdown, fleets and the demo fleet.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -10,12 +10,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use loadtest::mockdsp::{
-    demo_fleet, Behavior, Latency, MockDsp, MockDspBuilder, MockFleet, NoticeKind, Price,
-};
-use loadtest::Error;
+use mockdsp::Error;
+use mockdsp::{Behavior, Latency, MockDsp, MockDspBuilder, MockFleet, NoticeKind, Price};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -529,7 +527,21 @@ async fn hang_never_answers_and_shutdown_ends_it_without_leaking_tasks() {
         .body(Full::new(body_of(&request("r"))))
         .unwrap();
     let mut pending = std::pin::pin!(c.request(req));
-    let waited = tokio::time::timeout(Duration::from_millis(300), pending.as_mut()).await;
+    // Drive the request until the mock has read and recorded it: from then on a mock that
+    // answers would answer at once.
+    let recorded = async {
+        let read = testkit::eventually(Duration::from_secs(5), || {
+            std::future::ready(dsp.received().len() == 1)
+        });
+        read.await
+    };
+    tokio::select! {
+        _ = pending.as_mut() => panic!("a hanging DSP answered"),
+        read = recorded => assert!(read, "the request was never read"),
+    }
+    // Absence cannot be polled for: a bounded wait past the point where an answer would
+    // have come shows none does.
+    let waited = tokio::time::timeout(Duration::from_millis(100), pending.as_mut()).await;
     assert!(waited.is_err(), "a hanging DSP answered");
     assert_eq!(dsp.stats().requests, 1);
     assert_eq!(dsp.received().len(), 1, "the request was read");
@@ -544,11 +556,14 @@ async fn hang_never_answers_and_shutdown_ends_it_without_leaking_tasks() {
     drop(c);
 
     // The client's own connection task ends once it has read the close; the mock's are gone.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metrics.num_alive_tasks() > baseline && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(metrics.num_alive_tasks(), baseline, "tasks left behind");
+    let gone = testkit::eventually(Duration::from_secs(5), || {
+        std::future::ready(metrics.num_alive_tasks() == baseline)
+    });
+    assert!(
+        gone.await,
+        "tasks left behind: {}",
+        metrics.num_alive_tasks()
+    );
 }
 
 #[tokio::test]
@@ -567,9 +582,10 @@ async fn dropping_the_handle_stops_the_mock() {
         .write_all(b"POST /bid HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
         .await
         .unwrap();
-    while dsp.stats().requests == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let arrived = testkit::eventually(Duration::from_secs(5), || {
+        std::future::ready(dsp.stats().requests == 1)
+    });
+    assert!(arrived.await, "the request never reached the mock");
     drop(dsp);
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
@@ -582,11 +598,14 @@ async fn dropping_the_handle_stops_the_mock() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metrics.num_alive_tasks() > baseline && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(metrics.num_alive_tasks(), baseline, "tasks left behind");
+    let gone = testkit::eventually(Duration::from_secs(5), || {
+        std::future::ready(metrics.num_alive_tasks() == baseline)
+    });
+    assert!(
+        gone.await,
+        "tasks left behind: {}",
+        metrics.num_alive_tasks()
+    );
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still listening"
@@ -753,7 +772,7 @@ async fn invalid_configurations_are_refused_before_binding() {
 
 #[tokio::test]
 async fn demo_fleet_bids_as_documented() {
-    let fleet = MockFleet::start(demo_fleet()).await.unwrap();
+    let fleet = MockFleet::start(mockdsp::demo::fleet()).await.unwrap();
     assert_eq!(fleet.len(), 3);
     let names: Vec<&str> = fleet.dsps().iter().map(|d| d.name()).collect();
     assert_eq!(names, ["alpha", "beta", "gamma"]);
@@ -807,55 +826,4 @@ async fn a_fleet_that_cannot_fully_start_stops_what_it_started() {
         Err(Error::InvalidConfig { name, .. }) => assert_eq!(name, "broken"),
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
-}
-
-#[tokio::test]
-async fn the_dsp_subcommand_serves_until_interrupted() {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "dsp",
-            "--count",
-            "2",
-            "--base-port",
-            "0",
-            "--price",
-            "3.25",
-            "--behavior",
-            "bid",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let c = client();
-    for expected in ["dsp-1", "dsp-2"] {
-        let line = lines.next_line().await.unwrap().unwrap();
-        let (name, url) = line.split_once(' ').unwrap();
-        assert_eq!(name, expected);
-        assert!(
-            url.starts_with("http://127.0.0.1:") && url.ends_with("/bid"),
-            "{url}"
-        );
-        let (s, _, body) = post(&c, url, body_of(&request("cli"))).await;
-        assert_eq!(s, StatusCode::OK);
-        let resp: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(bids_of(&resp)[0]["price"], 3.25);
-        assert!(
-            bids_of(&resp)[0]["nurl"].is_string(),
-            "notices are on by default"
-        );
-    }
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status:?}");
 }
