@@ -128,7 +128,7 @@ async fn a_hanging_dsp_does_not_delay_the_answer_past_the_deadline() {
         .unwrap();
     let good = fixed("hang-good", 2.0).start().await.unwrap();
     let mut config = config_for(&[&hang, &good]);
-    config.auction.dsp_timeout_ms = 50;
+    config.auction.dsp_timeout_ms = 200;
     config.auction.late_grace_ms = 100;
     let ex = TestExchange::start(config).await;
     // Warm the connection pool so connection set-up is not what is measured.
@@ -137,14 +137,15 @@ async fn a_hanging_dsp_does_not_delay_the_answer_past_the_deadline() {
     let started = Instant::now();
     let answer = ex.auction(banner_request("hang-1", 0.0)).await;
     let took = started.elapsed();
+    // The wait: min(200, tmax 200 − reserve 5) − timer slack 2 = 193 ms.
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.json()["seatbid"][0]["seat"], "hang-good");
     assert!(
-        took >= Duration::from_millis(45),
+        took >= Duration::from_millis(185),
         "answered before the deadline: {took:?}"
     );
     assert!(
-        took < Duration::from_millis(50 + 150),
+        took < Duration::from_millis(200 + 150),
         "the hanging DSP delayed the answer: {took:?}"
     );
     assert!(
@@ -171,20 +172,21 @@ async fn a_hanging_dsp_does_not_delay_the_answer_past_the_deadline() {
 
 #[tokio::test]
 async fn late_answers_are_counted_not_waited_for() {
+    // The slow DSP's wait is the behaviour under test: well past the deadline.
     let slow = fixed("late-slow", 9.0)
-        .latency(Latency::Fixed(Duration::from_millis(120)))
+        .latency(Latency::Fixed(Duration::from_millis(600)))
         .start()
         .await
         .unwrap();
     let fast = fixed("late-fast", 1.0).start().await.unwrap();
     let mut config = config_for(&[&slow, &fast]);
-    config.auction.dsp_timeout_ms = 30;
+    config.auction.dsp_timeout_ms = 150;
     let ex = TestExchange::start(config).await;
 
     let started = Instant::now();
     let answer = ex.auction(banner_request("late-1", 0.0)).await;
     assert!(
-        started.elapsed() < Duration::from_millis(120),
+        started.elapsed() < Duration::from_millis(600),
         "waited for the late DSP"
     );
     // The slow DSP bid more, but too late: the fast one wins.
@@ -307,7 +309,7 @@ async fn broken_dsp_answers_are_rejected_counted_and_harmless() {
 async fn dsps_get_the_publisher_bytes_with_their_own_tmax() {
     let dsp = fixed("fwd", 1.0).start().await.unwrap();
     let mut config = config_for(&[&dsp]);
-    config.auction.dsp_timeout_ms = 40;
+    config.auction.dsp_timeout_ms = 200;
     let ex = TestExchange::start(config).await;
     let request = r#"{"id":"fwd-1","imp":[{"id":"1","banner":{"w":300,"h":250},"ext":{"bidder":{"x":1}}}],
         "site":{"id":"s","ext":{"amp":0}},"tmax":500,"cur":["EUR"],"unknown_2_7_field":{"a":[1,2]},
@@ -319,7 +321,7 @@ async fn dsps_get_the_publisher_bytes_with_their_own_tmax() {
     let got = received.last().unwrap();
     let tmax = got["tmax"].as_u64().unwrap();
     assert!(
-        (1..=40).contains(&tmax),
+        (1..=200).contains(&tmax),
         "the DSP must get its own remaining time, got {tmax}"
     );
     assert_eq!(got["at"], 2);

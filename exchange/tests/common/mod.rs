@@ -45,15 +45,20 @@ impl Answer {
     }
 }
 
-/// A config whose DSPs are the given mocks, with every other key at its default.
+/// A config whose DSPs are the given mocks, with every other key at its default but the
+/// DSP deadline: the default 30 ms is a production figure, and a test machine busy with
+/// builds can take longer than that to answer on loopback. With `tmax` 200 (as
+/// [`banner_request`] sends) the wait is 195 ms; tests of the deadline set their own.
 pub fn config_for(dsps: &[&MockDspHandle]) -> Config {
-    Config {
+    let mut config = Config {
         dsps: dsps
             .iter()
             .map(|d| DspConfig::new(d.name(), d.url()))
             .collect(),
         ..Config::default()
-    }
+    };
+    config.auction.dsp_timeout_ms = 500;
+    config
 }
 
 impl TestExchange {
