@@ -19,7 +19,7 @@ use futures::stream::{self, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use loadtest::mockdsp::{MockDsp, MockFleet, Price};
+use mockdsp::{MockDsp, MockFleet, Price};
 
 fn end_to_end(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -28,7 +28,7 @@ fn end_to_end(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = std::env::temp_dir().join(format!("bench-exchange-{}", std::process::id()));
-    let (addr, fleet, stop) = rt.block_on(async {
+    let (addr, fleet, stop, server) = rt.block_on(async {
         let fleet = MockFleet::start([
             MockDsp::builder("a").price(Price::Fixed(1.0)),
             MockDsp::builder("b").price(Price::Fixed(1.5)),
@@ -49,10 +49,10 @@ fn end_to_end(c: &mut Criterion) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(exchange::run(listener, config, async {
+        let server = tokio::spawn(exchange::run(listener, config, async {
             let _ = stopped.await;
         }));
-        (addr, fleet, stop)
+        (addr, fleet, stop, server)
     });
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let url = format!("http://{addr}/openrtb2/auction");
@@ -103,7 +103,8 @@ fn end_to_end(c: &mut Criterion) {
     group.finish();
     rt.block_on(async {
         let _ = stop.send(());
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The exchange stops before its DSPs, so no auction is left calling a stopped one.
+        let _ = server.await;
         fleet.shutdown().await;
     });
     let _ = std::fs::remove_dir_all(&dir);

@@ -91,7 +91,7 @@ fn dedup(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let redis = loadtest::redis::RedisServer::start().expect("redis-server on PATH");
+    let redis = testkit::redis::RedisServer::start().expect("redis-server on PATH");
     let dir = std::env::temp_dir().join(format!("bench-tracking-{}", std::process::id()));
     let config = TrackerConfig {
         public_url: "http://127.0.0.1:8080".into(),

@@ -3,11 +3,13 @@
 
 use budget::{open_store, BudgetConfig, Budgets, CampaignSeed, Lookup, UnknownPolicy};
 mod common;
-use common::{config, redis_store, wait_until};
-use loadtest::redis::{free_port, RedisServer};
+use common::{config, redis_store, PATIENCE};
+use std::future::ready;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::redis::RedisServer;
+use testkit::{eventually, free_port};
 
 /// Generous bound for "this must not hang" checks; real calls take milliseconds.
 const BOUND: Duration = Duration::from_secs(5);
@@ -43,7 +45,8 @@ impl Load {
                             mine += price;
                             won.fetch_add(price, Ordering::Relaxed);
                         } else {
-                            // An empty lease: let the sync loop run on this 2-core box.
+                            // Pacing, not a wait: an empty lease lets the sync loop run on
+                            // this 2-core box instead of spinning.
                             std::thread::sleep(Duration::from_micros(200));
                         }
                     }
@@ -73,7 +76,8 @@ async fn eight_threads_spend_exactly_the_budget() {
     let store = redis_store(&redis, &cfg);
     let (budgets, task) = Budgets::start(cfg, store.clone()).await.unwrap();
     let load = Load::start(&budgets, 8, price);
-    wait_until("the budget to be spent", || budget - load.won() < price).await;
+    let spent = eventually(PATIENCE, || ready(budget - load.won() < price)).await;
+    assert!(spent, "the budget was never spent: {} won", load.won());
     let won = load.stop();
     let released = task.shutdown().await.unwrap();
 
@@ -306,11 +310,11 @@ async fn a_frozen_redis_times_out_and_unreported_spend_arrives_later() {
     assert_eq!(node.local("acme", "c1").unwrap().unreported, spent);
 
     redis.thaw().expect("thaw redis-server");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while node.sync_once().await.is_err() {
-        assert!(Instant::now() < deadline, "Redis came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let synced = eventually(Duration::from_secs(30), || async {
+        node.sync_once().await.is_ok()
+    })
+    .await;
+    assert!(synced, "no sync succeeded after Redis came back");
     assert_eq!(node.local("acme", "c1").unwrap().unreported, 0);
     let state = node.state("acme", "c1").await.unwrap().unwrap();
     assert_eq!(

@@ -3,10 +3,12 @@
 //! replies, and the background loop with its final flush at shutdown.
 
 use budget::{BudgetConfig, Budgets, CampaignSeed, Lookup, MemoryStore, RedisStore, Store};
-use loadtest::redis::RedisServer;
+use std::future::ready;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::eventually;
+use testkit::redis::RedisServer;
 
 /// Generous bound for "this must not hang" checks; real calls take milliseconds.
 const BOUND: Duration = Duration::from_secs(5);
@@ -15,6 +17,8 @@ const SETTLE: u64 = 7_260_000;
 /// A bucket start in a realistic epoch range.
 const T0: u64 = 1_700_000_040_000;
 const PRICE: u64 = 1_000;
+/// How long a test waits for the background loops to get somewhere.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 fn config() -> BudgetConfig {
     BudgetConfig {
@@ -60,14 +64,6 @@ fn win(node: &Budgets, ts: u64) {
 
 async fn spent(node: &Budgets) -> u64 {
     node.state("acme", "c1").await.unwrap().unwrap().spent
-}
-
-async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Node `a` runs the auctions, node `b` serves the impressions: only the unrendered wins come
@@ -222,11 +218,11 @@ async fn counts_made_while_redis_is_frozen_arrive_later_once() {
 
     redis.thaw().expect("thaw redis-server");
     for n in [&a, &b] {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while n.reconcile_at(T0 + 300).await.is_err() {
-            assert!(Instant::now() < deadline, "Redis came back");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let back = eventually(Duration::from_secs(30), || async {
+            n.reconcile_at(T0 + 300).await.is_ok()
+        })
+        .await;
+        assert!(back, "no round succeeded after Redis came back");
         // The batch cut during the outage went first; the rest follows.
         n.reconcile_at(T0 + 400).await.unwrap();
     }
@@ -237,6 +233,25 @@ async fn counts_made_while_redis_is_frozen_arrive_later_once() {
     a.sync_once().await.unwrap();
     a.reconcile_at(due(T0)).await.unwrap();
     assert_eq!(spent(&a).await, 2 * PRICE);
+}
+
+/// True when a PING on a fresh connection gets no answer within 50 ms (or no connection).
+async fn unresponsive(url: String) -> bool {
+    let quick = Duration::from_millis(50);
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(quick))
+        .set_response_timeout(Some(quick));
+    let Ok(client) = redis::Client::open(url) else {
+        return true;
+    };
+    let pong: Result<String, _> = match client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+    {
+        Ok(mut conn) => redis::cmd("PING").query_async(&mut conn).await,
+        Err(e) => Err(e),
+    };
+    pong.is_err()
 }
 
 /// Runs a busy Lua script that keeps Redis from answering anyone for `ms` milliseconds, as a
@@ -275,8 +290,10 @@ async fn a_batch_whose_reply_was_lost_counts_once() {
         win(&a, T0 + i);
     }
     let stalled = tokio::spawn(stall(redis.url(), 1_500));
-    // Let the stall start, then send: the batch queues behind it and the node times out.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once Redis stops answering the stall has started; the batch sent now queues behind
+    // it and the node times out.
+    let busy = eventually(BOUND, || unresponsive(redis.url())).await;
+    assert!(busy, "the stall never started");
     let lost = tokio::time::timeout(BOUND, a.reconcile_at(T0 + 100)).await;
     assert!(
         lost.expect("a round is bounded").is_err(),
@@ -340,11 +357,14 @@ async fn the_loop_settles_after_the_delay_and_shutdown_flushes() {
     let (b, task_b) = Budgets::start(cfg.clone(), redis_store(&redis, &cfg))
         .await
         .unwrap();
-    wait_until("a lease", async || {
-        a.local("acme", "c1")
-            .is_some_and(|l| l.available >= 50 * PRICE)
+    let leased = eventually(PATIENCE, || {
+        ready(
+            a.local("acme", "c1")
+                .is_some_and(|l| l.available >= 50 * PRICE),
+        )
     })
     .await;
+    assert!(leased, "no lease");
 
     // Two threads win on node a; every third win is rendered, billed on node b.
     let stop = Arc::new(AtomicBool::new(false));
@@ -361,6 +381,7 @@ async fn the_loop_settles_after_the_delay_and_shutdown_flushes() {
                         panic!("seeded campaign is known");
                     };
                     if !c.try_charge(PRICE) {
+                        // Pacing, not a wait: an empty lease lets the sync loop run.
                         std::thread::sleep(Duration::from_millis(1));
                         continue;
                     }
@@ -372,15 +393,17 @@ async fn the_loop_settles_after_the_delay_and_shutdown_flushes() {
                         b.record_billed("acme", "c1", ts, PRICE);
                         rendered.fetch_add(PRICE, Ordering::Relaxed);
                     }
+                    // Pacing: wins spread over several buckets, as real traffic would.
                     std::thread::sleep(Duration::from_micros(200));
                 }
             })
         })
         .collect();
-    wait_until("200 wins", async || {
-        won.load(Ordering::Relaxed) >= 200 * PRICE
+    let enough = eventually(PATIENCE, || {
+        ready(won.load(Ordering::Relaxed) >= 200 * PRICE)
     })
     .await;
+    assert!(enough, "only {} won", won.load(Ordering::Relaxed));
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
@@ -391,11 +414,12 @@ async fn the_loop_settles_after_the_delay_and_shutdown_flushes() {
     );
 
     // The loops send everything and, once the buckets are old enough, credit the unrendered.
-    wait_until("every bucket settled", async || {
+    let settled = eventually(PATIENCE, || async {
         let rec = a.reconciliation("acme", "c1").await.unwrap();
         rec.charged == won && rec.open_buckets == 0
     })
     .await;
+    assert!(settled, "buckets left open");
     let rec = a.reconciliation("acme", "c1").await.unwrap();
     assert_eq!(rec.billed, rendered);
     assert_eq!(rec.credited, won - rendered);

@@ -4,8 +4,8 @@ use budget::{
     BatchOutcome, BatchReply, CampaignKey, Error, MemoryStore, ReconArgs, ReconBatch, ReconItem,
     RedisStore, Store, SyncItem, MAX_MICROS,
 };
-use loadtest::redis::RedisServer;
 use std::time::Duration;
+use testkit::redis::RedisServer;
 
 fn item(key: &CampaignKey, granted: u64, spent: u64, returned: u64, want: u64) -> SyncItem {
     SyncItem {

@@ -9,6 +9,7 @@
 mod admin;
 pub mod config;
 pub mod fanout;
+pub mod listen;
 pub mod metrics;
 pub mod notices;
 mod overload;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use exchange::config::{CampaignConfig, DspConfig};
 use exchange::Config;
-use loadtest::mockdsp::{demo_fleet, MockFleet};
+use mockdsp::MockFleet;
 use tokio::net::TcpListener;
 
 /// An auction allocates a few hundred small objects across two threads (request parse, DSP
@@ -33,14 +33,6 @@ struct Args {
     #[arg(long)]
     listen: Option<SocketAddr>,
 }
-
-/// The campaigns `loadtest::mockdsp::demo_fleet` bids for.
-const DEMO_CAMPAIGNS: &[(&str, &str)] = &[
-    ("alpha", "alpha-cmp-1"),
-    ("alpha", "alpha-cmp-2"),
-    ("beta", "beta-cmp-1"),
-    ("gamma", "gamma-cmp-1"),
-];
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
@@ -75,25 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let (mut config, demo) = match &args.config {
         Some(path) => (Config::from_file(path)?, None),
         None => {
-            let fleet = MockFleet::start(demo_fleet())
-                .await
-                .context("starting the demo DSPs")?;
-            let mut config = Config::default();
-            config.apply_env(|k| std::env::var(k).ok())?;
-            for (name, url) in fleet.endpoints() {
-                println!("demo dsp {name} at {url}");
-                config.dsps.push(DspConfig::new(name, url));
-            }
-            // The demo DSPs' campaigns get budgets, so the budget path runs from the first
-            // request (and shows in GET /admin/campaigns with EXCHANGE_ADMIN_TOKEN set).
-            for (dsp, id) in DEMO_CAMPAIGNS {
-                config.campaigns.push(CampaignConfig {
-                    dsp: (*dsp).to_owned(),
-                    id: (*id).to_owned(),
-                    budget: 1000.0,
-                    paused: false,
-                });
-            }
+            let (config, fleet) = demo().await?;
             (config, Some(fleet))
         }
     };
@@ -105,6 +79,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
+    if demo.is_some() {
+        announce_demo(&config);
+    }
+    // The last line at start: scripts and tests read the address from it.
     println!("listening on http://{}", listener.local_addr()?);
 
     exchange::run(listener, config, shutdown_signal()).await?;
@@ -112,6 +90,61 @@ async fn main() -> anyhow::Result<()> {
         fleet.shutdown().await;
     }
     Ok(())
+}
+
+/// The embedded default: the demo bidders on loopback and budgets for the campaigns they bid
+/// for, both from `mockdsp::demo`, in-memory stores, every other setting at its default
+/// (environment overrides apply).
+async fn demo() -> anyhow::Result<(Config, MockFleet)> {
+    let fleet = MockFleet::start(mockdsp::demo::fleet())
+        .await
+        .context("starting the demo DSPs")?;
+    let mut config = Config::default();
+    config.apply_env(|k| std::env::var(k).ok())?;
+    for (name, url) in fleet.endpoints() {
+        config.dsps.push(DspConfig::new(name, url));
+    }
+    // The demo campaigns get budgets, so the budget path runs from the first request (and
+    // shows in GET /admin/campaigns with EXCHANGE_ADMIN_TOKEN set).
+    for campaign in mockdsp::demo::campaigns() {
+        config.campaigns.push(CampaignConfig {
+            dsp: campaign.dsp,
+            id: campaign.id,
+            budget: DEMO_BUDGET,
+            paused: false,
+        });
+    }
+    Ok((config, fleet))
+}
+
+/// Each demo campaign's budget, in the currency's units.
+const DEMO_BUDGET: f64 = 1000.0;
+
+/// Says loudly, on stdout and in the log, that this is a demo: nobody should mistake its
+/// made-up bidders and budgets for a configured exchange.
+fn announce_demo(config: &Config) {
+    let rule = "=".repeat(76);
+    println!("{rule}");
+    println!("  DEMO MODE: no --config given, so this exchange runs the embedded demo.");
+    println!("  Its bidders are mock DSPs inside this process, answering on loopback with");
+    println!("  made-up bids, and its campaigns and budgets are made up too: nothing here is");
+    println!("  real money. Run with --config FILE to bid out to real DSPs.");
+    if config.redis.url.is_none() {
+        println!("  Budgets and impression dedup live in this process's memory (no Redis).");
+    }
+    for dsp in &config.dsps {
+        println!("    demo dsp {:<6} {}", dsp.name, dsp.url);
+    }
+    for c in &config.campaigns {
+        println!("    demo campaign {}/{} budget {}", c.dsp, c.id, c.budget);
+    }
+    println!("{rule}");
+    tracing::warn!(
+        dsps = config.dsps.len(),
+        campaigns = config.campaigns.len(),
+        "DEMO MODE: no --config given; serving auctions to built-in mock DSPs with made-up \
+         bids and budgets (pass --config FILE for a real exchange)"
+    );
 }
 
 /// Logs go to stderr, human-readable by default; `EXCHANGE_LOG_FORMAT=json` gives one JSON

@@ -359,8 +359,17 @@ mod tests {
     async fn an_idle_runtime_keeps_the_ceiling() {
         let config = OverloadConfig::default();
         let g = Arc::new(Governor::new(&config, 1_000, &test_registry()));
-        let task = tokio::spawn(probe(g.clone(), config.clone(), || 0));
-        tokio::time::sleep(Duration::from_millis(config.window_ms * 5)).await;
+        // The probe reads the in-flight count once per window it closes.
+        let windows = Arc::new(AtomicUsize::new(0));
+        let closed = windows.clone();
+        let task = tokio::spawn(probe(g.clone(), config.clone(), move || {
+            closed.fetch_add(1, Ordering::Relaxed);
+            0
+        }));
+        let five = testkit::eventually(Duration::from_secs(10), || {
+            std::future::ready(windows.load(Ordering::Relaxed) >= 5)
+        });
+        assert!(five.await, "the probe closed no five windows");
         assert_eq!(g.limit(), 1_000);
         task.abort();
     }
@@ -371,15 +380,18 @@ mod tests {
         let g = Arc::new(Governor::new(&config, 1_000, &test_registry()));
         let probe_task = tokio::spawn(probe(g.clone(), config.clone(), || 1_000));
         // A task that hogs the only worker for longer than the target at every turn: the
-        // probe's yield waits behind it each time.
+        // probe's yield waits behind it each time. The blocking sleep is the behaviour under
+        // test, not a wait.
         let hog = tokio::spawn(async {
             loop {
                 std::thread::sleep(Duration::from_millis(3));
                 tokio::task::yield_now().await;
             }
         });
-        tokio::time::sleep(Duration::from_millis(config.window_ms * 3)).await;
-        assert!(g.limit() < 1_000, "limit stayed at {}", g.limit());
+        let lowered = testkit::eventually(Duration::from_secs(10), || {
+            std::future::ready(g.limit() < 1_000)
+        });
+        assert!(lowered.await, "limit stayed at {}", g.limit());
         hog.abort();
         probe_task.abort();
     }

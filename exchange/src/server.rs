@@ -1,4 +1,4 @@
-//! The HTTP server: accept loop, routing, request bodies, and graceful shutdown.
+//! The HTTP server: routing, request bodies, and graceful shutdown (the accept loop is `listen`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,11 +12,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::Config;
@@ -208,8 +205,10 @@ pub async fn run(
     config.validate()?;
     let registry = Registry::new()?;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-    let header_timeout = Duration::from_millis(config.server.header_read_timeout_ms);
-    let connections = Arc::new(Semaphore::new(config.server.max_connections));
+    let limits = crate::listen::Limits {
+        max_connections: config.server.max_connections,
+        header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
+    };
     let (app, budget_sync) = App::start(config, listener.local_addr()?, registry).await?;
     let app = Arc::new(app);
     let overload_probe = app.config.overload.enabled.then(|| {
@@ -230,51 +229,18 @@ pub async fn run(
             }
         })
     };
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
 
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning on the error.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
+    let serving = app.clone();
+    let graceful = crate::listen::serve(listener, limits, shutdown, move || {
+        let app = serving.clone();
         let conn_state = Arc::new(Connection::default());
-        let service = service_fn(move |req| {
+        service_fn(move |req| {
             let app = app.clone();
             let conn_state = conn_state.clone();
             async move { Ok::<_, Infallible>(handle(&app, &conn_state, req).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
+        })
+    })
+    .await;
     if let Some(probe) = overload_probe {
         probe.abort();
     }

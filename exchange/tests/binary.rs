@@ -20,8 +20,8 @@ impl Drop for Child {
 }
 
 /// Starts the `exchange` binary with `args` in `cwd` and returns it with the address it
-/// printed.
-async fn spawn(cwd: &std::path::Path, args: &[&str]) -> (Child, String) {
+/// printed and everything it printed before.
+async fn spawn(cwd: &std::path::Path, args: &[&str]) -> (Child, String, String) {
     std::fs::create_dir_all(cwd).unwrap();
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_exchange"))
@@ -33,20 +33,21 @@ async fn spawn(cwd: &std::path::Path, args: &[&str]) -> (Child, String) {
             .unwrap(),
     );
     let stdout = child.0.stdout.take().unwrap();
-    let addr = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        lines
-            .find_map(|l| {
-                l.ok()?
-                    .split("listening on http://")
-                    .nth(1)
-                    .map(str::to_owned)
-            })
-            .expect("the exchange printed its address")
+    let (addr, before) = tokio::task::spawn_blocking(move || {
+        let mut before = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("the exchange's stdout is readable");
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                return (addr.to_owned(), before);
+            }
+            before.push_str(&line);
+            before.push('\n');
+        }
+        panic!("the exchange never printed its address; it printed:\n{before}")
     })
     .await
     .unwrap();
-    (child, addr)
+    (child, addr, before)
 }
 
 async fn post(addr: &str, body: Vec<u8>) -> (u16, Bytes) {
@@ -69,7 +70,7 @@ async fn post(addr: &str, body: Vec<u8>) -> (u16, Bytes) {
 #[tokio::test]
 async fn a_crash_mid_write_leaves_a_log_the_report_reads_without_the_torn_line() {
     let cwd = std::env::temp_dir().join(format!("exchange-crash-{}", std::process::id()));
-    let (mut child, addr) = spawn(&cwd, &["--listen", "127.0.0.1:0"]).await;
+    let (mut child, addr, _) = spawn(&cwd, &["--listen", "127.0.0.1:0"]).await;
     let example = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/banner.json"
@@ -80,12 +81,17 @@ async fn a_crash_mid_write_leaves_a_log_the_report_reads_without_the_torn_line()
         wins += u64::from(post(&addr, example.clone()).await.0 == 200);
     }
     assert!(wins > 0, "no demo DSP won in 20 auctions");
-    // Let the writer fsync, then crash the process and leave half a line behind, as a crash
-    // in the middle of a write would.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Once every win is in the log (the page cache survives a killed process), crash the
+    // process and leave half a line behind, as a crash in the middle of a write would.
+    let log = cwd.join("events.jsonl");
+    let written = testkit::eventually(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        std::future::ready(text.matches(r#""type":"win""#).count() as u64 == wins)
+    })
+    .await;
+    assert!(written, "the wins never reached {}", log.display());
     child.0.kill().unwrap();
     child.0.wait().unwrap();
-    let log = cwd.join("events.jsonl");
     let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     std::io::Write::write_all(&mut file, br#"{"type":"impression","ts":17958181"#).unwrap();
     drop(file);
@@ -122,7 +128,18 @@ async fn a_crash_mid_write_leaves_a_log_the_report_reads_without_the_torn_line()
 async fn the_embedded_default_runs_a_real_auction_on_the_example_request() {
     // The embedded default keeps its event log and spool in the working directory.
     let cwd = std::env::temp_dir().join(format!("exchange-binary-{}", std::process::id()));
-    let (mut child, addr) = spawn(&cwd, &["--listen", "127.0.0.1:0"]).await;
+    let (mut child, addr, banner) = spawn(&cwd, &["--listen", "127.0.0.1:0"]).await;
+    // It says loudly that it is a demo, with the demo bidders and their campaigns.
+    assert!(banner.contains("DEMO MODE"), "{banner}");
+    for line in [
+        "demo dsp alpha",
+        "demo dsp beta",
+        "demo dsp gamma",
+        "demo campaign alpha/alpha-cmp-2 budget 1000",
+        "demo campaign gamma/gamma-cmp-1 budget 1000",
+    ] {
+        assert!(banner.contains(line), "no {line:?} in:\n{banner}");
+    }
 
     let example = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -167,13 +184,11 @@ async fn the_embedded_default_runs_a_real_auction_on_the_example_request() {
         .unwrap()
         .success());
     let mut exited = None;
-    for _ in 0..300 {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            exited = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    testkit::eventually(Duration::from_secs(15), || {
+        exited = child.0.try_wait().unwrap();
+        std::future::ready(exited.is_some())
+    })
+    .await;
     let status = exited.expect("the exchange stopped within 15 s of SIGTERM");
     assert!(status.success(), "{status}");
     let events = std::fs::read_to_string(cwd.join("events.jsonl")).unwrap_or_default();

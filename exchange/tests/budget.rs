@@ -5,14 +5,15 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{banner_request, eventually, Answer, TestExchange};
+use common::{banner_request, Answer, TestExchange};
 use exchange::config::{CampaignConfig, DspConfig};
 use exchange::Config;
 use futures::future::join_all;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use loadtest::mockdsp::{MockDsp, MockDspHandle, Price};
-use loadtest::redis::RedisServer;
+use mockdsp::{MockDsp, MockDspHandle, Price};
+use testkit::eventually;
+use testkit::redis::RedisServer;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 /// Bids are 2.00 CPM over a 1.99 floor, so each impression clears at 2.00 CPM: 2000 micros.
@@ -81,6 +82,16 @@ async fn admin(
         .await
 }
 
+/// Waits (up to 5 s) until this node's lease of `dsp`'s campaign can pay for an impression.
+async fn lease_refilled(ex: &TestExchange, dsp: &str) -> bool {
+    eventually(Duration::from_secs(5), || async {
+        campaign(ex, dsp).await["this_node"]["available_micros"]
+            .as_u64()
+            .is_some_and(|a| a >= COST)
+    })
+    .await
+}
+
 async fn campaign(ex: &TestExchange, dsp: &str) -> serde_json::Value {
     let answer = admin(
         ex,
@@ -108,8 +119,12 @@ async fn one_node_spends_its_whole_budget_and_not_a_micro_more() {
         if won * COST == 100_000 {
             break;
         }
-        // Let a sync refill the lease when it ran dry.
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The lease ran dry: wait for a sync to refill it.
+        assert!(
+            lease_refilled(&ex, "b1-dsp").await,
+            "no refill with budget left: {}",
+            campaign(&ex, "b1-dsp").await
+        );
     }
     assert_eq!(
         won * COST,
@@ -161,7 +176,20 @@ async fn three_nodes_share_one_budget_without_overspending_and_hand_leases_back(
         .await;
         won += wins.iter().sum::<u64>();
         assert!(won * COST <= 200_000, "overspent across nodes: {won} won");
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        // Go on while some node can buy again once a sync has topped its lease up; what
+        // is left when none can is remnants too small for an impression.
+        let can_buy = eventually(Duration::from_secs(1), || async {
+            let mut available = 0;
+            for ex in &nodes {
+                available += campaign(ex, "b3-dsp").await["this_node"]["available_micros"]
+                    .as_u64()
+                    .unwrap_or(0);
+            }
+            available >= COST
+        });
+        if won * COST == 200_000 || !can_buy.await {
+            break;
+        }
     }
     // Three nodes leasing 0.20 between them with 120 tries each must have used most of it.
     assert!(
@@ -198,13 +226,28 @@ async fn redis_going_away_never_causes_overspend_and_no_spend_is_lost() {
     let ex = TestExchange::start(node_config(&dsp, Some(&redis), 1.00)).await;
 
     let mut won = burst(&ex, "bk-before".into(), 20).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Redis has seen that spend before it goes away.
+    let reported = eventually(Duration::from_secs(5), || async {
+        let state = campaign(&ex, "bk-dsp").await;
+        state["spent_micros"].as_u64() == Some(won * COST)
+            && state["this_node"]["unreported_micros"] == 0
+    })
+    .await;
+    assert!(
+        reported,
+        "never reported: {}",
+        campaign(&ex, "bk-dsp").await
+    );
     redis.kill();
-    // While Redis is away the node spends at most what it holds, then stops.
+    // While Redis is away the node spends at most what it holds, then stops: nothing can
+    // refill the lease, so the first burst that wins nothing shows it is spent.
     let mut during = 0;
-    for round in 0..10 {
-        during += burst(&ex, format!("bk-during-{round}"), 20).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for round in 0..100 {
+        let wins = burst(&ex, format!("bk-during-{round}"), 20).await;
+        during += wins;
+        if wins == 0 {
+            break;
+        }
     }
     assert!(during * COST <= 1_000_000);
     won += during;
@@ -216,20 +259,16 @@ async fn redis_going_away_never_causes_overspend_and_no_spend_is_lost() {
 
     redis.restart().unwrap();
     // Back: the node reports what it spent while Redis was away and bids again.
-    let mut resumed = false;
-    for round in 0..100 {
-        let more = burst(&ex, format!("bk-after-{round}"), 5).await;
-        won += more;
-        if more > 0 {
-            resumed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        resumed,
+        lease_refilled(&ex, "bk-dsp").await,
+        "the lease was never refilled after Redis came back"
+    );
+    let more = burst(&ex, "bk-after".into(), 5).await;
+    assert!(
+        more > 0,
         "the node never resumed bidding after Redis came back"
     );
+    won += more;
     assert!(won * COST <= 1_000_000);
     let charged = campaign(&ex, "bk-dsp").await["this_node"]["charged_micros"]
         .as_u64()
@@ -425,12 +464,22 @@ async fn wins_never_rendered_are_credited_back_once_their_window_has_passed() {
         "spent after the credit: {}",
         campaign(&a, "rec-dsp").await
     );
-    // And it is not credited again later.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        campaign(&b, "rec-dsp").await["reconciliation"]["credited"],
-        3 * COST
-    );
+    // And it is not credited again later: once every count has reached the store and no
+    // bucket is left open, no later round has anything to settle.
+    let closed = eventually(Duration::from_secs(5), || async {
+        let mut done = true;
+        for node in [&a, &b] {
+            let rec = &campaign(node, "rec-dsp").await["reconciliation"];
+            done &= rec["open_buckets"] == 0
+                && rec["unreported_charged"] == 0
+                && rec["unreported_billed"] == 0;
+        }
+        done
+    })
+    .await;
+    let rec = &campaign(&b, "rec-dsp").await["reconciliation"];
+    assert!(closed, "buckets left open: {rec}");
+    assert_eq!(rec["credited"], 3 * COST, "{rec}");
     a.stop().await;
     b.stop().await;
 }

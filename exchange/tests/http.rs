@@ -6,10 +6,10 @@ mod common;
 use std::io::Write;
 
 use bytes::Bytes;
-use common::{banner_request, config_for, corpus, TestExchange};
+use common::{banner_request, config_for, TestExchange};
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use loadtest::mockdsp::{MockDsp, Price};
+use mockdsp::{MockDsp, Price};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -125,7 +125,6 @@ async fn bodies_over_the_limit_get_413_and_gzip_is_inflated_under_the_same_limit
 
 #[tokio::test]
 async fn the_corpus_of_real_requests_is_judged_like_the_spec_says() {
-    let root = corpus();
     let dsp = MockDsp::builder("corpus")
         .price(Price::Fixed(5.0))
         .start()
@@ -140,13 +139,7 @@ async fn the_corpus_of_real_requests_is_judged_like_the_spec_says() {
         ("iab/requests", true),
         ("thirdparty/valid_requests", true),
     ] {
-        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
-            .unwrap_or_else(|e| panic!("{}: {e}", root.join(dir).display()))
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        files.sort();
-        assert!(!files.is_empty(), "no requests in {dir}");
+        let files = testkit::corpus::files(dir, ".json");
         for file in files {
             let body = std::fs::read(&file).unwrap();
             let answer = ex.auction(body).await;

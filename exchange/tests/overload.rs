@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{banner_request, config_for, eventually, TestExchange};
+use common::{banner_request, config_for, TestExchange};
 use futures::future::join_all;
 use http::StatusCode;
-use loadtest::mockdsp::{Latency, MockDsp, Price};
+use mockdsp::{Latency, MockDsp, Price};
+use testkit::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_falls_behind_sheds_at_once_and_recovers() {
@@ -45,6 +46,7 @@ async fn a_node_that_falls_behind_sheds_at_once_and_recovers() {
             let hogging = hogging.clone();
             tokio::spawn(async move {
                 while hogging.load(Ordering::Relaxed) {
+                    // The behaviour under test: a worker blocked, not a wait for something.
                     std::thread::sleep(Duration::from_millis(5));
                     tokio::task::yield_now().await;
                 }

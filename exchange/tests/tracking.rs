@@ -5,12 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{banner_request, config_for, eventually, TestExchange};
+use common::{banner_request, config_for, TestExchange};
 use exchange::Config;
 use futures::future::join_all;
 use http::StatusCode;
-use loadtest::mockdsp::{MockDsp, MockDspHandle, Price};
-use loadtest::redis::RedisServer;
+use mockdsp::{MockDsp, MockDspHandle, Price};
+use testkit::eventually;
+use testkit::redis::RedisServer;
 
 const SECRET: &str = "tracking-secret-for-tests-0123456789";
 
@@ -83,25 +84,20 @@ async fn one_impression_seen_100_times_on_two_nodes_is_billed_once() {
         "{answers:?}"
     );
 
-    // One server-side burl call to the DSP, with the clearing price, and no more later.
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            dsp.stats().burl_hits >= 1
-        })
-        .await
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every claim was decided before its answer; stopping both nodes drains the notices
+    // they queued. So exactly one server-side burl call reached the DSP, with the clearing
+    // price, and none is still on its way.
+    let mut events = a.stop_with_events().await;
+    events.extend(b.stop_with_events().await);
     assert_eq!(dsp.stats().burl_hits, 1);
     let burl = dsp
         .notices()
         .into_iter()
-        .find(|n| n.kind == loadtest::mockdsp::NoticeKind::Burl)
+        .find(|n| n.kind == mockdsp::NoticeKind::Burl)
         .unwrap();
     assert_eq!(burl.param("price"), Some("1.01"));
     assert_eq!(burl.param("auction"), Some("dedup-1"));
 
-    let mut events = a.stop_with_events().await;
-    events.extend(b.stop_with_events().await);
     assert_eq!(count(&events, "impression"), 1, "exactly one billing event");
     assert_eq!(
         count(&events, "duplicate_impression"),
@@ -215,11 +211,10 @@ async fn forged_tampered_and_expired_urls_get_403_and_bill_nothing() {
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{what}: {bad}");
         assert!(answer.json()["error"].is_string(), "{what}");
     }
-    // The untouched URL still bills, once.
+    // The untouched URL still bills, once (stopping drains the notices).
     assert_eq!(get(&ex, &url).await.status, StatusCode::NO_CONTENT);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(dsp.stats().burl_hits, 1);
     let events = ex.stop_with_events().await;
+    assert_eq!(dsp.stats().burl_hits, 1);
     assert_eq!(
         count(&events, "impression"),
         1,
@@ -295,17 +290,25 @@ async fn impressions_during_a_redis_outage_are_billed_exactly_once_after_it() {
         );
     }
     redis.restart().unwrap();
-    let all = eventually(Duration::from_secs(15), || async {
-        dsp.stats().burl_hits >= 10
+    // The replay is over once every spooled record has been claimed and logged: the two
+    // billed before, then 20 spooled (8 new, 12 repeats).
+    let replayed = eventually(Duration::from_secs(15), || {
+        let events = ex.events();
+        std::future::ready(
+            count(&events, "impression") + count(&events, "duplicate_impression") == 22,
+        )
     })
     .await;
+    let events = ex.events();
     assert!(
-        all,
-        "only {} of 10 impressions billed after the replay",
-        dsp.stats().burl_hits
+        replayed,
+        "replay unfinished: {} impressions, {} duplicates",
+        count(&events, "impression"),
+        count(&events, "duplicate_impression")
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(dsp.stats().burl_hits, 10, "an impression was billed twice");
+    // Stopping drains the billing notices the replay queued.
     let events = ex.stop_with_events().await;
     assert_eq!(count(&events, "impression"), 10);
+    assert_eq!(count(&events, "duplicate_impression"), 12);
+    assert_eq!(dsp.stats().burl_hits, 10, "an impression was billed twice");
 }

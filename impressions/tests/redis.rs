@@ -13,8 +13,9 @@ use impressions::{
     read_events, BidRef, Billed, BilledHook, Claim, ClaimKey, DedupStore, Event, EventId,
     EventType, Kind, Outcome, RedisConfig, RedisDedup, Tracker, TrackerConfig, TrackingKey,
 };
-use loadtest::redis::{free_port, RedisServer};
 use support::{query, TempDir};
+use testkit::free_port;
+use testkit::redis::RedisServer;
 
 const SECRET: &str = "shared-secret-of-every-node-0123456789";
 

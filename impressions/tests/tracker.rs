@@ -470,20 +470,25 @@ async fn non_billing_events_are_bounded_batched_and_never_lost_to_shutdown() {
     assert!(results[..32].iter().all(Result::is_ok));
     assert!(results[32..].iter().all(|r| matches!(r, Err(Error::Busy))));
 
-    // Lingering: read, not yet written.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Lingering: read, not yet written. The writer has taken all 32 off the queue once a
+    // queue bound of 1 admits one more event (a loss, which lingers with them).
+    let taken = testkit::eventually(Duration::from_secs(5), || {
+        std::future::ready(log.try_append(Event::loss(&bid(50), 2, T0), 1).is_ok())
+    })
+    .await;
+    assert!(taken, "the writer never read the queue");
     assert_eq!(lines_written(&path), 0);
 
     // A billing event ends the wait: it and every lingering event are written at once.
     let mut billed = Event::for_bid(EventType::Impression, &bid(99), T0);
     billed.cost_micros = Some(2_500);
     log.append(&billed).await.unwrap();
-    let mut waited = 0;
-    while lines_written(&path) < 33 && waited < 200 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += 1;
-    }
-    assert_eq!(lines_written(&path), 33);
+    let written = testkit::eventually(Duration::from_secs(2), || {
+        std::future::ready(lines_written(&path) >= 34)
+    })
+    .await;
+    assert!(written, "only {} lines written", lines_written(&path));
+    assert_eq!(lines_written(&path), 34);
 
     // Accepted before shutdown: written by it, though still lingering.
     log.try_append(Event::late(&bid(7), 12, T0), 32).unwrap();
@@ -494,10 +499,11 @@ async fn non_billing_events_are_bounded_batched_and_never_lost_to_shutdown() {
     ));
     let mut read = Vec::new();
     read_events(&path, |e| read.push(e)).unwrap();
-    assert_eq!(read.len(), 34);
+    assert_eq!(read.len(), 35);
     assert!(read[..32].iter().all(|e| e.kind == EventType::Win));
-    assert_eq!(read[32].kind, EventType::Impression);
-    assert_eq!(read[33].late_ms, Some(12));
+    assert_eq!(read[32].kind, EventType::Loss);
+    assert_eq!(read[33].kind, EventType::Impression);
+    assert_eq!(read[34].late_ms, Some(12));
 }
 
 #[tokio::test]

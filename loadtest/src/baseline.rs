@@ -1,10 +1,10 @@
 //! The bare fan-out baseline: a hyper proxy that forwards each request body to every DSP and
 //! answers with the first bid, with no parsing, validation or auction.
 //!
-//! It is the physical limit the exchange is measured against on the same machine: the same
-//! server settings, the same pooled hyper-util client with TCP_NODELAY, the same fan-out and
-//! per-auction deadline, so the difference between the two is what the exchange's own work
-//! costs. "First bid" is the first `200` answer with a non-empty body; when every DSP answered
+//! It is the physical limit the exchange is measured against on the same machine: the
+//! exchange's own accept loop (`exchange::listen::serve`) and DSP client
+//! (`exchange::fanout::http_client`), the same fan-out and per-auction deadline, so the
+//! difference between the two is what the exchange's own work costs. "First bid" is the first `200` answer with a non-empty body; when every DSP answered
 //! without one, or the deadline passed, the answer is `204`. Calls still running when the
 //! answer goes out finish in the background within a bounded grace period, as in the exchange,
 //! so a slow DSP does not cost a fresh connection per request.
@@ -16,15 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use exchange::fanout::{http_client, HttpClient};
+use exchange::listen;
 use futures::stream::{FuturesUnordered, StreamExt};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -38,8 +36,6 @@ pub const AUCTION_PATH: &str = "/openrtb2/auction";
 
 /// The most DSPs one baseline fans out to.
 pub const MAX_DSPS: usize = 256;
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// How the baseline runs. [`BaselineConfig::new`] fills in the exchange's defaults.
 #[derive(Clone, Debug)]
@@ -280,61 +276,20 @@ impl std::fmt::Debug for Baseline {
     }
 }
 
-/// The exchange's DSP client, setting for setting.
-fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    connector.set_connect_timeout(Some(Duration::from_secs(1)));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(4096)
-        .build(connector)
-}
-
 async fn serve(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receiver<bool>) {
-    let connections = Arc::new(Semaphore::new(app.config.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&connections).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = stop_requested(&mut stopped) => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning on the error.
-                    tracing::warn!(error = %e, "baseline accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            () = stop_requested(&mut stopped) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let svc_app = Arc::clone(&app);
-        let service = service_fn(move |req| {
-            let app = Arc::clone(&svc_app);
+    let limits = listen::Limits {
+        max_connections: app.config.max_connections,
+        header_read_timeout: app.config.header_read_timeout,
+    };
+    let serving = Arc::clone(&app);
+    let graceful = listen::serve(listener, limits, stop_requested(&mut stopped), move || {
+        let app = Arc::clone(&serving);
+        service_fn(move |req| {
+            let app = Arc::clone(&app);
             async move { Ok::<_, Infallible>(handle(&app, req).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(app.config.header_read_timeout)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            // Connection errors (client gone, malformed HTTP) are the client's business.
-            let _ = conn.await;
-            drop(permit);
-        });
-    }
-    drop(listener);
+        })
+    })
+    .await;
     let _ = tokio::time::timeout(app.config.shutdown_grace, graceful.shutdown()).await;
 }
 

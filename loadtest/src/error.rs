@@ -6,26 +6,6 @@ use std::path::PathBuf;
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A mock DSP builder holds a value that cannot work (negative price, probability past 1,
-    /// unknown HTTP status, unparsable bind address...). Reported before anything binds.
-    #[error("mock DSP `{name}`: invalid configuration: {reason}")]
-    InvalidConfig {
-        /// The mock's name.
-        name: String,
-        /// What is wrong, in words.
-        reason: String,
-    },
-    /// The listening socket could not be opened.
-    #[error("mock DSP `{name}`: cannot listen on {addr}: {source}")]
-    Bind {
-        /// The mock's name.
-        name: String,
-        /// The address asked for.
-        addr: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
     /// A target URL that cannot be used: not `http://`, no host, unparsable.
     #[error("target `{url}`: {reason}")]
     InvalidTarget {

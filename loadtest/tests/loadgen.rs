@@ -13,11 +13,11 @@ use hyper_util::rt::TokioExecutor;
 use loadtest::baseline::{Baseline, BaselineConfig};
 use loadtest::gen::{self, RunConfig};
 use loadtest::mix::{Mix, Template};
-use loadtest::mockdsp::{Behavior, Latency, MockDsp, MockDspHandle};
 use loadtest::plan::Plan;
 use loadtest::stats::{Counts, RunReport};
 use loadtest::target::Target;
 use loadtest::Error;
+use mockdsp::{Behavior, Latency, MockDsp, MockDspHandle};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -331,7 +331,7 @@ async fn a_folder_of_requests_is_sent_byte_for_byte() {
 
 #[tokio::test]
 async fn a_target_that_is_down_is_an_error_not_a_report() {
-    let port = loadtest::redis::free_port().unwrap();
+    let port = testkit::free_port().unwrap();
     let url = format!("http://127.0.0.1:{port}/openrtb2/auction");
     let plan = Plan::constant(10.0, ms(500), Duration::ZERO).unwrap();
     let result = gen::run(config(&url, plan, 2, 10), |_| {}, std::future::pending()).await;

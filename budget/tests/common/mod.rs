@@ -1,13 +1,13 @@
-//! Shared by the node and cluster tests: a fast-syncing config with one campaign, a store on
-//! a real Redis, and a bounded wait.
+//! Shared by the node and cluster tests: a fast-syncing config with one campaign and a store
+//! on a real Redis.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use budget::{BudgetConfig, CampaignSeed, RedisStore, Store};
-use loadtest::redis::RedisServer;
+use testkit::redis::RedisServer;
 
 /// Syncs every 10 ms with one campaign `acme/c1` of `budget_micros`.
 pub fn config(budget_micros: u64) -> BudgetConfig {
@@ -30,11 +30,5 @@ pub fn redis_store(redis: &RedisServer, cfg: &BudgetConfig) -> Arc<dyn Store> {
     Arc::new(RedisStore::open(&redis.url(), &cfg.key_prefix, cfg.redis_timeout()).unwrap())
 }
 
-/// Polls `done` every 5 ms, failing the test after 60 s.
-pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+/// How long a test waits for the sync loop to get somewhere (real rounds take milliseconds).
+pub const PATIENCE: Duration = Duration::from_secs(60);

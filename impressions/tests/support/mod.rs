@@ -1,5 +1,5 @@
 //! Test support: temporary directories, a hand-driven clock and URL helpers. The real
-//! `redis-server` comes from `loadtest::redis`.
+//! `redis-server` comes from `testkit::redis`.
 
 #![allow(dead_code)]
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use loadtest::mockdsp::{Behavior, Latency, MockDsp, MockFleet, Price};
+use mockdsp::{Behavior, Latency, MockDsp, MockFleet, Price};
 
 #[derive(Args, Debug)]
 pub(crate) struct DspArgs {
