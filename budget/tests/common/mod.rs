@@ -38,3 +38,8 @@ pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A recorder for tests that do not read metrics.
+pub fn recorder() -> budget::metrics::SharedRecorder {
+    Arc::new(metrics::NoopRecorder)
+}
