@@ -13,6 +13,7 @@
 //!   dedup_redis/record_impression_256_in_flight    17 µs per event (~58 700/s)
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -104,7 +105,13 @@ fn dedup(c: &mut Criterion) {
         spool_dir: dir.join("spool"),
         ..TrackerConfig::default()
     };
-    let tracker = rt.block_on(Tracker::start(config, None)).unwrap();
+    let tracker = rt
+        .block_on(Tracker::start(
+            config,
+            None,
+            Arc::new(metrics::NoopRecorder),
+        ))
+        .unwrap();
     let key = TrackingKey::from_secret(SECRET).unwrap();
     let mut next = 0u64;
 

@@ -59,8 +59,9 @@ impl App {
         prometheus: PrometheusHandle,
     ) -> Result<(App, budget::SyncTask), Error> {
         let store = budget::open_store(&config.budget_config())?;
-        let (budgets, budget_sync) = budget::Budgets::start(config.budget_config(), store).await?;
-        budget::metrics::describe();
+        let recorder: Arc<dyn metrics::Recorder + Send + Sync> = Arc::new(GlobalRecorder);
+        let (budgets, budget_sync) =
+            budget::Budgets::start(config.budget_config(), store, recorder.clone()).await?;
 
         let metrics = ServerMetrics::new();
         let client = http_client();
@@ -88,6 +89,7 @@ impl App {
         let tracker = impressions::Tracker::start(
             tracker_config,
             Some(on_billed(notifier.clone(), &dsps, budgets.clone())),
+            recorder,
         )
         .await?;
         let events = EventSink::new(tracker.clone(), config.events.max_pending);
@@ -130,6 +132,54 @@ impl App {
         let guard = InFlight(self);
         self.metrics.in_flight.increment(1.0);
         (now < limit).then_some(guard)
+    }
+}
+
+/// Forwards to the process-global recorder `crate::metrics::install` set up, until each
+/// exchange instance builds its own recorder and hands that to budgets and tracker instead.
+struct GlobalRecorder;
+
+impl metrics::Recorder for GlobalRecorder {
+    fn describe_counter(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        text: metrics::SharedString,
+    ) {
+        metrics::with_recorder(|r| r.describe_counter(key, unit, text))
+    }
+    fn describe_gauge(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        text: metrics::SharedString,
+    ) {
+        metrics::with_recorder(|r| r.describe_gauge(key, unit, text))
+    }
+    fn describe_histogram(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        text: metrics::SharedString,
+    ) {
+        metrics::with_recorder(|r| r.describe_histogram(key, unit, text))
+    }
+    fn register_counter(
+        &self,
+        key: &metrics::Key,
+        meta: &metrics::Metadata<'_>,
+    ) -> metrics::Counter {
+        metrics::with_recorder(|r| r.register_counter(key, meta))
+    }
+    fn register_gauge(&self, key: &metrics::Key, meta: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::with_recorder(|r| r.register_gauge(key, meta))
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        meta: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::with_recorder(|r| r.register_histogram(key, meta))
     }
 }
 
