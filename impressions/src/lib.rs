@@ -35,7 +35,7 @@ pub use events::{
 };
 pub use markup::AdFormat;
 pub use report::Report;
-pub use sign::{BidRef, Kind, Rejection, TrackingData, TrackingKey, Validity};
+pub use sign::{BidRef, BidSigner, Kind, Rejection, TrackingData, TrackingKey, Validity};
 pub use spool::SpoolRecord;
 
 use crate::metrics::{SharedRecorder, TrackerMetrics};
@@ -393,9 +393,12 @@ impl Tracker {
         adm: &str,
         format: AdFormat,
     ) -> Decorated {
-        let burl = self.impression_url(bid, dsp_burl);
-        let with_clicks =
-            markup::wrap_clicks(adm, format, |landing| self.click_url(bid, landing).ok());
+        // One pass over the bid's fields signs the impression URL and every click URL.
+        let signer = self.inner.key.bid_signer(bid);
+        let burl = signer.impression_url(&self.inner.imp_base, dsp_burl);
+        let with_clicks = markup::wrap_clicks(adm, format, |landing| {
+            signer.click_url(&self.inner.click_base, landing).ok()
+        });
         let current = with_clicks.as_deref().unwrap_or(adm);
         let adm = markup::add_impression_tracker(current, format, &burl).or(with_clicks);
         Decorated { burl, adm }
