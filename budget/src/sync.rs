@@ -460,11 +460,14 @@ struct Prepared {
     item: Option<SyncItem>,
 }
 
+/// A DSP, and a `cid` when metrics are labelled per campaign.
+type Series = (Arc<str>, Option<Arc<str>>);
+
 /// Per-round metric sums, per DSP unless per-campaign labels are on.
 struct RoundStats {
     per_campaign: bool,
-    /// Per DSP (or per campaign): spent and lease.
-    sums: FastMap<(Arc<str>, Option<Arc<str>>), (u64, u64)>,
+    /// Spent and lease per series.
+    sums: FastMap<Series, (u64, u64)>,
     unreported: u64,
 }
 
