@@ -530,7 +530,11 @@ impl Query {
                 // A repeated parameter could make two readers disagree on its value.
                 return Err(Rejection::Malformed);
             }
-            *slot = Some(percent_decode(value).ok_or(Rejection::Malformed)?);
+            *slot = Some(
+                percent_decode(value)
+                    .ok_or(Rejection::Malformed)?
+                    .into_owned(),
+            );
         }
         Ok(q)
     }
@@ -577,8 +581,11 @@ pub(crate) fn percent_encode_into(out: &mut String, s: &str) {
 
 /// Decodes a query value: `+` is a space (form encoding, as browsers write queries), then
 /// `%XX` escapes; `None` for a broken escape (which `percent-encoding` would pass through as
-/// text) or a result that is not UTF-8.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
+/// text) or a result that is not UTF-8. Borrows when there is nothing to decode.
+pub(crate) fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Some(Cow::Borrowed(s));
+    }
     let escapes_whole = s.match_indices('%').all(|(i, _)| {
         s.get(i + 1..i + 3)
             .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -586,15 +593,9 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
     if !escapes_whole {
         return None;
     }
-    let spaced: Cow<'_, str> = if s.contains('+') {
-        Cow::Owned(s.replace('+', " "))
-    } else {
-        Cow::Borrowed(s)
-    };
-    percent_decode_str(&spaced)
-        .decode_utf8()
-        .ok()
-        .map(Cow::into_owned)
+    let spaced = s.replace('+', " ");
+    let decoded = percent_decode_str(&spaced).decode_utf8().ok()?;
+    Some(Cow::Owned(decoded.into_owned()))
 }
 
 #[cfg(test)]
