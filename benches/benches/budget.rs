@@ -32,7 +32,8 @@ fn budgets(rt: &tokio::runtime::Runtime) -> Arc<Budgets> {
         ..BudgetConfig::default()
     };
     rt.block_on(async {
-        let (budgets, _sync) = Budgets::start(cfg, Arc::new(MemoryStore::new()))
+        let recorder = Arc::new(metrics::NoopRecorder);
+        let (budgets, _sync) = Budgets::start(cfg, Arc::new(MemoryStore::new()), recorder)
             .await
             .unwrap();
         budgets

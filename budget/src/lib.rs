@@ -18,18 +18,24 @@
 //! guarantee holds through it. See `ARCHITECTURE.md` ("Budgets", "Reconciliation") for the
 //! argument and its costs.
 
+mod admin;
 mod budgets;
 mod campaign;
 mod config;
+mod index;
 mod key;
 mod lease;
 pub mod metrics;
 mod reconcile;
+mod reconcile_round;
 mod store;
+mod sync;
 
-pub use budgets::{BudgetView, Budgets, LocalState, Lookup, ReleaseReport, SyncReport, SyncTask};
+pub use admin::LocalState;
+pub use budgets::Budgets;
 pub use campaign::{Campaign, CampaignHandle};
 pub use config::{BudgetConfig, CampaignSeed, UnknownPolicy};
+pub use index::{BudgetView, Lookup};
 pub use key::CampaignKey;
 pub use reconcile::{ReconcileReport, Reconciliation};
 pub use store::memory::MemoryStore;
@@ -39,6 +45,7 @@ pub use store::recon::{
 };
 pub use store::redis::RedisStore;
 pub use store::{open_store, CampaignState, Grant, NodeHold, Store, SyncItem, MAX_MICROS};
+pub use sync::{ReleaseReport, SyncReport, SyncTask};
 
 use std::time::Duration;
 

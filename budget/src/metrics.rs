@@ -1,7 +1,11 @@
-//! Metric names and the helpers that record them (`metrics` macros; the exchange installs the
-//! recorder). Per-campaign labels are added only when `per_campaign_metrics` is on.
+//! Metric names, and the handles one [`crate::Budgets`] records them through: registered on
+//! the recorder it was handed (never the process-global one), up front where the labels are
+//! fixed, on demand where they name a DSP or a campaign. Per-campaign labels are added only
+//! when `per_campaign_metrics` is on.
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, Unit};
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
 
 /// Counter: micros charged, labelled `dsp` (and `cid`). Recorded by the sync loop, not per bid.
 pub const SPEND: &str = "budget_spend_micros_total";
@@ -30,12 +34,17 @@ pub const RECONCILE_UNREPORTED: &str = "budget_reconcile_unreported_micros";
 /// Histogram: seconds per reconcile round trip.
 pub const RECONCILE_SECONDS: &str = "budget_reconcile_seconds";
 
+/// The recorder a [`crate::Budgets`] registers its metrics on, e.g. one
+/// `metrics_exporter_prometheus::PrometheusRecorder` per exchange instance.
+pub type SharedRecorder = Arc<dyn Recorder + Send + Sync>;
+
 /// Why a bid was dropped for budget reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// The campaign's lease could not cover the price.
+    /// The campaign's lease could not cover the bid ([`crate::Budgets::can_cover`]).
     Insufficient,
-    /// The bid won but the charge failed (another auction emptied the lease first).
+    /// The bid won but the charge failed: another auction emptied the lease between the
+    /// auction's `can_cover` and its charge ([`crate::Budgets::try_charge`]).
     ChargeRace,
     /// The campaign is unknown and the policy is `reject`.
     UnknownCampaign,
@@ -55,70 +64,142 @@ impl DropReason {
     }
 }
 
-/// Counts a dropped bid. `per_campaign` adds the `cid` label (use the config's setting).
-pub fn bid_dropped(dsp: &str, cid: Option<&str>, reason: DropReason, per_campaign: bool) {
-    match (per_campaign, cid) {
-        (true, Some(cid)) => counter!(
-            BIDS_DROPPED,
-            "dsp" => dsp.to_owned(),
-            "cid" => cid.to_owned(),
-            "reason" => reason.as_str()
-        )
-        .increment(1),
-        _ => counter!(BIDS_DROPPED, "dsp" => dsp.to_owned(), "reason" => reason.as_str())
-            .increment(1),
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
+
+/// One node's budget metrics: the recorder and the handles whose labels never change.
+pub(crate) struct BudgetMetrics {
+    recorder: SharedRecorder,
+    per_campaign: bool,
+    pub sync_seconds: Histogram,
+    pub sync_campaigns: Gauge,
+    pub unreported: Gauge,
+    pub reconcile_seconds: Histogram,
+    pub reconcile_credited: Counter,
+    pub reconcile_billed_beyond: Counter,
+    pub reconcile_late: Counter,
+    pub reconcile_unreported_charged: Gauge,
+    pub reconcile_unreported_billed: Gauge,
+}
+
+impl BudgetMetrics {
+    /// Describes every budget metric on `recorder` and registers the fixed-label handles.
+    pub fn new(recorder: SharedRecorder, per_campaign: bool) -> Self {
+        describe(&*recorder);
+        let r = &*recorder;
+        let side = |s: &'static str| vec![Label::from_static_parts("side", s)];
+        BudgetMetrics {
+            sync_seconds: r.register_histogram(&Key::from_static_name(SYNC_SECONDS), &METADATA),
+            sync_campaigns: r.register_gauge(&Key::from_static_name(SYNC_CAMPAIGNS), &METADATA),
+            unreported: r.register_gauge(&Key::from_static_name(UNREPORTED), &METADATA),
+            reconcile_seconds: r
+                .register_histogram(&Key::from_static_name(RECONCILE_SECONDS), &METADATA),
+            reconcile_credited: r
+                .register_counter(&Key::from_static_name(RECONCILE_CREDITED), &METADATA),
+            reconcile_billed_beyond: r
+                .register_counter(&Key::from_static_name(RECONCILE_BILLED_BEYOND), &METADATA),
+            reconcile_late: r.register_counter(&Key::from_static_name(RECONCILE_LATE), &METADATA),
+            reconcile_unreported_charged: r.register_gauge(
+                &Key::from_parts(RECONCILE_UNREPORTED, side("charged")),
+                &METADATA,
+            ),
+            reconcile_unreported_billed: r.register_gauge(
+                &Key::from_parts(RECONCILE_UNREPORTED, side("billed")),
+                &METADATA,
+            ),
+            per_campaign,
+            recorder,
+        }
+    }
+
+    /// The `dsp` label, and `cid` too when per-campaign labels are on.
+    fn campaign_labels(&self, dsp: &str, cid: Option<&str>) -> Vec<Label> {
+        let mut labels = vec![Label::new("dsp", dsp.to_owned())];
+        if let (true, Some(cid)) = (self.per_campaign, cid) {
+            labels.push(Label::new("cid", cid.to_owned()));
+        }
+        labels
+    }
+
+    /// Counts a dropped bid.
+    pub fn bid_dropped(&self, dsp: &str, cid: Option<&str>, reason: DropReason) {
+        let mut labels = self.campaign_labels(dsp, cid);
+        labels.push(Label::from_static_parts("reason", reason.as_str()));
+        self.recorder
+            .register_counter(&Key::from_parts(BIDS_DROPPED, labels), &METADATA)
+            .increment(1);
+    }
+
+    /// One round's spend and lease for a DSP (`cid: None`) or a campaign.
+    pub fn spend_and_lease(&self, dsp: &str, cid: Option<&str>, spent: u64, lease: u64) {
+        let labels = self.campaign_labels(dsp, cid);
+        self.recorder
+            .register_counter(&Key::from_parts(SPEND, labels.clone()), &METADATA)
+            .increment(spent);
+        self.recorder
+            .register_gauge(&Key::from_parts(LEASE_HELD, labels), &METADATA)
+            .set(lease as f64);
+    }
+
+    /// Counts a failed store call.
+    pub fn sync_failure(&self, op: &'static str, reason: &'static str) {
+        let labels = vec![
+            Label::from_static_parts("op", op),
+            Label::from_static_parts("reason", reason),
+        ];
+        self.recorder
+            .register_counter(&Key::from_parts(SYNC_FAILURES, labels), &METADATA)
+            .increment(1);
     }
 }
 
-/// Registers descriptions and units for every budget metric (call once after installing the
-/// recorder).
-pub fn describe() {
-    describe_counter!(
-        SPEND,
-        Unit::Count,
-        "Micros charged to campaigns on this node"
-    );
-    describe_gauge!(
-        LEASE_HELD,
-        Unit::Count,
-        "Micros held in leases on this node"
-    );
-    describe_gauge!(
+/// Descriptions and units of every budget metric.
+fn describe(r: &dyn Recorder) {
+    let counter = |name: &'static str, text: &'static str| {
+        r.describe_counter(
+            KeyName::from_const_str(name),
+            Some(Unit::Count),
+            text.into(),
+        )
+    };
+    let gauge = |name: &'static str, text: &'static str| {
+        r.describe_gauge(
+            KeyName::from_const_str(name),
+            Some(Unit::Count),
+            text.into(),
+        )
+    };
+    let histogram = |name: &'static str, text: &'static str| {
+        r.describe_histogram(
+            KeyName::from_const_str(name),
+            Some(Unit::Seconds),
+            text.into(),
+        )
+    };
+    counter(SPEND, "Micros charged to campaigns on this node");
+    gauge(LEASE_HELD, "Micros held in leases on this node");
+    gauge(
         UNREPORTED,
-        Unit::Count,
-        "Micros charged on this node not yet acknowledged by the store"
+        "Micros charged on this node not yet acknowledged by the store",
     );
-    describe_histogram!(SYNC_SECONDS, Unit::Seconds, "Budget sync round-trip time");
-    describe_counter!(SYNC_FAILURES, Unit::Count, "Failed budget store calls");
-    describe_gauge!(
-        SYNC_CAMPAIGNS,
-        Unit::Count,
-        "Campaigns in the last sync report"
-    );
-    describe_counter!(BIDS_DROPPED, Unit::Count, "Bids dropped for budget reasons");
-    describe_counter!(
+    histogram(SYNC_SECONDS, "Budget sync round-trip time");
+    counter(SYNC_FAILURES, "Failed budget store calls");
+    gauge(SYNC_CAMPAIGNS, "Campaigns in the last sync report");
+    counter(BIDS_DROPPED, "Bids dropped for budget reasons");
+    counter(
         RECONCILE_CREDITED,
-        Unit::Count,
-        "Micros credited back to budgets for wins never rendered"
+        "Micros credited back to budgets for wins never rendered",
     );
-    describe_counter!(
+    counter(
         RECONCILE_BILLED_BEYOND,
-        Unit::Count,
-        "Micros billed beyond what was charged (reported, not debited)"
+        "Micros billed beyond what was charged (reported, not debited)",
     );
-    describe_counter!(
+    counter(
         RECONCILE_LATE,
-        Unit::Count,
-        "Reconciliation items that arrived after their bucket was settled"
+        "Reconciliation items that arrived after their bucket was settled",
     );
-    describe_gauge!(
+    gauge(
         RECONCILE_UNREPORTED,
-        Unit::Count,
-        "Reconciliation micros recorded on this node, not yet in the store"
+        "Reconciliation micros recorded on this node, not yet in the store",
     );
-    describe_histogram!(
-        RECONCILE_SECONDS,
-        Unit::Seconds,
-        "Budget reconcile round-trip time"
-    );
+    histogram(RECONCILE_SECONDS, "Budget reconcile round-trip time");
 }

@@ -93,7 +93,7 @@ async fn start_nodes(
             ..cfg.clone()
         };
         nodes.push(
-            Budgets::start(cfg.clone(), redis_store(redis, &cfg))
+            Budgets::start(cfg.clone(), redis_store(redis, &cfg), common::recorder())
                 .await
                 .unwrap(),
         );
@@ -215,7 +215,7 @@ async fn a_crashed_node_keeps_its_lease_visible_until_reclaimed() {
         min_lease_micros: 60_000,
         ..config(budget)
     };
-    let crashed = Budgets::new(cfg.clone(), redis_store(&redis, &cfg)).unwrap();
+    let crashed = Budgets::new(cfg.clone(), redis_store(&redis, &cfg), common::recorder()).unwrap();
     crashed.seed().await.unwrap();
     crashed.sync_once().await.unwrap();
     let session = crashed.session().to_owned();
@@ -228,7 +228,7 @@ async fn a_crashed_node_keeps_its_lease_visible_until_reclaimed() {
     drop(c);
     drop(crashed); // no release: the process died
 
-    let other = Budgets::new(cfg.clone(), redis_store(&redis, &cfg)).unwrap();
+    let other = Budgets::new(cfg.clone(), redis_store(&redis, &cfg), common::recorder()).unwrap();
     other.sync_once().await.unwrap();
     assert_eq!(
         other.local("acme", "c1").unwrap().available,

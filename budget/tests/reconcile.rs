@@ -2,6 +2,8 @@
 //! impressions billed on another, unrendered wins credited back once, Redis outages and lost
 //! replies, and the background loop with its final flush at shutdown.
 
+mod common;
+
 use budget::{BudgetConfig, Budgets, CampaignSeed, Lookup, MemoryStore, RedisStore, Store};
 use std::future::ready;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,7 +49,7 @@ fn redis_store(redis: &RedisServer, cfg: &BudgetConfig) -> Arc<dyn Store> {
 }
 
 async fn node(cfg: &BudgetConfig, store: Arc<dyn Store>) -> Arc<Budgets> {
-    let node = Budgets::new(cfg.clone(), store).unwrap();
+    let node = Budgets::new(cfg.clone(), store, common::recorder()).unwrap();
     node.seed().await.unwrap();
     node.sync_once().await.unwrap();
     node
@@ -351,10 +353,10 @@ async fn the_loop_settles_after_the_delay_and_shutdown_flushes() {
         settle_after_ms: 1_000,
         ..config()
     };
-    let (a, task_a) = Budgets::start(cfg.clone(), redis_store(&redis, &cfg))
+    let (a, task_a) = Budgets::start(cfg.clone(), redis_store(&redis, &cfg), common::recorder())
         .await
         .unwrap();
-    let (b, task_b) = Budgets::start(cfg.clone(), redis_store(&redis, &cfg))
+    let (b, task_b) = Budgets::start(cfg.clone(), redis_store(&redis, &cfg), common::recorder())
         .await
         .unwrap();
     let leased = eventually(PATIENCE, || {

@@ -56,8 +56,9 @@ impl App {
         registry: Registry,
     ) -> Result<(App, budget::SyncTask), Error> {
         let store = budget::open_store(&config.budget_config())?;
-        let (budgets, budget_sync) = budget::Budgets::start(config.budget_config(), store).await?;
-        budget::metrics::describe();
+        let recorder = registry.recorder();
+        let (budgets, budget_sync) =
+            budget::Budgets::start(config.budget_config(), store, recorder.clone()).await?;
 
         let metrics = ServerMetrics::new(&registry);
         let client = http_client();
@@ -85,6 +86,7 @@ impl App {
         let tracker = impressions::Tracker::start(
             tracker_config,
             Some(on_billed(notifier.clone(), &dsps, budgets.clone())),
+            recorder,
         )
         .await?;
         let events = EventSink::new(

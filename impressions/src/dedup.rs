@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use sha2::{Digest, Sha256};
 
+use crate::metrics::TrackerMetrics;
 use crate::redis_conn::RedisHandle;
 use crate::sign::{BidRef, Kind};
 
@@ -115,7 +116,8 @@ impl RedisDedup {
         timeout: std::time::Duration,
         ttl_secs: u64,
     ) -> Result<Self, crate::Error> {
-        Ok(Self::new(RedisHandle::new(url, timeout)?, ttl_secs))
+        let handle = RedisHandle::new(url, timeout, TrackerMetrics::default())?;
+        Ok(Self::new(handle, ttl_secs))
     }
 
     fn set_cmd(&self, key: &ClaimKey) -> redis::Cmd {
@@ -196,6 +198,8 @@ pub struct MemoryDedup {
     shards: Box<[Mutex<Shard>]>,
     shard_capacity: usize,
     ttl_ms: u64,
+    /// Counts claims refused for a full set.
+    full: metrics::Counter,
 }
 
 #[derive(Debug, Default)]
@@ -219,7 +223,14 @@ impl MemoryDedup {
             shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
             shard_capacity: capacity.max(1).div_ceil(shards),
             ttl_ms,
+            full: metrics::Counter::noop(),
         }
+    }
+
+    /// Counts refusals for a full set on `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: &TrackerMetrics) -> Self {
+        self.full = metrics.memory_dedup_full.clone();
+        self
     }
 
     /// Live entries (for metrics and tests); expired ones still held count until purged.
@@ -259,7 +270,7 @@ impl MemoryDedup {
             _ => {}
         }
         if shard.live.len() >= self.shard_capacity && !shard.live.contains_key(&id) {
-            metrics::counter!("impressions_memory_dedup_full_total").increment(1);
+            self.full.increment(1);
             return Claim::Unavailable;
         }
         let expiry = now_ms.saturating_add(self.ttl_ms);

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::journal::{retry_blocking, scan_lines, AppendFile, Line};
+use crate::metrics::TrackerMetrics;
 use crate::redis_conn::RedisHandle;
 use crate::sign::BidRef;
 use crate::Error;
@@ -204,7 +205,11 @@ pub struct EventLog {
 
 impl EventLog {
     /// Opens the sinks and starts the writer task. `redis` enables the stream sink.
-    pub(crate) fn open(config: EventLogConfig, redis: Option<RedisHandle>) -> Result<Self, Error> {
+    pub(crate) fn open(
+        config: EventLogConfig,
+        redis: Option<RedisHandle>,
+        metrics: TrackerMetrics,
+    ) -> Result<Self, Error> {
         let file = match &config.file {
             Some(path) => Some(
                 AppendFile::open(path)
@@ -230,6 +235,7 @@ impl EventLog {
             file,
             stream,
             config,
+            metrics,
         };
         let task = tokio::spawn(writer.run());
         Ok(Self {
@@ -241,7 +247,7 @@ impl EventLog {
 
     /// Opens a file-only log.
     pub fn open_file(config: EventLogConfig) -> Result<Self, Error> {
-        Self::open(config, None)
+        Self::open(config, None, TrackerMetrics::default())
     }
 
     /// Queues `event`; waits while the queue is full. Durable at the next fsync (at most
@@ -383,6 +389,7 @@ struct Writer {
     file: Option<AppendFile>,
     stream: Option<StreamSink>,
     config: EventLogConfig,
+    metrics: TrackerMetrics,
 }
 
 impl Writer {
@@ -468,14 +475,27 @@ impl Writer {
     async fn write_file(&mut self, batch: &Arc<Batch>) {
         let Some(file) = self.file.take() else { return };
         let batch = batch.clone();
-        let file =
-            retry_blocking(file, "writing the event log", move |f| f.write(&batch.buf)).await;
+        let file = retry_blocking(
+            file,
+            "writing the event log",
+            &self.metrics.file_io_errors,
+            move |f| f.write(&batch.buf),
+        )
+        .await;
         self.file = Some(file);
     }
 
     async fn sync_file(&mut self) {
         let Some(file) = self.file.take() else { return };
-        self.file = Some(retry_blocking(file, "syncing the event log", |f| f.sync()).await);
+        self.file = Some(
+            retry_blocking(
+                file,
+                "syncing the event log",
+                &self.metrics.file_io_errors,
+                |f| f.sync(),
+            )
+            .await,
+        );
     }
 
     async fn write_stream(&mut self, batch: &Batch) {
@@ -487,7 +507,7 @@ impl Writer {
             }
             if self.file.is_some() {
                 // The file holds every event; the stream is its mirror.
-                metrics::counter!("impressions_stream_dropped_total").increment(batch.len() as u64);
+                self.metrics.stream_dropped.increment(batch.len() as u64);
                 return;
             }
             tokio::time::sleep(backoff).await;

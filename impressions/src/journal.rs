@@ -173,6 +173,7 @@ pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
 pub(crate) async fn retry_blocking(
     file: AppendFile,
     what: &'static str,
+    errors: &metrics::Counter,
     op: impl Fn(&mut AppendFile) -> std::io::Result<()> + Send + Sync + 'static,
 ) -> AppendFile {
     let op = std::sync::Arc::new(op);
@@ -208,7 +209,7 @@ pub(crate) async fn retry_blocking(
                 Err(e) => e.to_string(),
             },
         };
-        metrics::counter!("impressions_file_io_errors_total").increment(1);
+        errors.increment(1);
         tracing::error!(error, what, path = %path.display(), "file IO failed; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));

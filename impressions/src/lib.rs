@@ -15,6 +15,7 @@ pub mod dedup;
 pub mod events;
 mod journal;
 pub mod markup;
+pub mod metrics;
 mod redis_conn;
 pub mod report;
 pub mod sign;
@@ -34,9 +35,10 @@ pub use events::{
 };
 pub use markup::AdFormat;
 pub use report::Report;
-pub use sign::{BidRef, Kind, Rejection, TrackingData, TrackingKey, Validity};
+pub use sign::{BidRef, BidSigner, Kind, Rejection, TrackingData, TrackingKey, Validity};
 pub use spool::SpoolRecord;
 
+use crate::metrics::{SharedRecorder, TrackerMetrics};
 use redis_conn::RedisHandle;
 use spool::{Replayed, Spool};
 
@@ -292,6 +294,7 @@ struct Inner {
     /// its claim and its event.
     in_flight: tokio::sync::RwLock<()>,
     replayer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    metrics: TrackerMetrics,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -306,9 +309,14 @@ impl std::fmt::Debug for Tracker {
 
 impl Tracker {
     /// Opens the event log and the spool, connects to Redis lazily (a tracker starts while
-    /// Redis is down, spooling until it answers) and starts the replay loop.
-    pub async fn start(config: TrackerConfig, hook: Option<BilledHook>) -> Result<Self, Error> {
-        Self::start_with_clock(config, hook, system_clock()).await
+    /// Redis is down, spooling until it answers) and starts the replay loop. Its metrics are
+    /// registered (and described) on `recorder`, never on the process-global one.
+    pub async fn start(
+        config: TrackerConfig,
+        hook: Option<BilledHook>,
+        recorder: SharedRecorder,
+    ) -> Result<Self, Error> {
+        Self::start_with_clock(config, hook, system_clock(), recorder).await
     }
 
     /// [`Tracker::start`] with a given clock.
@@ -316,23 +324,27 @@ impl Tracker {
         config: TrackerConfig,
         hook: Option<BilledHook>,
         clock: Clock,
+        recorder: SharedRecorder,
     ) -> Result<Self, Error> {
         config.validate()?;
+        let metrics = TrackerMetrics::new(recorder);
         let dedup_ttl_ms = config.dedup_ttl_ms();
         let redis = match &config.redis {
-            Some(r) => Some(RedisHandle::new(&r.url, r.timeout)?),
+            Some(r) => Some(RedisHandle::new(&r.url, r.timeout, metrics.clone())?),
             None => None,
         };
         let dedup: Box<dyn DedupStore> = match &redis {
             Some(handle) => Box::new(RedisDedup::new(handle.clone(), dedup_ttl_ms.div_ceil(1000))),
-            None => Box::new(MemoryDedup::new(config.memory_capacity, dedup_ttl_ms)),
+            None => Box::new(
+                MemoryDedup::new(config.memory_capacity, dedup_ttl_ms).with_metrics(&metrics),
+            ),
         };
         let stream = match (&config.redis, &redis) {
             (Some(r), Some(handle)) if r.stream => Some(handle.clone()),
             _ => None,
         };
-        let spool = Spool::open(&config.spool_dir).await?;
-        let log = EventLog::open(config.events.clone(), stream)?;
+        let spool = Spool::open(&config.spool_dir, metrics.clone()).await?;
+        let log = EventLog::open(config.events.clone(), stream, metrics.clone())?;
         let base = config.public_url.trim_end_matches('/');
         let inner = Arc::new(Inner {
             key: config.key.clone(),
@@ -352,6 +364,7 @@ impl Tracker {
             closed: AtomicBool::new(false),
             in_flight: tokio::sync::RwLock::new(()),
             replayer: std::sync::Mutex::new(None),
+            metrics,
         });
         let task = tokio::spawn(replay_loop(Arc::downgrade(&inner), config.replay_interval));
         if let Ok(mut slot) = inner.replayer.lock() {
@@ -380,9 +393,12 @@ impl Tracker {
         adm: &str,
         format: AdFormat,
     ) -> Decorated {
-        let burl = self.impression_url(bid, dsp_burl);
-        let with_clicks =
-            markup::wrap_clicks(adm, format, |landing| self.click_url(bid, landing).ok());
+        // One pass over the bid's fields signs the impression URL and every click URL.
+        let signer = self.inner.key.bid_signer(bid);
+        let burl = signer.impression_url(&self.inner.imp_base, dsp_burl);
+        let with_clicks = markup::wrap_clicks(adm, format, |landing| {
+            signer.click_url(&self.inner.click_base, landing).ok()
+        });
         let current = with_clicks.as_deref().unwrap_or(adm);
         let adm = markup::add_impression_tracker(current, format, &burl).or(with_clicks);
         Decorated { burl, adm }
@@ -466,8 +482,7 @@ impl Tracker {
         let data = match sign::verify(query, &inner.key, kind, now, &inner.validity) {
             Ok(data) => data,
             Err(rejection) => {
-                metrics::counter!("impressions_rejected_total", "kind" => kind.as_str(), "reason" => rejection.as_str())
-                    .increment(1);
+                inner.metrics.rejected(kind, rejection);
                 return Err(Error::Rejected(rejection));
             }
         };
@@ -487,8 +502,7 @@ impl Tracker {
                     data,
                 };
                 inner.spool.append(&record).await?;
-                metrics::counter!("impressions_spooled_total", "kind" => kind.as_str())
-                    .increment(1);
+                inner.metrics.spooled(kind);
                 Outcome::Spooled
             }
             claim => {
@@ -527,7 +541,7 @@ impl Inner {
             event.cost_micros = Some(impression_cost_micros(data.bid.price_micros));
         }
         self.log.append(&event).await?;
-        metrics::counter!("impressions_events_total", "type" => kind.as_str()).increment(1);
+        self.metrics.event(kind);
         Ok(match kind {
             EventType::Impression => {
                 let billed = Billed {

@@ -65,6 +65,8 @@ fn html_pixel(adm: &str, url: &str) -> Option<String> {
     Some(out)
 }
 
+// Hand-written: 0.72 µs vs lol_html 2.9's 2.62 µs on a one-link banner, 3.6 vs 7.2 µs on a
+// 2 KB three-link one, same links found (benches/benches/tracking.rs, `markup` group).
 fn html_clicks(adm: &str, mut wrap: impl FnMut(&str) -> Option<String>) -> Option<String> {
     let bytes = adm.as_bytes();
     let mut edits: Vec<(usize, usize, String)> = Vec::new();
@@ -94,7 +96,9 @@ fn html_clicks(adm: &str, mut wrap: impl FnMut(&str) -> Option<String>) -> Optio
             }
             if bytes.get(p) != Some(&b'=') {
                 if p == name_start {
-                    p += 1;
+                    // No name before a `>` (or the end): the tag is over. Stepping past it
+                    // would read the text after the tag as attributes.
+                    break;
                 }
                 continue;
             }
@@ -442,6 +446,22 @@ mod tests {
             out.starts_with("<div>ad</div><img src=\"https://x.test/event/imp?a=1&amp;sig=abc\"")
         );
         assert_eq!(add_impression_tracker("  ", AdFormat::Banner, URL), None);
+    }
+
+    #[test]
+    fn a_space_before_the_tag_end_closes_the_tag() {
+        let adm = r#"<a href="https://shop.test/" >see href=https://text.test/ here</a><a href='https://b.test/' ><b>x</b></a>"#;
+        let mut seen = Vec::new();
+        let out = wrap_clicks(adm, AdFormat::Banner, |l| {
+            seen.push(l.to_owned());
+            Some("https://x.test/c".into())
+        })
+        .unwrap();
+        assert_eq!(seen, vec!["https://shop.test/", "https://b.test/"]);
+        assert_eq!(
+            out,
+            r#"<a href="https://x.test/c" >see href=https://text.test/ here</a><a href='https://x.test/c' ><b>x</b></a>"#
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline};
 
+use crate::metrics::TrackerMetrics;
 use crate::Error;
 
 /// Why a Redis call produced no answer.
@@ -24,6 +25,7 @@ pub(crate) struct RedisHandle {
     conn: ConnectionManager,
     timeout: Duration,
     healthy: Arc<AtomicBool>,
+    metrics: TrackerMetrics,
 }
 
 impl std::fmt::Debug for RedisHandle {
@@ -38,7 +40,11 @@ impl std::fmt::Debug for RedisHandle {
 impl RedisHandle {
     /// A handle to `url`, connecting lazily: a tracker starts while Redis is down and spools
     /// until it answers.
-    pub(crate) fn new(url: &str, timeout: Duration) -> Result<Self, Error> {
+    pub(crate) fn new(
+        url: &str,
+        timeout: Duration,
+        metrics: TrackerMetrics,
+    ) -> Result<Self, Error> {
         let client = redis::Client::open(url)?;
         // The manager's own retries would make one call wait through several reconnect
         // attempts (the ~9.5 s stall while Redis is down); one attempt per call, bounded by the
@@ -54,6 +60,7 @@ impl RedisHandle {
             conn,
             timeout,
             healthy: Arc::new(AtomicBool::new(true)),
+            metrics,
         })
     }
 
@@ -115,11 +122,10 @@ impl RedisHandle {
             }
             Err(_) => Unavailable::Timeout,
         };
-        metrics::counter!("impressions_redis_errors_total", "reason" => match err {
-            Unavailable::Timeout => "timeout",
-            _ => "error",
-        })
-        .increment(1);
+        match err {
+            Unavailable::Timeout => self.metrics.redis_timeouts.increment(1),
+            _ => self.metrics.redis_failures.increment(1),
+        }
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::warn!(
                 ?err,

@@ -1,11 +1,21 @@
 //! Signed tracking URLs: the HMAC-SHA256 over every field that matters for billing, the URL
 //! encoding of those fields, and their verification. Pure: time is an argument.
+//!
+//! A winning bid's fields come first in the signed encoding and each URL's own part (kind,
+//! landing or DSP `burl`) after them, so [`BidSigner`] absorbs the bid into the keyed MAC once
+//! and finishes a copy per URL: every URL still carries a full HMAC over everything it
+//! claims, at the cost of one pass over the bid for all of a bid's URLs.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::Error;
 
@@ -13,13 +23,28 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Bound into every MAC so that a signature made for another purpose (or another version of
 /// this encoding) with the same key never verifies here.
-const DOMAIN: &[u8] = b"exchange-tracking/v1\0";
+const DOMAIN: &[u8] = b"exchange-tracking/v2\0";
+
+/// The first encoding (kind before the bid's fields). URLs signed with it are still accepted
+/// so that an upgrade does not refuse impressions already served; drop it once every node has
+/// run the v2 signer for longer than `validity.window_ms`.
+const DOMAIN_V1: &[u8] = b"exchange-tracking/v1\0";
+
+/// Everything but RFC 3986 unreserved characters is escaped, so an encoded value is safe in a
+/// query value, an HTML attribute and an XML CDATA section alike.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The secret tracking URLs are signed with. `Debug` never shows it and it has no `Display`,
 /// so it cannot reach a log line by accident.
 #[derive(Clone)]
 pub struct TrackingKey {
-    bytes: Box<[u8]>,
+    /// The MAC with the key already absorbed: each signature clones it instead of hashing the
+    /// key's two pads again.
+    keyed: HmacSha256,
 }
 
 impl TrackingKey {
@@ -35,9 +60,14 @@ impl TrackingKey {
                 Self::MIN_LEN
             )));
         }
-        Ok(Self {
-            bytes: bytes.into_boxed_slice(),
-        })
+        Self::keyed(&bytes)
+    }
+
+    fn keyed(bytes: &[u8]) -> Result<Self, Error> {
+        // HMAC accepts keys of any length (long ones are hashed first), so this never fails.
+        let keyed = HmacSha256::new_from_slice(bytes)
+            .map_err(|e| Error::Config(format!("tracking secret: {e}")))?;
+        Ok(Self { keyed })
     }
 
     /// A key from a secret as written in a config file or an environment variable; the
@@ -57,23 +87,21 @@ impl TrackingKey {
         }
     }
 
-    /// A fresh 256-bit key from the thread CSPRNG: the embedded default, valid for one process
+    /// A fresh 512-bit key from the thread CSPRNG: the embedded default, valid for one process
     /// only (URLs signed before a restart stop verifying, so multi-node or restarting setups
     /// must configure a shared secret).
     pub fn random() -> Self {
-        let bytes: [u8; 32] = rand::random();
+        // One block of key (512 bits) is what HMAC-SHA256 uses as is, with nothing to fail.
+        let mut bytes = hmac::digest::Key::<HmacSha256>::default();
+        rand::fill(&mut bytes[..]);
         Self {
-            bytes: Box::new(bytes),
+            keyed: <HmacSha256 as hmac::digest::KeyInit>::new(&bytes),
         }
     }
 
-    fn mac(&self) -> HmacSha256 {
-        match HmacSha256::new_from_slice(&self.bytes) {
-            Ok(mac) => mac,
-            // HMAC accepts keys of any length (long ones are hashed first), so this arm is
-            // unreachable; it is spelled out rather than unwrapped to keep the crate panic-free.
-            Err(_) => HmacSha256::new(&Default::default()),
-        }
+    /// The signer of every tracking URL of `bid`.
+    pub fn bid_signer(&self, bid: &BidRef) -> BidSigner {
+        BidSigner::new(self, bid)
     }
 }
 
@@ -239,8 +267,7 @@ pub fn impression_url(
     burl: Option<&str>,
     key: &TrackingKey,
 ) -> String {
-    let data = TrackingData::impression(bid.clone(), burl.map(str::to_owned));
-    encode(base_url, &data, key)
+    key.bid_signer(bid).impression_url(base_url, burl)
 }
 
 /// The click URL for `bid` redirecting to `landing`; refused for a landing that is not an
@@ -251,48 +278,97 @@ pub fn click_url(
     landing: &str,
     key: &TrackingKey,
 ) -> Result<String, Error> {
-    if !is_valid_landing(landing) {
-        return Err(Error::Config(
-            "click landing must be an absolute http(s) URL".into(),
-        ));
-    }
-    let data = TrackingData::click(bid.clone(), landing.to_owned());
-    Ok(encode(base_url, &data, key))
+    key.bid_signer(bid).click_url(base_url, landing)
 }
 
 /// `base_url` with `data` and its signature as query parameters.
 pub fn encode(base_url: &str, data: &TrackingData, key: &TrackingKey) -> String {
-    let b = &data.bid;
-    let mut out = String::with_capacity(base_url.len() + 256);
-    out.push_str(base_url);
-    out.push(if base_url.contains('?') { '&' } else { '?' });
-    let price = b.price_micros.to_string();
-    let ts = b.auction_ts_ms.to_string();
-    let fields: [(&str, &str); 11] = [
-        ("a", &b.auction_id),
-        ("i", &b.imp_id),
-        ("b", &b.bid_id),
-        ("d", &b.dsp),
-        ("s", &b.seat),
-        ("c", &b.campaign),
-        ("cr", &b.creative_id),
-        ("p", &price),
-        ("cur", &b.currency),
-        ("t", &ts),
-        ("k", data.kind.as_str()),
-    ];
-    for (name, value) in fields {
-        push_param(&mut out, name, value);
+    key.bid_signer(&data.bid).url(
+        base_url,
+        data.kind,
+        data.landing.as_deref(),
+        data.burl.as_deref(),
+    )
+}
+
+/// One winning bid's fields, signed and encoded once for all of its tracking URLs: the keyed
+/// MAC after the bid's fields, and their query parameters.
+#[derive(Clone)]
+pub struct BidSigner {
+    mac: HmacSha256,
+    /// `a=..&i=..&...&t=..&`: the bid's fields, percent-encoded.
+    query: String,
+}
+
+impl fmt::Debug for BidSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BidSigner")
+            .field("query", &self.query)
+            .finish_non_exhaustive()
     }
-    if let Some(landing) = &data.landing {
-        push_param(&mut out, "l", landing);
+}
+
+impl BidSigner {
+    fn new(key: &TrackingKey, bid: &BidRef) -> Self {
+        let mut mac = key.keyed.clone();
+        feed_bid(&mut mac, bid);
+        let mut query = String::with_capacity(192);
+        let mut price = itoa::Buffer::new();
+        let mut ts = itoa::Buffer::new();
+        let fields: [(&str, &str); 10] = [
+            ("a", &bid.auction_id),
+            ("i", &bid.imp_id),
+            ("b", &bid.bid_id),
+            ("d", &bid.dsp),
+            ("s", &bid.seat),
+            ("c", &bid.campaign),
+            ("cr", &bid.creative_id),
+            ("p", price.format(bid.price_micros)),
+            ("cur", &bid.currency),
+            ("t", ts.format(bid.auction_ts_ms)),
+        ];
+        for (name, value) in fields {
+            push_param(&mut query, name, value);
+        }
+        Self { mac, query }
     }
-    if let Some(burl) = &data.burl {
-        push_param(&mut out, "u", burl);
+
+    /// The impression URL; `burl` is the DSP's own billing URL, fired once it is billed.
+    pub fn impression_url(&self, base_url: &str, burl: Option<&str>) -> String {
+        self.url(base_url, Kind::Impression, None, burl)
     }
-    out.push_str("sig=");
-    out.push_str(&base64url(&sign(data, key)));
-    out
+
+    /// The click URL redirecting to `landing`; refused for a landing that is not an absolute
+    /// http(s) URL.
+    pub fn click_url(&self, base_url: &str, landing: &str) -> Result<String, Error> {
+        if !is_valid_landing(landing) {
+            return Err(Error::Config(
+                "click landing must be an absolute http(s) URL".into(),
+            ));
+        }
+        Ok(self.url(base_url, Kind::Click, Some(landing), None))
+    }
+
+    fn url(&self, base_url: &str, kind: Kind, landing: Option<&str>, burl: Option<&str>) -> String {
+        let mut mac = self.mac.clone();
+        feed_tail(&mut mac, kind, landing, burl);
+        let sig: [u8; 32] = mac.finalize().into_bytes().into();
+        let extra = landing.or(burl).map_or(0, |s| s.len() * 3 + 3);
+        let mut out = String::with_capacity(base_url.len() + self.query.len() + extra + 64);
+        out.push_str(base_url);
+        out.push(if base_url.contains('?') { '&' } else { '?' });
+        out.push_str(&self.query);
+        push_param(&mut out, "k", kind.as_str());
+        if let Some(landing) = landing {
+            push_param(&mut out, "l", landing);
+        }
+        if let Some(burl) = burl {
+            push_param(&mut out, "u", burl);
+        }
+        out.push_str("sig=");
+        URL_SAFE_NO_PAD.encode_string(sig, &mut out);
+        out
+    }
 }
 
 fn push_param(out: &mut String, name: &str, value: &str) {
@@ -302,18 +378,50 @@ fn push_param(out: &mut String, name: &str, value: &str) {
     out.push('&');
 }
 
-/// The MAC over a canonical encoding: a domain tag, then every field in a fixed order, strings
-/// length-prefixed and numbers fixed-width, so no byte can move from one field to another
-/// without changing the MAC.
-fn sign(data: &TrackingData, key: &TrackingKey) -> [u8; 32] {
-    let mut mac = key.mac();
-    feed(&mut mac, data);
-    mac.finalize().into_bytes().into()
+/// The MAC's canonical encoding, bid part: a domain tag, then every field of the bid in a
+/// fixed order, strings length-prefixed and numbers fixed-width, so no byte can move from one
+/// field to another without changing the MAC.
+fn feed_bid(mac: &mut HmacSha256, b: &BidRef) {
+    mac.update(DOMAIN);
+    for s in [
+        &b.auction_id,
+        &b.imp_id,
+        &b.bid_id,
+        &b.dsp,
+        &b.seat,
+        &b.campaign,
+        &b.creative_id,
+    ] {
+        feed_str(mac, s);
+    }
+    mac.update(&b.price_micros.to_be_bytes());
+    feed_str(mac, &b.currency);
+    mac.update(&b.auction_ts_ms.to_be_bytes());
 }
 
-fn feed(mac: &mut HmacSha256, data: &TrackingData) {
+/// The MAC's canonical encoding, URL part: the kind (so neither URL can stand in for the
+/// other) and the landing or `burl`, each present-flagged.
+fn feed_tail(mac: &mut HmacSha256, kind: Kind, landing: Option<&str>, burl: Option<&str>) {
+    mac.update(&[kind.tag()]);
+    feed_opts(mac, landing, burl);
+}
+
+fn feed_opts(mac: &mut HmacSha256, landing: Option<&str>, burl: Option<&str>) {
+    for opt in [landing, burl] {
+        match opt {
+            Some(s) => {
+                mac.update(&[1]);
+                feed_str(mac, s);
+            }
+            None => mac.update(&[0]),
+        }
+    }
+}
+
+/// The v1 encoding (see [`DOMAIN_V1`]): the same fields, the kind first.
+fn feed_v1(mac: &mut HmacSha256, data: &TrackingData) {
     let b = &data.bid;
-    mac.update(DOMAIN);
+    mac.update(DOMAIN_V1);
     mac.update(&[data.kind.tag()]);
     for s in [
         &b.auction_id,
@@ -329,20 +437,31 @@ fn feed(mac: &mut HmacSha256, data: &TrackingData) {
     mac.update(&b.price_micros.to_be_bytes());
     feed_str(mac, &b.currency);
     mac.update(&b.auction_ts_ms.to_be_bytes());
-    for opt in [&data.landing, &data.burl] {
-        match opt {
-            Some(s) => {
-                mac.update(&[1]);
-                feed_str(mac, s);
-            }
-            None => mac.update(&[0]),
-        }
-    }
+    feed_opts(mac, data.landing.as_deref(), data.burl.as_deref());
 }
 
 fn feed_str(mac: &mut HmacSha256, s: &str) {
     mac.update(&(s.len() as u64).to_be_bytes());
     mac.update(s.as_bytes());
+}
+
+/// Whether `sig` is `data`'s MAC under `key`, compared in constant time; v1 signatures are
+/// tried only when v2 does not match.
+fn signature_matches(data: &TrackingData, key: &TrackingKey, sig: &[u8]) -> bool {
+    let mut mac = key.keyed.clone();
+    feed_bid(&mut mac, &data.bid);
+    feed_tail(
+        &mut mac,
+        data.kind,
+        data.landing.as_deref(),
+        data.burl.as_deref(),
+    );
+    if bool::from(mac.finalize().into_bytes().as_slice().ct_eq(sig)) {
+        return true;
+    }
+    let mut v1 = key.keyed.clone();
+    feed_v1(&mut v1, data);
+    bool::from(v1.finalize().into_bytes().as_slice().ct_eq(sig))
 }
 
 /// Checks a tracking URL's query string (without the leading `?`) and returns what it carries.
@@ -356,15 +475,16 @@ pub fn verify(
 ) -> Result<TrackingData, Rejection> {
     let q = Query::parse(query)?;
     let sig = q.sig.as_deref().ok_or(Rejection::MissingSignature)?;
-    let sig = base64url_decode(sig).ok_or(Rejection::BadSignature)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| Rejection::BadSignature)?;
     if sig.len() != 32 {
         return Err(Rejection::BadSignature);
     }
     let data = q.into_data()?;
-    let mut mac = key.mac();
-    feed(&mut mac, &data);
-    mac.verify_slice(&sig)
-        .map_err(|_| Rejection::BadSignature)?;
+    if !signature_matches(&data, key, &sig) {
+        return Err(Rejection::BadSignature);
+    }
     if data.kind != expected {
         return Err(Rejection::WrongKind);
     }
@@ -410,7 +530,11 @@ impl Query {
                 // A repeated parameter could make two readers disagree on its value.
                 return Err(Rejection::Malformed);
             }
-            *slot = Some(percent_decode(value).ok_or(Rejection::Malformed)?);
+            *slot = Some(
+                percent_decode(value)
+                    .ok_or(Rejection::Malformed)?
+                    .into_owned(),
+            );
         }
         Ok(q)
     }
@@ -450,96 +574,28 @@ impl Query {
     }
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters, so the result is safe in a
-/// query value, an HTML attribute and an XML CDATA section alike.
+/// Percent-encodes everything but RFC 3986 unreserved characters (see [`QUERY_VALUE`]).
 pub(crate) fn percent_encode_into(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &byte in s.as_bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(byte >> 4)] as char);
-            out.push(HEX[usize::from(byte & 15)] as char);
-        }
-    }
+    out.extend(utf8_percent_encode(s, QUERY_VALUE));
 }
 
-/// Decodes `%XX` escapes and `+` (form encoding's space); `None` for a bad escape or a result
-/// that is not UTF-8.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hi = hex_val(*bytes.get(i + 1)?)?;
-                let lo = hex_val(*bytes.get(i + 2)?)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+/// Decodes a query value: `+` is a space (form encoding, as browsers write queries), then
+/// `%XX` escapes; `None` for a broken escape (which `percent-encoding` would pass through as
+/// text) or a result that is not UTF-8. Borrows when there is nothing to decode.
+pub(crate) fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Some(Cow::Borrowed(s));
     }
-    String::from_utf8(out).ok()
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/// Unpadded base64url.
-pub(crate) fn base64url(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// Inverse of [`base64url`]; `None` for any character or length it cannot have produced.
-pub(crate) fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 4 == 1 {
+    let escapes_whole = s.match_indices('%').all(|(i, _)| {
+        s.get(i + 1..i + 3)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if !escapes_whole {
         return None;
     }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            let v = B64.iter().position(|&b| b == c)? as u32;
-            n |= v << (18 - 6 * i);
-        }
-        for i in 0..chunk.len() - 1 {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-        // Bits below the last full byte must be zero, or two strings would decode alike.
-        let used_bits = 8 * (chunk.len() - 1);
-        if n & ((1 << (24 - used_bits)) - 1) != 0 {
-            return None;
-        }
-    }
-    Some(out)
+    let spaced = s.replace('+', " ");
+    let decoded = percent_decode_str(&spaced).decode_utf8().ok()?;
+    Some(Cow::Owned(decoded.into_owned()))
 }
 
 #[cfg(test)]
@@ -802,16 +858,64 @@ mod tests {
     }
 
     #[test]
-    fn base64url_round_trips() {
-        for len in 0..40 {
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let enc = base64url(&bytes);
-            assert!(!enc.contains('=') && !enc.contains('+') && !enc.contains('/'));
-            assert_eq!(base64url_decode(&enc).unwrap(), bytes);
-        }
-        assert_eq!(base64url_decode("A"), None);
-        assert_eq!(base64url_decode("AB"), None, "non-zero trailing bits");
-        assert_eq!(base64url_decode("A*"), None);
+    fn signatures_are_unpadded_base64url_and_decoded_strictly() {
+        let url = impression_url("https://x.test/i", &bid(), None, &key());
+        let sig = param(&url, "sig");
+        assert_eq!(sig.len(), 43);
+        assert!(sig
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        // The last character carries 4 unused bits; any other value of them is refused, so
+        // one signature has one spelling.
+        let last = sig.as_bytes()[42];
+        let mut other = sig[..42].to_owned();
+        other.push(if last == b'A' { 'B' } else { 'A' });
+        assert_eq!(
+            check(&replace_param(&url, "sig", &other), Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            check(
+                &replace_param(&url, "sig", &format!("{sig}=")),
+                Kind::Impression
+            ),
+            Err(Rejection::BadSignature)
+        );
+    }
+
+    #[test]
+    fn both_urls_of_a_bid_come_from_one_signer_and_stay_apart() {
+        let signer = key().bid_signer(&bid());
+        let imp = signer.impression_url("https://x.test/i", None);
+        let click = signer
+            .click_url("https://x.test/c", "https://shop.test/")
+            .unwrap();
+        assert_eq!(
+            imp,
+            impression_url("https://x.test/i", &bid(), None, &key())
+        );
+        assert_eq!(check(&imp, Kind::Impression).unwrap().bid, bid());
+        assert_eq!(check(&click, Kind::Click).unwrap().bid, bid());
+        assert_eq!(check(&click, Kind::Impression), Err(Rejection::WrongKind));
+        assert_eq!(check(&imp, Kind::Click), Err(Rejection::WrongKind));
+        // The click's signature on the impression's fields (or the reverse) is refused.
+        let swapped = replace_param(&imp, "sig", param(&click, "sig"));
+        assert_eq!(
+            check(&swapped, Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
+    }
+
+    #[test]
+    fn v1_signatures_still_verify() {
+        let data = TrackingData::impression(bid(), Some("https://dsp.test/b".into()));
+        let mut mac = key().keyed.clone();
+        feed_v1(&mut mac, &data);
+        let v1 = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let url = encode("https://x.test/i", &data, &key());
+        let old = replace_param(&url, "sig", &v1);
+        assert_ne!(old, url);
+        assert_eq!(check(&old, Kind::Impression), Ok(data));
     }
 
     #[test]
@@ -824,6 +928,7 @@ mod tests {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
         assert_eq!(percent_decode(&enc).unwrap(), s);
         assert_eq!(percent_decode("a+b").unwrap(), "a b");
+        assert_eq!(percent_decode("a%2Bb").unwrap(), "a+b");
         assert_eq!(percent_decode("%e9"), None, "lone byte is not UTF-8");
         assert_eq!(percent_decode("%4"), None);
     }

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::journal::{retry_blocking, scan_lines, sync_dir, write_atomic, AppendFile, Line};
+use crate::metrics::TrackerMetrics;
 use crate::sign::TrackingData;
 use crate::Error;
 
@@ -75,10 +76,11 @@ pub(crate) struct Spool {
     /// Records not yet confirmed, in both files.
     pending: Arc<AtomicU64>,
     task: Mutex<Option<JoinHandle<()>>>,
+    metrics: TrackerMetrics,
 }
 
 impl Spool {
-    pub(crate) async fn open(dir: &Path) -> Result<Self, Error> {
+    pub(crate) async fn open(dir: &Path, metrics: TrackerMetrics) -> Result<Self, Error> {
         let dir = dir.to_owned();
         let dir2 = dir.clone();
         let (active, pending) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
@@ -113,6 +115,7 @@ impl Spool {
             rx,
             active: Some(active),
             dir: dir.clone(),
+            io_errors: metrics.file_io_errors.clone(),
         };
         let task = tokio::spawn(writer.run());
         Ok(Self {
@@ -120,6 +123,7 @@ impl Spool {
             tx,
             pending,
             task: Mutex::new(Some(task)),
+            metrics,
         })
     }
 
@@ -225,8 +229,7 @@ impl Spool {
         let path = self.dir.join(QUARANTINE);
         let line = serde_json::json!({ "reason": reason, "record": what }).to_string();
         tracing::error!(reason, path = %path.display(), "a spooled event can no longer be checked; kept for manual reconciliation, not billed");
-        metrics::counter!("impressions_quarantined_total", "reason" => reason.to_owned())
-            .increment(1);
+        self.metrics.quarantined(reason);
         blocking(move || {
             let mut f = OpenOptions::new()
                 .create(true)
@@ -315,6 +318,7 @@ struct Writer {
     rx: mpsc::Receiver<Cmd>,
     active: Option<AppendFile>,
     dir: PathBuf,
+    io_errors: metrics::Counter,
 }
 
 impl Writer {
@@ -349,10 +353,11 @@ impl Writer {
             }
             if !acks.is_empty() {
                 if let Some(active) = self.active.take() {
-                    let active = retry_blocking(active, "writing the spool", move |f| {
-                        f.write(&buf).and_then(|()| f.sync())
-                    })
-                    .await;
+                    let active =
+                        retry_blocking(active, "writing the spool", &self.io_errors, move |f| {
+                            f.write(&buf).and_then(|()| f.sync())
+                        })
+                        .await;
                     self.active = Some(active);
                 }
                 for ack in acks {
@@ -470,7 +475,7 @@ mod tests {
     async fn records_survive_reopen_and_rotation_is_confirmed_stepwise() {
         let dir = dir();
         let d = dir.0.clone();
-        let spool = Spool::open(&d).await.unwrap();
+        let spool = Spool::open(&d, TrackerMetrics::default()).await.unwrap();
         for n in 0..5 {
             spool.append(&record(n)).await.unwrap();
         }
@@ -486,7 +491,7 @@ mod tests {
         drop(spool);
 
         // After a restart the confirmed part is not read again.
-        let spool = Spool::open(&d).await.unwrap();
+        let spool = Spool::open(&d, TrackerMetrics::default()).await.unwrap();
         assert_eq!(spool.pending(), 4);
         let rest = replay_all(&spool).await;
         let ids: Vec<u64> = rest
@@ -508,7 +513,7 @@ mod tests {
     async fn torn_tail_is_cut_and_bad_checksum_is_reported() {
         let dir = dir();
         let d = dir.0.clone();
-        let spool = Spool::open(&d).await.unwrap();
+        let spool = Spool::open(&d, TrackerMetrics::default()).await.unwrap();
         spool.append(&record(1)).await.unwrap();
         spool.append(&record(2)).await.unwrap();
         spool.shutdown().await;
@@ -521,7 +526,7 @@ mod tests {
         content.extend_from_slice(b"0000abcd {\"tok");
         std::fs::write(&path, &content).unwrap();
 
-        let spool = Spool::open(&d).await.unwrap();
+        let spool = Spool::open(&d, TrackerMetrics::default()).await.unwrap();
         assert_eq!(spool.pending(), 2, "the torn tail is not a record");
         let records = replay_all(&spool).await;
         assert!(matches!(&records[0], Replayed::Record(r) if **r == record(1)));
@@ -532,7 +537,9 @@ mod tests {
     #[tokio::test]
     async fn empty_spool_has_nothing_to_replay() {
         let dir = dir();
-        let spool = Spool::open(&dir.0).await.unwrap();
+        let spool = Spool::open(&dir.0, TrackerMetrics::default())
+            .await
+            .unwrap();
         assert!(!spool.begin_replay().await.unwrap());
         assert_eq!(spool.pending(), 0);
     }

@@ -68,7 +68,9 @@ impl Node {
         let hook: BilledHook = Arc::new(move |b: &Billed| sink.lock().unwrap().push(b.clone()));
         let mut cfg = config(dir.path(), redis_url);
         tweak(&mut cfg);
-        let tracker = Tracker::start(cfg, Some(hook)).await.unwrap();
+        let tracker = Tracker::start(cfg, Some(hook), support::recorder())
+            .await
+            .unwrap();
         Self {
             tracker,
             dir,

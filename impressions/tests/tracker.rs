@@ -69,9 +69,10 @@ async fn banner_impression_and_click_are_billed_once() {
     let dir = TempDir::new("e2e");
     let clock = ManualClock::new(T0 + 5_000);
     let (hook, billed) = recording_hook();
-    let tracker = Tracker::start_with_clock(config(&dir), Some(hook), clock.clock())
-        .await
-        .unwrap();
+    let tracker =
+        Tracker::start_with_clock(config(&dir), Some(hook), clock.clock(), support::recorder())
+            .await
+            .unwrap();
 
     let adm = r#"<html><body><a href="https://shop.test/p?id=7&amp;src=ad"><img src="https://cdn.test/b.png"></a></body></html>"#;
     let decorated = tracker.decorate(
@@ -188,7 +189,7 @@ async fn banner_impression_and_click_are_billed_once() {
 async fn the_event_line_has_the_promised_fields() {
     let dir = TempDir::new("fields");
     let clock = ManualClock::new(T0 + 1);
-    let tracker = Tracker::start_with_clock(config(&dir), None, clock.clock())
+    let tracker = Tracker::start_with_clock(config(&dir), None, clock.clock(), support::recorder())
         .await
         .unwrap();
     let url = tracker.impression_url(&bid(2), None);
@@ -223,7 +224,7 @@ async fn full_memory_store_spools_instead_of_forgetting_then_replays() {
     let mut cfg = config(&dir);
     cfg.memory_capacity = 1;
     let ttl = cfg.dedup_ttl_ms();
-    let tracker = Tracker::start_with_clock(cfg, Some(hook), clock.clock())
+    let tracker = Tracker::start_with_clock(cfg, Some(hook), clock.clock(), support::recorder())
         .await
         .unwrap();
 
@@ -284,7 +285,7 @@ async fn spooled_events_past_the_dedup_horizon_are_quarantined_not_billed() {
     let mut cfg = config(&dir);
     cfg.memory_capacity = 1;
     let ttl = cfg.dedup_ttl_ms();
-    let tracker = Tracker::start_with_clock(cfg, None, clock.clock())
+    let tracker = Tracker::start_with_clock(cfg, None, clock.clock(), support::recorder())
         .await
         .unwrap();
     let a = tracker.impression_url(&bid(1), None);
@@ -324,9 +325,10 @@ async fn spool_survives_a_restart_of_the_tracker() {
     cfg.memory_capacity = 1;
     let ttl = cfg.dedup_ttl_ms();
     {
-        let tracker = Tracker::start_with_clock(cfg.clone(), None, clock.clock())
-            .await
-            .unwrap();
+        let tracker =
+            Tracker::start_with_clock(cfg.clone(), None, clock.clock(), support::recorder())
+                .await
+                .unwrap();
         tracker
             .record_impression(query(&tracker.impression_url(&bid(1), None)))
             .await
@@ -345,7 +347,7 @@ async fn spool_survives_a_restart_of_the_tracker() {
         );
         // Dropped without shutdown, as a crash would leave it.
     }
-    let tracker = Tracker::start_with_clock(cfg, None, clock.clock())
+    let tracker = Tracker::start_with_clock(cfg, None, clock.clock(), support::recorder())
         .await
         .unwrap();
     assert_eq!(tracker.spooled(), 1);
@@ -512,7 +514,10 @@ async fn config_problems_are_reported() {
     let mut cfg = config(&dir);
     cfg.public_url = "ex.test".into();
     cfg.time_bucket_ms = 0;
-    let err = Tracker::start(cfg, None).await.unwrap_err().to_string();
+    let err = Tracker::start(cfg, None, support::recorder())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("public_url") && err.contains("time_bucket_ms"),
         "{err}"
@@ -528,4 +533,68 @@ async fn config_problems_are_reported() {
         shown.contains("redis://<redacted>@127.0.0.1:6379/0"),
         "{shown}"
     );
+}
+
+#[tokio::test]
+async fn metrics_count_exactly_on_the_tracker_own_recorder() {
+    let dir = TempDir::new("metrics");
+    let other_dir = TempDir::new("metrics-other");
+    let clock = ManualClock::new(T0 + 5_000);
+    let (recorder, handle) = support::prometheus();
+    let (other_recorder, other) = support::prometheus();
+    let tracker = Tracker::start_with_clock(config(&dir), None, clock.clock(), recorder)
+        .await
+        .unwrap();
+    let bystander =
+        Tracker::start_with_clock(config(&other_dir), None, clock.clock(), other_recorder)
+            .await
+            .unwrap();
+
+    let burl = tracker.impression_url(&bid(1), None);
+    let click = tracker
+        .click_url(&bid(1), "https://shop.test/landing")
+        .unwrap();
+    for _ in 0..3 {
+        tracker.record_impression(query(&burl)).await.unwrap();
+    }
+    tracker.record_click(query(&click)).await.unwrap();
+    let tampered = burl.replace("p=2500000", "p=9500000");
+    for _ in 0..2 {
+        assert!(tracker.record_impression(query(&tampered)).await.is_err());
+    }
+    assert!(tracker.record_impression(query(&click)).await.is_err());
+
+    let count = |series: &str| support::sample(&handle, series);
+    assert_eq!(
+        count(r#"impressions_events_total{type="impression"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(r#"impressions_events_total{type="duplicate_impression"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        count(r#"impressions_events_total{type="click"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(r#"impressions_rejected_total{kind="imp",reason="bad_signature"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        count(r#"impressions_rejected_total{kind="imp",reason="wrong_kind"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(r#"impressions_rejected_total{kind="click",reason="bad_signature"}"#),
+        Some(0.0)
+    );
+    assert_eq!(count(r#"impressions_spooled_total{kind="imp"}"#), Some(0.0));
+    // The other instance saw none of it.
+    assert_eq!(
+        support::sample(&other, r#"impressions_events_total{type="impression"}"#),
+        Some(0.0)
+    );
+    tracker.shutdown().await.unwrap();
+    bystander.shutdown().await.unwrap();
 }

@@ -32,3 +32,7 @@ pub fn redis_store(redis: &RedisServer, cfg: &BudgetConfig) -> Arc<dyn Store> {
 
 /// How long a test waits for the sync loop to get somewhere (real rounds take milliseconds).
 pub const PATIENCE: Duration = Duration::from_secs(60);
+/// A recorder for tests that do not read metrics.
+pub fn recorder() -> budget::metrics::SharedRecorder {
+    Arc::new(metrics::NoopRecorder)
+}

@@ -46,13 +46,6 @@ pub(crate) struct BudgetLedger<'v> {
     pub auction_ts_ms: u64,
 }
 
-impl<'v> BudgetLedger<'v> {
-    fn drop(&self, campaign: &Campaign, reason: DropReason) {
-        let key = campaign.key();
-        self.budgets.record_drop(&key.dsp, Some(&key.cid), reason);
-    }
-}
-
 impl<'v> auction::Ledger for BudgetLedger<'v> {
     type Campaign = Spend<'v>;
 
@@ -67,14 +60,8 @@ impl<'v> auction::Ledger for BudgetLedger<'v> {
     }
 
     fn can_cover(&self, campaign: &Spend<'v>, cost: Micros) -> bool {
-        let Spend::Budget(c) = campaign else {
-            return false;
-        };
-        let covered = c.can_cover(cost.get());
-        if !covered {
-            self.drop(c, DropReason::Insufficient);
-        }
-        covered
+        // A refusal is counted by the budgets as `insufficient`.
+        matches!(campaign, Spend::Budget(c) if self.budgets.can_cover(c, cost.get()))
     }
 
     /// The one place a win is charged: the lease is debited and the charge is counted for the
@@ -83,9 +70,9 @@ impl<'v> auction::Ledger for BudgetLedger<'v> {
         let Spend::Budget(c) = campaign else {
             return false;
         };
-        if !c.try_charge(cost.get()) {
-            // Covered a moment ago; a concurrent auction emptied the lease since.
-            self.drop(c, DropReason::ChargeRace);
+        // Covered a moment ago, but a concurrent auction may have emptied the lease since: the
+        // budgets count that as a `charge_race`, and the auction moves on to the next bid.
+        if !self.budgets.try_charge(c, cost.get()) {
             return false;
         }
         let key = c.key();

@@ -57,3 +57,26 @@ impl ManualClock {
 pub fn query(url: &str) -> &str {
     url.split_once('?').map_or("", |(_, q)| q)
 }
+
+/// A recorder for tests that do not read metrics.
+pub fn recorder() -> impressions::metrics::SharedRecorder {
+    Arc::new(metrics::NoopRecorder)
+}
+
+/// A Prometheus recorder of this test's own, and the handle that renders it.
+pub fn prometheus() -> (
+    impressions::metrics::SharedRecorder,
+    metrics_exporter_prometheus::PrometheusHandle,
+) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    (Arc::new(recorder), handle)
+}
+
+/// The value of the sample `series` (name and labels as rendered), if present.
+pub fn sample(handle: &metrics_exporter_prometheus::PrometheusHandle, series: &str) -> Option<f64> {
+    handle.render().lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.parse().ok()
+    })
+}
