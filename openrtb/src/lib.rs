@@ -9,6 +9,7 @@
 //! forwarded by splicing the original bytes so that unknown fields and every `ext`
 //! reach the DSPs exactly as the publisher sent them.
 
+pub mod de;
 pub mod forward;
 pub mod json;
 pub mod macros;
@@ -20,4 +21,4 @@ pub mod validate;
 
 mod error;
 
-pub use error::{Error, InvalidRequest};
+pub use error::InvalidRequest;
