@@ -9,7 +9,7 @@
 //! - [`Str`]: a string that borrows from the body unless it had escapes;
 //! - [`List`] and [`Strs`]: lists where `null` (or absence) reads as empty;
 //! - [`RawObject`] and [`RawArray`]: opaque values kept as text, of the right JSON kind;
-//! - [`objects_only!`]: model structs that refuse a JSON array in place of an object;
+//! - `objects_only!`: model structs that refuse a JSON array in place of an object;
 //! - `located_*`: the exchange-owned values, with where they sit in the body (these keep
 //!   a `deserialize_with`, since even a `null` there has to be located).
 //!

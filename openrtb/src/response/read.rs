@@ -76,7 +76,9 @@ pub fn read_answer<'a>(status: u16, body: &'a [u8], expect: &Expect<'_>) -> Answ
         return Answer::Rejected(AnswerRejection::WrongCurrency);
     }
 
-    let mut accepted = Vec::new();
+    // Bids are large; sized up front, the usual all-accepted answer never reallocates.
+    let total: usize = seatbid.iter().map(|s| s.bid.len()).sum();
+    let mut accepted = Vec::with_capacity(total);
     let mut rejected = Vec::new();
     for (seatbid_index, seat) in seatbid.iter().enumerate() {
         for (bid_index, raw) in seat.bid.iter().enumerate() {
