@@ -1,10 +1,10 @@
-//! The crate's error types.
-
-use std::fmt;
+//! The crate's error type: why a bid request was refused.
 
 /// Why a bid request was refused: the publisher gets `{"error": message, "field": field}`
-/// with a 400.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// with a 400. The crate's one error type: reading DSP answers never fails, it sorts
+/// them into outcomes ([`crate::response::Answer`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", display(.field, .message))]
 pub struct InvalidRequest {
     /// A path into the request, like `imp[0].banner.w`; empty when the problem is the
     /// whole body (not JSON at all, say).
@@ -21,23 +21,10 @@ impl InvalidRequest {
     }
 }
 
-impl fmt::Display for InvalidRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.field, self.message)
-        }
+fn display(field: &str, message: &str) -> String {
+    if field.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{field}: {message}")
     }
-}
-
-impl std::error::Error for InvalidRequest {}
-
-/// The one error enum of this crate.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("invalid bid request: {0}")]
-    InvalidRequest(#[from] InvalidRequest),
-    #[error("malformed JSON: {0}")]
-    Json(#[from] serde_json::Error),
 }

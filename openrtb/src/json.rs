@@ -220,36 +220,6 @@ fn cpm_digits(cpm_micros: u64, buf: &mut [u8; CPM_BUF]) -> &str {
     std::str::from_utf8(&buf[..len]).unwrap_or("0")
 }
 
-/// A string that borrows from the input unless it had escapes. serde's own `Cow<str>` impl
-/// always allocates outside a directly annotated field, which would cost an allocation per
-/// string on the hot path.
-pub(crate) struct CowStr<'a>(pub(crate) Cow<'a, str>);
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for CowStr<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = CowStr<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                v: &'de str,
-            ) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

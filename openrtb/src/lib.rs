@@ -10,6 +10,7 @@
 //! reach the DSPs exactly as the publisher sent them.
 
 pub mod answer;
+pub mod de;
 pub mod forward;
 pub mod json;
 pub mod macros;
@@ -21,4 +22,4 @@ pub mod validate;
 
 mod error;
 
-pub use error::{Error, InvalidRequest};
+pub use error::InvalidRequest;

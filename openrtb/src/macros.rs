@@ -21,6 +21,8 @@
 
 use std::borrow::Cow;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 use crate::json;
 
 /// What the exchange knows when it substitutes macros for one bid. `None` means "not
@@ -168,16 +170,16 @@ fn write_value(name: &str, v: &MacroValues<'_>, target: Target, out: &mut String
     true
 }
 
+/// RFC 3986's unreserved characters stay as they are; every other byte is encoded.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent_encode(text: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
+    for chunk in utf8_percent_encode(text, NOT_UNRESERVED) {
+        out.push_str(chunk);
     }
 }
 

@@ -6,71 +6,63 @@
 //! or `native.assets[1].img.w` inside a wrapper); the bid request validator prefixes them.
 //! Like the bid request model, only the fields checked or used are typed.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use crate::request::{de, tracked_error};
+use crate::de::{self, List, RawObject, Str, Strs};
+use crate::request::tracked_error;
 use crate::InvalidRequest;
 
 /// The Native Markup Request object (Native 1.2 §4.1).
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(remote = "Self", bound(deserialize = "'de: 'a"))]
 pub struct NativeRequest<'a> {
-    #[serde(borrow, default, deserialize_with = "de::opt_str")]
-    pub ver: Option<Cow<'a, str>>,
+    pub ver: Option<Str<'a>>,
     pub context: Option<i32>,
     pub contextsubtype: Option<i32>,
     pub plcmttype: Option<i32>,
     pub plcmtcnt: Option<i32>,
     pub seq: Option<i32>,
-    #[serde(borrow, default, deserialize_with = "de::objs")]
-    pub assets: Vec<Asset<'a>>,
+    pub assets: List<Asset<'a>>,
     pub aurlsupport: Option<i32>,
     pub durlsupport: Option<i32>,
-    #[serde(borrow, default, deserialize_with = "de::objs")]
-    pub eventtrackers: Vec<EventTracker<'a>>,
+    pub eventtrackers: List<EventTracker<'a>>,
     pub privacy: Option<i32>,
-    #[serde(borrow, default, deserialize_with = "de::ext")]
-    pub ext: Option<&'a RawValue>,
+    pub ext: Option<RawObject<'a>>,
     /// True when the payload was the 1.0/1.1 wrapper `{"native": {...}}`; the fields
     /// above are then the wrapped object's.
     #[serde(skip)]
     pub wrapped: bool,
     /// The wrapped object while parsing; [`parse`] moves it out.
-    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
     native: Option<Box<NativeRequest<'a>>>,
 }
 
 /// §4.2: exactly one of `title`, `img`, `video`, `data` should be set.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(remote = "Self", bound(deserialize = "'de: 'a"))]
 pub struct Asset<'a> {
     pub id: Option<i64>,
     pub required: Option<i32>,
-    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
     pub title: Option<Title<'a>>,
-    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
     pub img: Option<Image<'a>>,
-    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
     pub video: Option<NativeVideo<'a>>,
-    #[serde(borrow, default, deserialize_with = "de::opt_obj")]
     pub data: Option<Data<'a>>,
-    #[serde(borrow, default, deserialize_with = "de::ext")]
-    pub ext: Option<&'a RawValue>,
+    pub ext: Option<RawObject<'a>>,
 }
 
 /// §4.3.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(remote = "Self", bound(deserialize = "'de: 'a"))]
 pub struct Title<'a> {
     /// Required.
     pub len: Option<i64>,
-    #[serde(borrow, default, deserialize_with = "de::ext")]
-    pub ext: Option<&'a RawValue>,
+    pub ext: Option<RawObject<'a>>,
 }
 
 /// §4.4.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(remote = "Self", bound(deserialize = "'de: 'a"))]
 pub struct Image<'a> {
     #[serde(rename = "type")]
     pub kind: Option<i32>,
@@ -78,51 +70,56 @@ pub struct Image<'a> {
     pub wmin: Option<i64>,
     pub h: Option<i64>,
     pub hmin: Option<i64>,
-    #[serde(borrow, default, deserialize_with = "de::strs")]
-    pub mimes: Vec<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "de::ext")]
-    pub ext: Option<&'a RawValue>,
+    pub mimes: Strs<'a>,
+    pub ext: Option<RawObject<'a>>,
 }
 
 /// §4.5: the VAST-carrying video asset.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(remote = "Self", bound(deserialize = "'de: 'a"))]
 pub struct NativeVideo<'a> {
     /// Required, non-empty.
-    #[serde(borrow, default, deserialize_with = "de::strs")]
-    pub mimes: Vec<Cow<'a, str>>,
+    pub mimes: Strs<'a>,
     /// Required.
     pub minduration: Option<i64>,
     /// Required.
     pub maxduration: Option<i64>,
     /// Required, non-empty.
-    #[serde(default, deserialize_with = "de::list")]
-    pub protocols: Vec<i32>,
-    #[serde(borrow, default, deserialize_with = "de::ext")]
-    pub ext: Option<&'a RawValue>,
+    pub protocols: List<i32>,
+    pub ext: Option<RawObject<'a>>,
 }
 
 /// §4.6.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(remote = "Self", bound(deserialize = "'de: 'a"))]
 pub struct Data<'a> {
     /// Required.
     #[serde(rename = "type")]
     pub kind: Option<i32>,
     pub len: Option<i64>,
-    #[serde(borrow, default, deserialize_with = "de::ext")]
-    pub ext: Option<&'a RawValue>,
+    pub ext: Option<RawObject<'a>>,
 }
 
 /// §4.7.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(remote = "Self", bound(deserialize = "'de: 'a"))]
 pub struct EventTracker<'a> {
     /// Required.
     pub event: Option<i32>,
     /// Required, non-empty.
-    #[serde(default, deserialize_with = "de::list")]
-    pub methods: Vec<i32>,
-    #[serde(borrow, default, deserialize_with = "de::ext")]
-    pub ext: Option<&'a RawValue>,
+    pub methods: List<i32>,
+    pub ext: Option<RawObject<'a>>,
 }
+
+de::objects_only!(
+    NativeRequest,
+    Asset,
+    Title,
+    Image,
+    NativeVideo,
+    Data,
+    EventTracker,
+);
 
 /// Parses a payload (the unescaped `imp[].native.request` string), unwrapping
 /// `{"native": {...}}`. Refuses text that is not a JSON object or has wrong field types.
@@ -313,6 +310,8 @@ fn duplicate_id(assets: &[Asset<'_>]) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
 
     fn err(payload: &str) -> InvalidRequest {
@@ -332,14 +331,14 @@ mod tests {
         assert_eq!(req.ver.as_deref(), Some("1.2"));
         assert_eq!(req.assets.len(), 4);
         assert_eq!(req.assets[0].title.as_ref().unwrap().len, Some(90));
-        assert_eq!(req.assets[1].img.as_ref().unwrap().mimes, ["image/png"]);
+        assert_eq!(*req.assets[1].img.as_ref().unwrap().mimes, ["image/png"]);
         assert!(matches!(
             req.assets[1].img.as_ref().unwrap().mimes[0],
             Cow::Borrowed(_)
         ));
-        assert_eq!(req.assets[2].video.as_ref().unwrap().protocols, [2, 3]);
+        assert_eq!(*req.assets[2].video.as_ref().unwrap().protocols, [2, 3]);
         assert_eq!(req.assets[3].data.as_ref().unwrap().kind, Some(2));
-        assert_eq!(req.eventtrackers[0].methods, [1, 2]);
+        assert_eq!(*req.eventtrackers[0].methods, [1, 2]);
     }
 
     #[test]
