@@ -307,3 +307,69 @@ pub(crate) fn located_strs<'de: 'a, 'a, D: Deserializer<'de>>(
             .map_err(|_| "expected an array of strings")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        s: Option<Str<'a>>,
+        #[serde(borrow)]
+        strs: Strs<'a>,
+        list: List<u32>,
+        #[serde(borrow)]
+        obj: Option<RawObject<'a>>,
+        #[serde(borrow)]
+        arr: Option<RawArray<'a>>,
+    }
+
+    fn probe(json: &str) -> Result<Probe<'_>, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn missing_and_null_read_as_absent_or_empty() {
+        for json in [
+            "{}",
+            r#"{"s":null,"strs":null,"list":null,"obj":null,"arr":null}"#,
+        ] {
+            let p = probe(json).unwrap();
+            assert!(
+                p.s.is_none() && p.obj.is_none() && p.arr.is_none(),
+                "{json}"
+            );
+            assert!(p.strs.is_empty() && p.list.is_empty(), "{json}");
+        }
+    }
+
+    #[test]
+    fn strings_borrow_unless_escaped() {
+        let p = probe(r#"{"s":"plain","strs":["a","\u0062"]}"#).unwrap();
+        assert!(matches!(p.s, Some(Str(Cow::Borrowed("plain")))));
+        assert!(matches!(
+            &p.strs[..],
+            [Cow::Borrowed("a"), Cow::Owned(b)] if b == "b"
+        ));
+    }
+
+    #[test]
+    fn values_of_the_wrong_kind_are_refused() {
+        for json in [
+            r#"{"s":1}"#,
+            r#"{"strs":"a"}"#,
+            r#"{"strs":[1]}"#,
+            r#"{"list":[-1]}"#,
+            r#"{"list":{}}"#,
+            r#"{"obj":[]}"#,
+            r#"{"arr":{}}"#,
+        ] {
+            assert!(probe(json).is_err(), "{json}");
+        }
+        let p = probe(r#"{"list":[3,1],"obj":{"a":[]},"arr":[{}]}"#).unwrap();
+        assert_eq!(*p.list, [3, 1]);
+        assert_eq!(p.obj.map(|o| o.0.get()), Some(r#"{"a":[]}"#));
+        assert_eq!(p.arr.map(|a| a.0.get()), Some("[{}]"));
+    }
+}

@@ -2,8 +2,9 @@
 //!
 //! Only the fields the exchange reads are modelled; everything else is skipped by serde and
 //! still reaches the DSPs, because `forward` splices the publisher's bytes instead of
-//! re-serialising these types. Strings are `Cow`s that borrow unless the JSON escaped them;
-//! `ext` objects and other opaque blobs stay `&RawValue`s pointing into the body.
+//! re-serialising these types. Strings borrow from the body unless the JSON escaped them;
+//! `ext` objects and other opaque blobs stay raw text pointing into the body. The field
+//! types that make serde read OpenRTB this way are in [`crate::de`].
 //!
 //! Where 2.5 and 2.6 put the same signal in different places (`regs.ext.gdpr` and
 //! `regs.gdpr`, `user.ext.eids` and `user.eids`, ...), both are read and the accessors on
