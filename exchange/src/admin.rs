@@ -82,10 +82,9 @@ fn authorize(header: Option<&HeaderValue>, token: &str) -> Option<Response<Body>
 /// Compares without an early exit, so response timing does not reveal how much of a guessed
 /// token was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // `subtle` compares slices in constant time for equal lengths; a token's length is not
+    // the secret.
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 async fn list(app: &App) -> Response<Body> {
@@ -219,22 +218,22 @@ fn json_value(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     json(status, serde_json::to_vec(value).unwrap_or_default())
 }
 
-/// Decodes `%XX` escapes in one path segment; `None` for a broken escape or non-UTF-8.
+/// Decodes `%XX` escapes in one path segment (`+` stays a plus: this is a path, not a query);
+/// `None` for a broken escape, which `percent-encoding` would pass through as text, or
+/// non-UTF-8.
 fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = segment.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let escapes_whole = segment.match_indices('%').all(|(i, _)| {
+        segment
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if !escapes_whole {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 #[cfg(test)]
@@ -254,5 +253,8 @@ mod tests {
         assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
         assert_eq!(percent_decode("bad%2"), None);
         assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("%C3%A9t%C3%A9").as_deref(), Some("été"));
+        assert_eq!(percent_decode("%FF"), None);
     }
 }
