@@ -148,20 +148,26 @@ async fn a_hanging_dsp_does_not_delay_the_answer_past_the_deadline() {
         took < Duration::from_millis(200 + 150),
         "the hanging DSP delayed the answer: {took:?}"
     );
-    assert!(
+    // The warm-up and the measured auction: two calls, both timed out.
+    assert_eq!(
         ex.metric("exchange_dsp_timeouts_total", &[("dsp", "hang-h")])
-            .await
-            >= 2.0
+            .await,
+        2.0
     );
     // Past the grace period the hanging calls are given up on and counted as unanswered;
     // none of them counts as a late answer.
     let given_up = eventually(Duration::from_secs(5), || async {
         ex.metric("exchange_dsp_late_unanswered_total", &[("dsp", "hang-h")])
             .await
-            >= 2.0
+            == 2.0
     })
     .await;
     assert!(given_up, "the hanging calls were not counted as unanswered");
+    assert_eq!(
+        ex.metric("exchange_dsp_late_unanswered_total", &[("dsp", "hang-h")])
+            .await,
+        2.0
+    );
     assert_eq!(
         ex.metric("exchange_dsp_late_answers_total", &[("dsp", "hang-h")])
             .await,
@@ -195,7 +201,7 @@ async fn late_answers_are_counted_not_waited_for() {
     let counted = eventually(Duration::from_secs(5), || async {
         ex.metric("exchange_dsp_late_answers_total", &[("dsp", "late-slow")])
             .await
-            >= 1.0
+            == 1.0
     })
     .await;
     assert!(counted, "the late answer was not counted");
@@ -392,11 +398,24 @@ async fn request_rules_filter_bids_before_the_auction() {
     let body = ex.auction(request.to_string()).await.json();
     assert_eq!(body["seatbid"][0]["seat"], "rules-ok");
     assert_eq!(body["seatbid"][0]["bid"][0]["price"].as_f64(), Some(0.01));
-    assert!(
+    assert_eq!(
+        ex.metric(
+            "exchange_bids_lost_total",
+            &[("dsp", "rules-blocked"), ("reason", "advertiser_excluded")]
+        )
+        .await,
+        1.0,
+        "the filtered bid is counted as lost, with its reason"
+    );
+    assert_eq!(
         ex.metric("exchange_bids_lost_total", &[("dsp", "rules-blocked")])
-            .await
-            >= 1.0,
-        "the filtered bid is counted as lost"
+            .await,
+        1.0
+    );
+    assert_eq!(
+        ex.metric("exchange_wins_total", &[("dsp", "rules-ok")])
+            .await,
+        1.0
     );
     ex.stop().await;
 }
@@ -533,10 +552,18 @@ async fn a_deal_bid_beats_a_higher_open_market_bid() {
     // at = 3 on the deal: it clears at the deal's floor.
     assert_eq!(body["seatbid"][0]["bid"][0]["price"].as_f64(), Some(3.0));
     assert_eq!(body["seatbid"][0]["bid"][0]["dealid"], "deal-1");
-    assert!(
+    assert_eq!(
+        ex.metric(
+            "exchange_bids_lost_total",
+            &[("dsp", "pmp-open"), ("reason", "lost_to_deal_bid")]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
         ex.metric("exchange_bids_lost_total", &[("dsp", "pmp-open")])
-            .await
-            >= 1.0
+            .await,
+        1.0
     );
     ex.stop().await;
 }
@@ -571,10 +598,10 @@ async fn past_the_in_flight_bound_auctions_are_answered_204_at_once() {
         took < Duration::from_millis(100),
         "the overloaded answer waited: {took:?}"
     );
-    assert!(
+    assert_eq!(
         ex.metric("exchange_auctions_total", &[("outcome", "overloaded")])
-            .await
-            >= 1.0
+            .await,
+        1.0
     );
     // Once the first is done, the next one is admitted again.
     assert_eq!(
