@@ -1,6 +1,10 @@
 //! Table-driven auction cases: each row describes imps, deals, blocks, bids and budgets, and
 //! `check` asserts the winner, clearing price, charge and every bid's result.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::borrow::Cow;

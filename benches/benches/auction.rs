@@ -10,6 +10,9 @@
 //!   auction/1_imp_x_10_bids_40_badv_20_bcat  3.44 µs
 //! (shared 2-core machine: single runs have spread by up to ±30% around these.)
 
+// A benchmark is a harness like a test: a broken setup should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::borrow::Cow;
 use std::hint::black_box;
 

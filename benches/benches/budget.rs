@@ -10,6 +10,9 @@
 //!   budget/reserve_2_threads_contended     65 ns per charge per thread
 //!   budget/reserve_4_threads_contended    116 ns (4 threads on 2 cores)
 
+// A benchmark is a harness like a test: a broken setup should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -9,6 +9,9 @@
 //!   exchange/auction_3_dsps_32_in_flight   105 µs per auction, i.e. ~9 500 auctions/s
 //!   (2026-11-28; 141 µs / ~7 100 per second before win events stopped costing a task each)
 
+// A benchmark is a harness like a test: a broken setup should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use benches::IAB_BANNER;

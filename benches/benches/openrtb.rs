@@ -24,6 +24,9 @@
 //! per bid (the answer, capturing each bid's raw text, then the bid itself); serde_json
 //! cannot capture a value's text and parse it in one pass, so that is where it stays.
 
+// A benchmark is a harness like a test: a broken setup should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 
 use benches::{dsp_answer, IAB_APP_BANNER, IAB_BANNER, IAB_VIDEO};

@@ -18,6 +18,9 @@
 //!   dedup_redis/record_impression_64_in_flight     18 µs per event (~55 800/s)
 //!   dedup_redis/record_impression_256_in_flight    17 µs per event (~58 700/s)
 
+// A benchmark is a harness like a test: a broken setup should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,10 @@
 //! Several nodes on one Redis under concurrent load: the budget holds across nodes, through a
 //! Redis crash and restart, and a crashed node's lease stays visible until reclaimed.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use budget::{BudgetConfig, Budgets, Lookup, SyncTask};
 mod common;
 use common::{redis_store, PATIENCE};

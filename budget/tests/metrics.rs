@@ -2,6 +2,10 @@
 //! lease cannot cover, a winner whose charge lost the race, a bid without a `cid`, and the
 //! spend one sync round reports.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

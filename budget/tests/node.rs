@@ -1,6 +1,10 @@
 //! One or two nodes against a real Redis (or in process): charging, leases, pause, discovery,
 //! graceful release and Redis outages.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use budget::{open_store, BudgetConfig, Budgets, CampaignSeed, Lookup, UnknownPolicy};
 mod common;
 use common::{config, redis_store, PATIENCE};

@@ -2,6 +2,10 @@
 //! impressions billed on another, unrendered wins credited back once, Redis outages and lost
 //! replies, and the background loop with its final flush at shutdown.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use budget::{BudgetConfig, Budgets, CampaignSeed, Lookup, MemoryStore, RedisStore, Store};

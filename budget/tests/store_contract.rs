@@ -1,5 +1,9 @@
 //! One contract, two stores: `RedisStore` (real redis-server) and `MemoryStore` must agree.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use budget::{
     BatchOutcome, BatchReply, CampaignKey, Error, MemoryStore, ReconArgs, ReconBatch, ReconItem,
     RedisStore, Store, SyncItem, MAX_MICROS,

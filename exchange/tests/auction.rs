@@ -1,5 +1,9 @@
 //! End-to-end auctions: the exchange in process on loopback, real mock DSPs over HTTP.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

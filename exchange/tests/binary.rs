@@ -1,6 +1,10 @@
 //! The `exchange` binary as a newcomer runs it: no arguments but a free port, demo DSPs,
 //! the README's example request.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;

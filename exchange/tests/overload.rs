@@ -3,6 +3,10 @@
 //! the runtime does. Its own test binary, because the overload gauges and the auction counters
 //! are process-wide.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,10 @@
 //! Impressions and clicks through the real server: signed URLs, dedup across nodes on a real
 //! Redis, the spool across a Redis outage, and the event log.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

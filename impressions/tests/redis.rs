@@ -2,6 +2,10 @@
 //! killed and restarted while impressions arrive, a hung Redis, Redis down at start, the
 //! per-token idempotency of a claim, and the event stream.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::HashMap;

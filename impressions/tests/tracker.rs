@@ -2,6 +2,10 @@
 //! click recording, dedup, the memory store's bound through the spool, the event file and the
 //! report read from it, and the event file's torn tail.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::Write;

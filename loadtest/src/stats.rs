@@ -159,6 +159,7 @@ impl Default for Window {
 
 impl Window {
     /// An empty window.
+    #[allow(clippy::expect_used)] // constant, valid bounds: see below
     pub fn new() -> Self {
         // Infallible: 1 µs to one hour at 3 significant digits are constant, valid bounds
         // (low >= 1, high >= 2 * low, sigfig <= 5), which is all `new_with_bounds` checks.

@@ -1,6 +1,10 @@
 //! The generator, the baseline and the `loadtest run|surge|baseline|compare` binary over real
 //! HTTP on loopback, with mock DSPs playing the bidders.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

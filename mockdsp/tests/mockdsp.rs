@@ -1,6 +1,10 @@
 //! Mock DSPs over real HTTP on loopback: every behaviour, the recorders, notices, latency,
 //! shutdown, fleets and the demo fleet.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 

@@ -6,6 +6,10 @@
 //! `OPENRTB_CORPUS` names when set: an added corpus with the same layout, held to the same
 //! rules except the per-file expectations listed here for the bundled one.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use openrtb::forward::Outbound;

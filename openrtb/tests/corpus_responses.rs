@@ -12,6 +12,10 @@
 //! aligned to the answer ("aligned"), which exercises the per-bid checks on every file.
 //! serde_json::Value is used here only to read the fixtures independently.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,10 @@
 //! Input never panics the parser: truncated, corrupted and spliced bodies are refused with an
 //! error, and whatever is accepted can be forwarded and parses again.
 
+// Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
+// `#[test]` functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use openrtb::forward::Outbound;
 use proptest::prelude::*;
 
