@@ -31,6 +31,7 @@ use std::hint::black_box;
 
 use benches::{dsp_answer, IAB_APP_BANNER, IAB_BANNER, IAB_VIDEO};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use money::CpmMicros;
 use openrtb::forward::Outbound;
 use openrtb::macros::{expand, expand_url, MacroValues};
 use openrtb::response::{read_answer, Answer, BidEdits, Expect};
@@ -116,10 +117,10 @@ fn winning_bid(c: &mut Criterion) {
         imp_id: Some("1"),
         seat_id: Some("seat-1"),
         ad_id: bid.adid.as_deref(),
-        price_cpm_micros: Some(1_234_567),
+        price: Some(CpmMicros::new(1_234_567)),
         currency: Some("USD"),
         loss: Some(0),
-        min_to_win_cpm_micros: Some(1_224_567),
+        min_to_win: Some(CpmMicros::new(1_224_567)),
         ..MacroValues::default()
     };
     let mut group = c.benchmark_group("winning_bid");
@@ -139,7 +140,7 @@ fn winning_bid(c: &mut Criterion) {
             out.clear();
             bid.rewrite(
                 &BidEdits {
-                    price_micros: 1_234_567,
+                    price: CpmMicros::new(1_234_567),
                     adm: Some(&adm),
                     nurl: Some(&nurl),
                     burl: None,

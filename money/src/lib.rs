@@ -172,14 +172,20 @@ mod tests {
     fn cpm_prices_round_to_the_nearest_micro() {
         let cases: &[(f64, Option<u64>)] = &[
             (1.5, Some(1_500_000)),
+            (1.028428, Some(1_028_428)),
+            (0.1 + 0.2, Some(300_000)),
+            (15.64434783, Some(15_644_348)),
             (0.0000004, Some(0)),
             (0.0000005, Some(1)),
             (0.0, Some(0)),
+            (-0.0, Some(0)),
             (-0.01, None),
+            (-1.0, None),
             (f64::NAN, None),
             (f64::INFINITY, None),
             (1_000_000.0, Some(MAX_CPM.get())),
             (1_000_000.1, None),
+            (1e300, None),
         ];
         for &(price, want) in cases {
             assert_eq!(
@@ -218,6 +224,10 @@ mod tests {
             (1_500_000, "1.5"),
             (2_000_000, "2"),
             (123_456_789, "123.456789"),
+            (1_234_567, "1.234567"),
+            (100_000_000, "100"),
+            (1_000_100, "1.0001"),
+            (u64::MAX, "18446744073709.551615"),
         ];
         for (micros, text) in cases {
             assert_eq!(CpmMicros::new(micros).to_string(), text);

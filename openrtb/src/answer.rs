@@ -76,7 +76,7 @@ mod tests {
 
     fn edits(price_micros: u64) -> BidEdits<'static> {
         BidEdits {
-            price_micros,
+            price: money::CpmMicros::new(price_micros),
             adm: None,
             nurl: None,
             burl: Some("https://x.example/imp"),

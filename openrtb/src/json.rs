@@ -1,27 +1,13 @@
-//! Hand-written JSON for the hot path: escaped strings and CPM prices going out, and
-//! string values coming in that are only decoded when someone needs them.
+//! Hand-written JSON for the hot path: escaped strings going out, and string values
+//! coming in that are only decoded when someone needs them.
 //!
 //! The exchange builds its answers by splicing the bytes DSPs sent, so it only ever
 //! needs to *write* two kinds of JSON values itself: strings (substituted markup and
 //! notice URLs) and prices. Going through `serde_json::Value` for that would allocate
-//! a tree per bid; these writers append straight into the output buffer.
-//!
-//! Prices travel as integer CPM micros everywhere inside the exchange. They become
-//! floats only here, at the JSON edge, and they are written as exact decimals
-//! (`1_500_000` -> `1.5`) rather than through a float formatter, so the number a DSP
-//! reads back is exactly the number we charged.
+//! a tree per bid; [`write_str`] appends straight into the output buffer. Prices are
+//! [`money::CpmMicros`], written by [`money::CpmMicros::write_decimal`].
 
 use std::borrow::Cow;
-
-/// The largest CPM we accept from a DSP, in micros: 1,000,000 CPM.
-///
-/// No real bid is anywhere near this in any currency (even in currencies where one US
-/// dollar is worth tens of thousands of units), while a typo or a unit mix-up (a price
-/// sent in micros, say) lands far above it.
-pub const MAX_CPM_MICROS: u64 = 1_000_000 * MICROS_PER_UNIT;
-
-/// Micros in one currency unit.
-pub const MICROS_PER_UNIT: u64 = 1_000_000;
 
 /// Appends `s` as a quoted JSON string, escaping what RFC 8259 requires.
 ///
@@ -57,43 +43,6 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[plain_from..]);
     out.push(b'"');
-}
-
-/// Appends a CPM price given in micros as the shortest exact decimal:
-/// `1_500_000` -> `1.5`, `2_000_000` -> `2`, `10_000` -> `0.01`.
-pub fn write_cpm(out: &mut Vec<u8>, cpm_micros: u64) {
-    let mut buf = [0u8; CPM_BUF];
-    out.extend_from_slice(cpm_digits(cpm_micros, &mut buf).as_bytes());
-}
-
-/// Like [`write_cpm`], appending to a `String` (macro values are built as text).
-pub fn push_cpm(out: &mut String, cpm_micros: u64) {
-    let mut buf = [0u8; CPM_BUF];
-    out.push_str(cpm_digits(cpm_micros, &mut buf));
-}
-
-/// A CPM price in micros as the shortest exact decimal, see [`write_cpm`].
-pub fn format_cpm(cpm_micros: u64) -> String {
-    let mut buf = [0u8; CPM_BUF];
-    cpm_digits(cpm_micros, &mut buf).to_owned()
-}
-
-/// A DSP's CPM price as integer micros, rounded to the nearest micro.
-///
-/// `None` when the price cannot be a bid: not finite, not positive, so small that it
-/// rounds to zero micros, or above [`MAX_CPM_MICROS`]. The float comes straight from
-/// the DSP's JSON; this is the one place it is turned into money.
-pub fn cpm_to_micros(price: f64) -> Option<u64> {
-    if !price.is_finite() || price <= 0.0 {
-        return None;
-    }
-    let micros = (price * MICROS_PER_UNIT as f64).round();
-    // Comparing as floats before casting keeps the cast exact: every value that passes
-    // is an integer below 2^53.
-    if micros < 1.0 || micros > MAX_CPM_MICROS as f64 {
-        return None;
-    }
-    Some(micros as u64)
 }
 
 /// A JSON string value exactly as it appeared in a parsed document, quotes and escapes
@@ -193,33 +142,6 @@ fn unicode_escape(escape: &str) -> (char, usize) {
     )
 }
 
-/// `u64::MAX` micros is 20 integer digits, a point and 6 decimals: 27 bytes.
-const CPM_BUF: usize = 32;
-
-fn cpm_digits(cpm_micros: u64, buf: &mut [u8; CPM_BUF]) -> &str {
-    let units = cpm_micros / MICROS_PER_UNIT;
-    let mut frac = cpm_micros % MICROS_PER_UNIT;
-    let mut itoa_buf = itoa::Buffer::new();
-    let int_digits = itoa_buf.format(units).as_bytes();
-    let mut len = int_digits.len();
-    buf[..len].copy_from_slice(int_digits);
-    if frac != 0 {
-        buf[len] = b'.';
-        for slot in buf[len + 1..len + 7].iter_mut().rev() {
-            // `frac % 10` is a single digit, so the cast cannot truncate.
-            *slot = b'0' + (frac % 10) as u8;
-            frac /= 10;
-        }
-        len += 7;
-        // The fraction was not zero, so this stops at a nonzero digit before the point.
-        while buf[len - 1] == b'0' {
-            len -= 1;
-        }
-    }
-    // Only ASCII digits and '.' were written.
-    std::str::from_utf8(&buf[..len]).unwrap_or("0")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,47 +164,6 @@ mod tests {
             quoted("<a href='/x'>é ☃ 😀</a>"),
             "\"<a href='/x'>é ☃ 😀</a>\""
         );
-    }
-
-    #[test]
-    fn cpm_is_the_shortest_exact_decimal() {
-        for (micros, text) in [
-            (1_500_000, "1.5"),
-            (1_234_567, "1.234567"),
-            (2_000_000, "2"),
-            (10_000, "0.01"),
-            (1, "0.000001"),
-            (0, "0"),
-            (100_000_000, "100"),
-            (1_000_100, "1.0001"),
-            (u64::MAX, "18446744073709.551615"),
-        ] {
-            assert_eq!(format_cpm(micros), text, "{micros}");
-            let mut bytes = Vec::new();
-            write_cpm(&mut bytes, micros);
-            assert_eq!(bytes, text.as_bytes());
-            let mut s = String::from("p=");
-            push_cpm(&mut s, micros);
-            assert_eq!(s, format!("p={text}"));
-        }
-    }
-
-    #[test]
-    fn prices_round_to_the_nearest_micro() {
-        assert_eq!(cpm_to_micros(1.5), Some(1_500_000));
-        assert_eq!(cpm_to_micros(1.028428), Some(1_028_428));
-        assert_eq!(cpm_to_micros(0.1 + 0.2), Some(300_000));
-        assert_eq!(cpm_to_micros(15.64434783), Some(15_644_348));
-        assert_eq!(cpm_to_micros(0.0000004), None, "rounds to zero micros");
-        assert_eq!(cpm_to_micros(0.0000005), Some(1));
-        assert_eq!(cpm_to_micros(1_000_000.0), Some(MAX_CPM_MICROS));
-        assert_eq!(cpm_to_micros(1_000_000.1), None);
-        assert_eq!(cpm_to_micros(0.0), None);
-        assert_eq!(cpm_to_micros(-0.0), None);
-        assert_eq!(cpm_to_micros(-1.0), None);
-        assert_eq!(cpm_to_micros(f64::NAN), None);
-        assert_eq!(cpm_to_micros(f64::INFINITY), None);
-        assert_eq!(cpm_to_micros(1e300), None);
     }
 
     fn literal(text: &str) -> JsonStr<'_> {
@@ -354,13 +235,6 @@ mod tests {
             write_str(&mut out, &s);
             let back: String = serde_json::from_slice(&out).unwrap();
             prop_assert_eq!(back, s);
-        }
-
-        #[test]
-        fn written_prices_read_back_as_the_same_micros(micros in 1..=MAX_CPM_MICROS) {
-            let text = format_cpm(micros);
-            let price: f64 = serde_json::from_str(&text).unwrap();
-            prop_assert_eq!(cpm_to_micros(price), Some(micros));
         }
     }
 }

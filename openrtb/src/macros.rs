@@ -20,10 +20,10 @@
 //! structure. Prices, codes and timestamps are plain ASCII digits either way.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
+use money::CpmMicros;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-
-use crate::json;
 
 /// What the exchange knows when it substitutes macros for one bid. `None` means "not
 /// known or not disclosed" and substitutes the empty string.
@@ -40,15 +40,15 @@ pub struct MacroValues<'a> {
     pub seat_id: Option<&'a str>,
     /// `${AUCTION_AD_ID}`: `bid.adid`.
     pub ad_id: Option<&'a str>,
-    /// `${AUCTION_PRICE}`: the clearing price, CPM micros in the bid's currency. Leave it
-    /// `None` in loss notices unless clearing prices are disclosed to losing bidders.
-    pub price_cpm_micros: Option<u64>,
+    /// `${AUCTION_PRICE}`: the clearing price (CPM) in the bid's currency. Leave it `None`
+    /// in loss notices unless clearing prices are disclosed to losing bidders.
+    pub price: Option<CpmMicros>,
     /// `${AUCTION_CURRENCY}`: the bid's currency (explicit or implied USD).
     pub currency: Option<&'a str>,
     /// `${AUCTION_LOSS}`: the OpenRTB loss reason code (0 = won).
     pub loss: Option<u16>,
-    /// `${AUCTION_MIN_TO_WIN}`: CPM micros, see OpenRTB 2.6 §4.4.1.
-    pub min_to_win_cpm_micros: Option<u64>,
+    /// `${AUCTION_MIN_TO_WIN}`: a CPM, see OpenRTB 2.6 §4.4.1.
+    pub min_to_win: Option<CpmMicros>,
     /// `${AUCTION_MULTIPLIER}`: DOOH impression multiplier, as the decimal text to send.
     pub multiplier: Option<&'a str>,
     /// `${AUCTION_IMP_TS}`: when the impression was fulfilled, Unix milliseconds.
@@ -135,16 +135,11 @@ fn write_value(name: &str, v: &MacroValues<'_>, target: Target, out: &mut String
         // bid; the exchange does not disclose it, which the spec allows.
         "AUCTION_MBR" => None,
         "AUCTION_PRICE" => {
-            // Digits and '.' only: nothing to encode.
-            if let Some(micros) = v.price_cpm_micros {
-                json::push_cpm(out, micros);
-            }
+            push_price(v.price, out);
             return true;
         }
         "AUCTION_MIN_TO_WIN" => {
-            if let Some(micros) = v.min_to_win_cpm_micros {
-                json::push_cpm(out, micros);
-            }
+            push_price(v.min_to_win, out);
             return true;
         }
         "AUCTION_LOSS" => {
@@ -168,6 +163,14 @@ fn write_value(name: &str, v: &MacroValues<'_>, target: Target, out: &mut String
         }
     }
     true
+}
+
+/// Digits and '.' only, so nothing to encode in either target.
+fn push_price(price: Option<CpmMicros>, out: &mut String) {
+    if let Some(price) = price {
+        // Writing into a `String` cannot fail.
+        let _ = write!(out, "{price}");
+    }
 }
 
 /// RFC 3986's unreserved characters stay as they are; every other byte is encoded.
@@ -194,10 +197,10 @@ mod tests {
             imp_id: Some("imp-2"),
             seat_id: Some("seat-3"),
             ad_id: Some("ad-4"),
-            price_cpm_micros: Some(1_234_500),
+            price: Some(CpmMicros::new(1_234_500)),
             currency: Some("USD"),
             loss: Some(102),
-            min_to_win_cpm_micros: Some(1_000_000),
+            min_to_win: Some(CpmMicros::new(1_000_000)),
             multiplier: Some("2.5"),
             imp_ts_ms: Some(1_700_000_000_123),
         }
@@ -267,7 +270,7 @@ mod tests {
     fn url_values_are_percent_encoded_but_markup_values_are_not() {
         let v = MacroValues {
             auction_id: Some("a b&c=d/é#"),
-            price_cpm_micros: Some(500_000),
+            price: Some(CpmMicros::new(500_000)),
             ..MacroValues::default()
         };
         let t = "https://dsp.example/win?id=${AUCTION_ID}&p=${AUCTION_PRICE}";

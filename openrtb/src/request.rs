@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use money::CpmMicros;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -530,10 +531,10 @@ impl Imp<'_> {
         self.bidfloor.as_ref().and_then(|f| f.value).unwrap_or(0.0)
     }
 
-    /// The floor in CPM-micros, `round(cpm * 1e6)`; validation keeps floors non-negative
-    /// and finite, and `as` saturates on absurdly large ones.
-    pub fn bidfloor_micros(&self) -> u64 {
-        (self.bidfloor() * 1_000_000.0).round() as u64
+    /// The floor rounded to the nearest micro; `None` above [`money::MAX_CPM`], a floor no
+    /// bid can meet. Validation keeps floors non-negative and finite.
+    pub fn bidfloor_cpm(&self) -> Option<CpmMicros> {
+        CpmMicros::from_cpm(self.bidfloor())
     }
 
     /// The floor's currency; the spec default is USD.
@@ -643,7 +644,7 @@ mod tests {
         assert!(matches!(req.cur()[0], Cow::Borrowed(_)));
         let imp = &req.imp[0];
         assert_eq!(imp.bidfloor(), 0.03);
-        assert_eq!(imp.bidfloor_micros(), 30_000);
+        assert_eq!(imp.bidfloor_cpm(), Some(CpmMicros::new(30_000)));
         assert_eq!(imp.bidfloorcur(), "USD");
         let banner = imp.banner.as_ref().unwrap();
         assert_eq!((banner.w, banner.h), (Some(300), Some(250)));
@@ -685,7 +686,7 @@ mod tests {
         assert!(req.cur().is_empty());
         assert!(req.tmax.is_some() && req.at.is_some() && req.cur.is_some());
         assert_eq!(req.imp[0].bidfloor(), 0.0);
-        assert_eq!(req.imp[0].bidfloor_micros(), 0);
+        assert_eq!(req.imp[0].bidfloor_cpm(), Some(CpmMicros::ZERO));
     }
 
     #[test]

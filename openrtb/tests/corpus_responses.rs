@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use money::CpmMicros;
 use openrtb::macros::{self, MacroValues};
 use openrtb::response::{
     read_answer, Answer, AnswerRejection, BidEdits, BidRejection, Expect, NoBidKind,
@@ -127,6 +128,9 @@ fn describe(answer: &Answer<'_>) -> String {
 
 /// Re-emits every accepted bid at a new price with macros substituted and checks that
 /// the result is the same bid with only those values changed.
+/// The clearing price every rewrite writes.
+const PRICE: CpmMicros = CpmMicros::new(1_234_567);
+
 fn check_rewrites(file: &str, answer: &Answer<'_>, originals: &[Value]) {
     let Answer::Bids {
         accepted, response, ..
@@ -142,7 +146,7 @@ fn check_rewrites(file: &str, answer: &Answer<'_>, originals: &[Value]) {
             imp_id: Some(&bid.impid),
             seat_id: accepted_bid.seat.as_deref(),
             ad_id: bid.adid.as_deref(),
-            price_cpm_micros: Some(1_234_567),
+            price: Some(PRICE),
             currency: Some(response.cur.as_deref().unwrap_or("USD")),
             loss: Some(0),
             ..MacroValues::default()
@@ -154,7 +158,7 @@ fn check_rewrites(file: &str, answer: &Answer<'_>, originals: &[Value]) {
         let burl = burl.as_deref().map(|t| macros::expand_url(t, &values));
         let lurl = lurl.as_deref().map(|t| macros::expand_url(t, &values));
         let edits = BidEdits {
-            price_micros: 1_234_567,
+            price: PRICE,
             adm: adm.as_deref(),
             nurl: nurl.as_deref(),
             burl: burl.as_deref(),

@@ -67,7 +67,7 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
     // The view lives until the end of this function, past the last await: no lock or guard
     // is held across one.
     let view = app.budgets.view();
-    let offers = offers::offers(&req, &answers, &app.budgets, &view);
+    let offers = offers::offers(&answers, &app.budgets, &view);
 
     // Auctioned: winners are charged by the ledger, at the time their tracking URLs carry.
     let auction_ts_ms = tracking::now_ms();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use auction::Candidate;
 use budget::{BudgetView, Budgets};
 use openrtb::macros::MacroValues;
-use openrtb::request::BidRequest;
 use openrtb::response::{read_answer, AcceptedBid, Answer, Expect};
 
 use super::ledger::Spend;
@@ -108,7 +107,6 @@ impl Offer<'_> {
 /// Every accepted bid of `answers` as an offer, its campaign looked up in the node's budget
 /// index (immutable, swapped atomically: no lock, no IO).
 pub(crate) fn offers<'o>(
-    req: &BidRequest<'_>,
     answers: &'o [Answered<'o, 'o>],
     budgets: &Budgets,
     view: &'o BudgetView<'o>,
@@ -131,10 +129,10 @@ pub(crate) fn offers<'o>(
                 response_bidid: response.bidid.as_deref(),
                 bid,
                 candidate: Candidate {
-                    imp: imp_index(req, &wire.impid),
+                    imp: bid.imp,
                     bidder: dsp.index,
                     seat: bid.seat.as_deref().unwrap_or(&dsp.name),
-                    price: money::CpmMicros::new(bid.price_micros),
+                    price: bid.price,
                     deal_id: wire.dealid.as_deref(),
                     adomain: &wire.adomain,
                     cat: &wire.cat,
@@ -146,12 +144,4 @@ pub(crate) fn offers<'o>(
         }
     }
     offers
-}
-
-/// `read_answer` accepted only bids for an imp of this request.
-fn imp_index(req: &BidRequest<'_>, impid: &str) -> usize {
-    req.imp
-        .iter()
-        .position(|imp| imp.id == impid)
-        .unwrap_or(usize::MAX)
 }

@@ -51,7 +51,7 @@ impl Win<'_> {
             seat: self.offer.seat(),
             bid: &self.offer.bid.bid,
             edits: BidEdits {
-                price_micros: self.clearing.get(),
+                price: self.clearing,
                 adm: self.adm.as_deref(),
                 nurl: self.nurl.as_deref(),
                 burl: Some(&self.burl),
@@ -80,7 +80,7 @@ pub(crate) fn settle<'o>(
             BidResult::Won { clearing } => {
                 offer.dsp.metrics.wins.increment(1);
                 let imp = auctioned.outcome.imps.get(offer.candidate.imp);
-                let min_to_win = imp.map(|i| i.min_to_win.get());
+                let min_to_win = imp.map(|i| i.min_to_win);
                 wins.push(win(
                     app,
                     req,
@@ -96,7 +96,7 @@ pub(crate) fn settle<'o>(
                 offer.dsp.metrics.lost(reason);
                 let values = MacroValues {
                     loss: Some(result.loss_code()),
-                    min_to_win_cpm_micros: min_to_win.map(CpmMicros::get),
+                    min_to_win,
                     ..offer.macro_values(&req.id, currency)
                 };
                 if notify::loss(offer.dsp, offer.bid.bid.lurl, &values, notices) {
@@ -129,16 +129,16 @@ fn win<'o>(
     req: &BidRequest<'_>,
     offer: &'o Offer<'o>,
     clearing: CpmMicros,
-    min_to_win: Option<u64>,
+    min_to_win: Option<CpmMicros>,
     auction_ts_ms: u64,
     notices: &mut Vec<Notice>,
     events: &mut Vec<Event>,
 ) -> Win<'o> {
     let currency = app.config.auction.currency.as_str();
     let values = MacroValues {
-        price_cpm_micros: Some(clearing.get()),
+        price: Some(clearing),
         loss: Some(0),
-        min_to_win_cpm_micros: min_to_win,
+        min_to_win,
         ..offer.macro_values(&req.id, currency)
     };
     let bid = &offer.bid.bid;

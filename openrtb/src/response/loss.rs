@@ -87,7 +87,7 @@ pub enum BidRejection {
     /// `price` absent or `null`.
     MissingPrice,
     /// `price` not a number, not positive, under one micro, or above
-    /// [`json::MAX_CPM_MICROS`].
+    /// [`money::MAX_CPM`].
     BadPrice,
     /// Neither `adm` nor `nurl` (non-empty): nothing to serve.
     NoMarkup,

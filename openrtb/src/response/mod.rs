@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 
+use money::CpmMicros;
 use serde_json::value::RawValue;
 
 use crate::json::JsonStr;
@@ -92,7 +93,7 @@ pub struct SeatBid<'a> {
 pub struct Bid<'a> {
     pub id: Cow<'a, str>,
     pub impid: Cow<'a, str>,
-    /// The CPM as the DSP wrote it. Money is [`AcceptedBid::price_micros`].
+    /// The CPM as the DSP wrote it. Money is [`AcceptedBid::price`].
     pub price: f64,
     /// The four values the exchange rewrites are kept undecoded: markup is most of an
     /// answer and only the winners' is ever needed. `.decode()` when you need the text.
@@ -152,8 +153,10 @@ pub struct AcceptedBid<'a> {
     /// `SeatBid.seat`, which may be absent.
     pub seat: Option<Cow<'a, str>>,
     pub bid: Bid<'a>,
-    /// The bid's CPM in micros, rounded to the nearest micro.
-    pub price_micros: u64,
+    /// Index into [`Expect::imp_ids`] of the imp the bid is for (its `impid`).
+    pub imp: usize,
+    /// The bid's CPM, rounded to the nearest micro; never zero.
+    pub price: CpmMicros,
 }
 
 /// A bid that was refused, with whatever could be read of it: enough to count it and

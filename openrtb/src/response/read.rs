@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
+use money::CpmMicros;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -14,7 +15,7 @@ use super::{
     BidResponse, Expect, NoBidKind, RejectedBid, SeatBid, Spans,
 };
 use crate::de::{List, Str, Strs};
-use crate::json::{self, JsonStr};
+use crate::json::JsonStr;
 use crate::span::Span;
 
 /// Reads one DSP answer: the HTTP status and the (already inflated) body.
@@ -83,12 +84,13 @@ pub fn read_answer<'a>(status: u16, body: &'a [u8], expect: &Expect<'_>) -> Answ
     for (seatbid_index, seat) in seatbid.iter().enumerate() {
         for (bid_index, raw) in seat.bid.iter().enumerate() {
             match read_bid(raw.get(), expect.imp_ids) {
-                Ok((bid, price_micros)) => accepted.push(AcceptedBid {
+                Ok(Read { bid, imp, price }) => accepted.push(AcceptedBid {
                     seatbid_index,
                     bid_index,
                     seat: seat.seat.clone(),
                     bid,
-                    price_micros,
+                    imp,
+                    price,
                 }),
                 Err((reason, context)) => rejected.push(RejectedBid {
                     reason,
@@ -128,7 +130,15 @@ struct BidContext<'a> {
     lurl: Option<JsonStr<'a>>,
 }
 
-type BidResult<'a> = Result<(Bid<'a>, u64), (BidRejection, BidContext<'a>)>;
+/// A bid that passed every check, with what the checks found out.
+struct Read<'a> {
+    bid: Bid<'a>,
+    /// Index into `Expect::imp_ids`.
+    imp: usize,
+    price: CpmMicros,
+}
+
+type BidResult<'a> = Result<Read<'a>, (BidRejection, BidContext<'a>)>;
 
 fn read_bid<'a>(raw: &'a str, imp_ids: &[&str]) -> BidResult<'a> {
     let malformed = || (BidRejection::Malformed, salvage_context(raw));
@@ -167,17 +177,18 @@ fn read_bid<'a>(raw: &'a str, imp_ids: &[&str]) -> BidResult<'a> {
         Some(impid) if !impid.is_empty() => impid.clone(),
         _ => return reject(BidRejection::MissingImpId),
     };
-    if !imp_ids.iter().any(|known| *known == impid) {
+    let Some(imp) = imp_ids.iter().position(|known| *known == impid) else {
         return reject(BidRejection::UnknownImp);
-    }
+    };
     let (price_raw, price_span) = match wire.price {
         Some(value) if value.get() != "null" => (value, Span::of_str(raw.as_bytes(), value.get())),
         _ => return reject(BidRejection::MissingPrice),
     };
-    let Ok(price) = serde_json::from_str::<f64>(price_raw.get()) else {
+    let Ok(price_f64) = serde_json::from_str::<f64>(price_raw.get()) else {
         return reject(BidRejection::BadPrice);
     };
-    let Some(price_micros) = json::cpm_to_micros(price) else {
+    // A price that rounds to zero micros is no bid, though zero is a valid floor.
+    let Some(price) = CpmMicros::from_cpm(price_f64).filter(|p| *p > CpmMicros::ZERO) else {
         return reject(BidRejection::BadPrice);
     };
     // The value was parsed out of `raw`, so its span always resolves.
@@ -195,7 +206,7 @@ fn read_bid<'a>(raw: &'a str, imp_ids: &[&str]) -> BidResult<'a> {
     let bid = Bid {
         id,
         impid,
-        price,
+        price: price_f64,
         nurl,
         burl,
         lurl,
@@ -235,7 +246,7 @@ fn read_bid<'a>(raw: &'a str, imp_ids: &[&str]) -> BidResult<'a> {
             lurl: lurl_span,
         },
     };
-    Ok((bid, price_micros))
+    Ok(Read { bid, imp, price })
 }
 
 /// The ids of a bid too broken to parse, read leniently so the rejection can still be
@@ -413,9 +424,10 @@ mod tests {
 
     use serde_json::value::RawValue;
 
+    use money::CpmMicros;
+
     use super::super::fixtures::*;
     use super::super::*;
-    use crate::json;
 
     #[test]
     fn no_bids_in_every_form_the_spec_allows() {
@@ -583,8 +595,10 @@ mod tests {
             .map(|a| (a.bid.id.as_ref(), a.bid_index))
             .collect();
         assert_eq!(accepted_ids, [("b1", 0), ("b6", 5)]);
-        assert_eq!(accepted[0].price_micros, 1_500_000);
-        assert_eq!(accepted[1].price_micros, 10_000);
+        assert_eq!(accepted[0].price, CpmMicros::new(1_500_000));
+        assert_eq!(accepted[1].price, CpmMicros::new(10_000));
+        // b1 is for imp-1, b6 for imp-2: indexes into `EXPECT.imp_ids`.
+        assert_eq!((accepted[0].imp, accepted[1].imp), (0, 1));
         assert_eq!(accepted[0].seat.as_deref(), Some("s1"));
         let reasons: Vec<_> = rejected
             .iter()
@@ -649,7 +663,15 @@ mod tests {
                 BadPrice,
             ),
             (
+                r#"{"id":"b","impid":"imp-1","price":-0.0,"adm":"x"}"#,
+                BadPrice,
+            ),
+            (
                 r#"{"id":"b","impid":"imp-1","price":1e-9,"adm":"x"}"#,
+                BadPrice,
+            ),
+            (
+                r#"{"id":"b","impid":"imp-1","price":0.0000004,"adm":"x"}"#,
                 BadPrice,
             ),
             (
@@ -718,7 +740,8 @@ mod tests {
             (b.id.as_ref(), b.impid.as_ref(), b.price),
             ("b1", "imp-2", 2.25)
         );
-        assert_eq!(accepted[0].price_micros, 2_250_000);
+        assert_eq!(accepted[0].price, CpmMicros::new(2_250_000));
+        assert_eq!(accepted[0].imp, 1, "imp-2 is the second imp");
         assert_eq!(text(b.adm).as_deref(), Some("<a href=\"x\">"));
         assert!(
             matches!(b.adm.map(|s| s.decode()), Some(Cow::Owned(_))),
@@ -825,8 +848,8 @@ mod tests {
             body[at] = byte;
             if let Answer::Bids { accepted, .. } = read_answer(200, &body, &EXPECT) {
                 for a in &accepted {
-                    proptest::prop_assert!(a.price_micros > 0 && a.price_micros <= json::MAX_CPM_MICROS);
-                    proptest::prop_assert!(EXPECT.imp_ids.contains(&a.bid.impid.as_ref()));
+                    proptest::prop_assert!(a.price > CpmMicros::ZERO && a.price <= money::MAX_CPM);
+                    proptest::prop_assert_eq!(EXPECT.imp_ids[a.imp], a.bid.impid.as_ref());
                     proptest::prop_assert!(!a.bid.id.is_empty());
                 }
             }

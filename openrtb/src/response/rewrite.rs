@@ -1,6 +1,8 @@
 //! Re-emitting a winning bid: the DSP's bytes with only the price, markup and notice URLs
 //! replaced.
 
+use money::CpmMicros;
+
 use super::{is_json_whitespace, Bid};
 use crate::json;
 use crate::span::Span;
@@ -9,8 +11,8 @@ use crate::span::Span;
 /// (macros already substituted); they are JSON-escaped on output.
 #[derive(Clone, Copy, Debug)]
 pub struct BidEdits<'e> {
-    /// The clearing price, CPM micros.
-    pub price_micros: u64,
+    /// The clearing price.
+    pub price: CpmMicros,
     pub adm: Option<&'e str>,
     pub nurl: Option<&'e str>,
     pub burl: Option<&'e str>,
@@ -22,13 +24,13 @@ pub struct BidEdits<'e> {
 
 impl Bid<'_> {
     /// Appends the bid object to `out` as sent, except that `price` becomes
-    /// `edits.price_micros` and each of `adm`, `nurl`, `burl`, `lurl` given in `edits`
+    /// `edits.price` and each of `adm`, `nurl`, `burl`, `lurl` given in `edits`
     /// replaces the DSP's value (or is added before the closing brace when the DSP sent
     /// none). Everything else is copied byte for byte.
     pub fn rewrite(&self, edits: &BidEdits<'_>, out: &mut Vec<u8>) {
         #[derive(Clone, Copy)]
         enum Value<'e> {
-            Price(u64),
+            Price(CpmMicros),
             Str(&'e str),
             Remove,
         }
@@ -43,7 +45,7 @@ impl Bid<'_> {
         out.reserve(self.raw.len() + extra + 64);
 
         let mut splices = [None; 5];
-        splices[0] = Some((self.spans.price, Value::Price(edits.price_micros)));
+        splices[0] = Some((self.spans.price, Value::Price(edits.price)));
         for (slot, (_, span, edit)) in splices[1..].iter_mut().zip(strings) {
             if let (Some(span), Some(text)) = (span, edit) {
                 *slot = Some((span, Value::Str(text)));
@@ -61,7 +63,7 @@ impl Bid<'_> {
         for (span, value) in splices.iter().flatten() {
             out.extend_from_slice(&raw[copied..span.start]);
             match *value {
-                Value::Price(micros) => json::write_cpm(out, micros),
+                Value::Price(price) => price.write_decimal(out),
                 Value::Str(text) => json::write_str(out, text),
                 Value::Remove => {}
             }
@@ -133,9 +135,10 @@ fn member_span(raw: &str, value: Span) -> Option<Span> {
 mod tests {
     use serde_json::value::RawValue;
 
+    use money::{CpmMicros, MAX_CPM};
+
     use super::super::fixtures::*;
     use super::super::*;
-    use crate::json;
 
     fn rewritten(bid_text: &str, edits: &BidEdits<'_>) -> String {
         let body = answer_with(&[bid_text]);
@@ -183,7 +186,7 @@ mod tests {
             accepted[0].bid.rewrite(
                 &BidEdits {
                     drop_nurl: true,
-                    price_micros: 1_500_000,
+                    price: CpmMicros::new(1_500_000),
                     ..NO_EDITS
                 },
                 &mut out,
@@ -194,7 +197,7 @@ mod tests {
     }
 
     const NO_EDITS: BidEdits<'static> = BidEdits {
-        price_micros: 1_000_000,
+        price: CpmMicros::new(1_000_000),
         adm: None,
         nurl: None,
         burl: None,
@@ -210,7 +213,7 @@ mod tests {
         let out = rewritten(
             bid,
             &BidEdits {
-                price_micros: 1_234_500,
+                price: CpmMicros::new(1_234_500),
                 adm: Some("<p>1.2345</p>"),
                 nurl: Some("https://n/?p=1.2345"),
                 ..NO_EDITS
@@ -235,7 +238,7 @@ mod tests {
         let out = rewritten(
             bid,
             &BidEdits {
-                price_micros: 2_000_000,
+                price: CpmMicros::new(2_000_000),
                 adm: Some("quote \" and \\ and\nnewline"),
                 burl: Some("https://b"),
                 lurl: Some("https://l/?x=1&y=\u{e9}"),
@@ -259,7 +262,7 @@ mod tests {
         let out = rewritten(
             bid,
             &BidEdits {
-                price_micros: 10_000,
+                price: CpmMicros::new(10_000),
                 adm: Some("y"),
                 ..NO_EDITS
             },
@@ -267,7 +270,7 @@ mod tests {
         let body = answer_with(&[&out]);
         let (_, accepted, _) = bids(read(&body));
         let again = &accepted[0];
-        assert_eq!(again.price_micros, 10_000);
+        assert_eq!(again.price, CpmMicros::new(10_000));
         assert_eq!(text(again.bid.adm).as_deref(), Some("y"));
         assert_eq!(text(again.bid.lurl).as_deref(), Some("l"));
         assert_eq!(again.bid.crid.as_deref(), Some("c"));
@@ -279,13 +282,13 @@ mod tests {
         fn any_edit_survives_a_rewrite_and_a_re_read(
             adm in proptest::prelude::any::<String>(),
             nurl in proptest::option::of(proptest::prelude::any::<String>()),
-            micros in 1..=json::MAX_CPM_MICROS,
+            micros in 1..=MAX_CPM.get(),
         ) {
             let bid = r#"{"id":"b","impid":"imp-1","price":1,"adm":"x","ext":{"q":"\u00e9"}}"#;
             let body = answer_with(&[bid]);
             let (_, accepted, _) = bids(read(&body));
             let mut out = Vec::new();
-            let edits = BidEdits { price_micros: micros, adm: Some(&adm), nurl: nurl.as_deref(), ..NO_EDITS };
+            let edits = BidEdits { price: CpmMicros::new(micros), adm: Some(&adm), nurl: nurl.as_deref(), ..NO_EDITS };
             accepted[0].bid.rewrite(&edits, &mut out);
             let out = String::from_utf8(out).unwrap();
             let body = answer_with(&[&out]);
@@ -300,7 +303,7 @@ mod tests {
                 }
                 (None, None) => unreachable!("one bid in, one bid out"),
             };
-            proptest::prop_assert_eq!(again.price_micros, micros);
+            proptest::prop_assert_eq!(again.price, CpmMicros::new(micros));
             proptest::prop_assert_eq!(text(again.bid.adm), Some(adm));
             proptest::prop_assert_eq!(text(again.bid.nurl), nurl);
             proptest::prop_assert_eq!(again.bid.ext.map(RawValue::get), Some(r#"{"q":"\u00e9"}"#));
