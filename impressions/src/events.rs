@@ -143,11 +143,6 @@ impl Event {
     }
 }
 
-/// One impression's cost in micros from a CPM price in micros.
-pub fn impression_cost_micros(cpm_micros: u64) -> u64 {
-    cpm_micros.div_ceil(1000)
-}
-
 /// Where events go.
 #[derive(Clone, Debug)]
 pub struct EventLogConfig {

@@ -30,9 +30,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 pub use dedup::{Claim, ClaimKey, DedupStore, EventId, MemoryDedup, RedisDedup};
-pub use events::{
-    impression_cost_micros, read_events, Event, EventLog, EventLogConfig, EventType, ReadStats,
-};
+pub use events::{read_events, Event, EventLog, EventLogConfig, EventType, ReadStats};
 pub use markup::AdFormat;
 pub use report::Report;
 pub use sign::{BidRef, BidSigner, Kind, Rejection, TrackingData, TrackingKey, Validity};
@@ -538,7 +536,12 @@ impl Inner {
         event.impression_id = Some(key.id.to_string());
         event.replayed = replayed;
         if kind == EventType::Impression {
-            event.cost_micros = Some(impression_cost_micros(data.bid.price_micros));
+            // One impression at the signed clearing price, through the one CPM-to-cost rule.
+            event.cost_micros = Some(
+                money::CpmMicros::new(data.bid.price_micros)
+                    .cost_of_one()
+                    .get(),
+            );
         }
         self.log.append(&event).await?;
         self.metrics.event(kind);
