@@ -383,6 +383,11 @@ fn push_param(out: &mut String, name: &str, value: &str) {
 /// field to another without changing the MAC.
 fn feed_bid(mac: &mut HmacSha256, b: &BidRef) {
     mac.update(DOMAIN);
+    feed_fields(mac, b);
+}
+
+/// Every field of the bid in a fixed order, strings length-prefixed, numbers fixed-width.
+fn feed_fields(mac: &mut HmacSha256, b: &BidRef) {
     for s in [
         &b.auction_id,
         &b.imp_id,
@@ -423,20 +428,7 @@ fn feed_v1(mac: &mut HmacSha256, data: &TrackingData) {
     let b = &data.bid;
     mac.update(DOMAIN_V1);
     mac.update(&[data.kind.tag()]);
-    for s in [
-        &b.auction_id,
-        &b.imp_id,
-        &b.bid_id,
-        &b.dsp,
-        &b.seat,
-        &b.campaign,
-        &b.creative_id,
-    ] {
-        feed_str(mac, s);
-    }
-    mac.update(&b.price_micros.to_be_bytes());
-    feed_str(mac, &b.currency);
-    mac.update(&b.auction_ts_ms.to_be_bytes());
+    feed_fields(mac, b);
     feed_opts(mac, data.landing.as_deref(), data.burl.as_deref());
 }
 
