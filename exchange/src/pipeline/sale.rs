@@ -113,3 +113,56 @@ pub(crate) fn request<'r>(
         tie_seed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(imp JSON, blocked attributes, borrowed from the request)`, one imp per case.
+    fn check(cases: &[(&str, &[u32], bool)]) {
+        for &(imp, want, borrowed) in cases {
+            let body = format!(r#"{{"id":"r","imp":[{imp}]}}"#);
+            let req = openrtb::request::parse(body.as_bytes()).expect("a valid request");
+            let battrs = blocked_attributes(&req);
+            assert_eq!(&battrs[0][..], want, "{imp}");
+            assert_eq!(matches!(battrs[0], Cow::Borrowed(_)), borrowed, "{imp}");
+        }
+    }
+
+    #[test]
+    fn blocked_attributes_are_the_union_over_media_objects() {
+        check(&[
+            (r#"{"id":"1","banner":{"w":1,"h":1}}"#, &[], true),
+            (
+                r#"{"id":"1","banner":{"w":1,"h":1,"battr":[3,1]}}"#,
+                &[3, 1],
+                true,
+            ),
+            (
+                r#"{"id":"1","banner":{"w":1,"h":1,"battr":[]},"video":{"mimes":["v"],"battr":[8]}}"#,
+                &[8],
+                true,
+            ),
+            (
+                r#"{"id":"1","banner":{"w":1,"h":1,"battr":[3,1]},"video":{"mimes":["v"],"battr":[1,8]}}"#,
+                &[1, 3, 8],
+                false,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_floor_in_another_currency_cannot_be_met() {
+        let cases: &[(Option<f64>, Option<&str>, u64)] = &[
+            (None, None, 0),
+            (Some(0.0), None, 0),
+            (Some(1.5), None, 1_500_000),
+            (Some(1.5), Some("usd"), 1_500_000),
+            (Some(1.5), Some("EUR"), u64::MAX),
+            (Some(f64::INFINITY), None, u64::MAX),
+        ];
+        for &(value, cur, want) in cases {
+            assert_eq!(floor(value, cur, "USD").get(), want, "{value:?} {cur:?}");
+        }
+    }
+}
