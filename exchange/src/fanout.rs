@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::{parse_dsp_url, Config, DspConfig};
+use crate::dsp_filter::{Gate, RequestTraits, Skip};
 use crate::metrics::{DspMetrics, Registry};
 use crate::Error;
 
@@ -49,6 +50,8 @@ pub struct Dsp {
     pub loss_notices: bool,
     pub loss_notice_sample: f64,
     in_flight: Arc<Semaphore>,
+    /// Targeting and the QPS cap.
+    gate: Gate,
     pub metrics: DspMetrics,
 }
 
@@ -61,6 +64,14 @@ impl Dsp {
     ) -> Result<Dsp, Error> {
         let uri = parse_dsp_url(&dsp.url)
             .map_err(|e| Error::Config(vec![format!("dsp {:?}: {e}", dsp.name)]))?;
+        let gate = Gate::from_config(dsp).map_err(|problems| {
+            Error::Config(
+                problems
+                    .into_iter()
+                    .map(|p| format!("dsp {:?}: {p}", dsp.name))
+                    .collect(),
+            )
+        })?;
         Ok(Dsp {
             index,
             name: Arc::from(dsp.name.as_str()),
@@ -69,6 +80,7 @@ impl Dsp {
             loss_notices: dsp.loss_notices,
             loss_notice_sample: dsp.loss_notice_sample,
             in_flight: Arc::new(Semaphore::new(dsp.max_in_flight)),
+            gate,
             metrics: DspMetrics::new(registry, &dsp.name),
         })
     }
@@ -88,8 +100,8 @@ pub enum CallOutcome {
     Failed(CallError),
     /// The deadline passed first; the call may still finish in the background.
     TimedOut,
-    /// The DSP already had `max_in_flight` calls running: it was not called.
-    Throttled,
+    /// The DSP was not called: not targeted, over its QPS cap, or already at `max_in_flight`.
+    Skipped(Skip),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,12 +159,15 @@ impl FanOut {
         }
     }
 
-    /// Calls every DSP in `dsps` at once and returns what each one did by its deadline: `min(auction_deadline, start + dsp.timeout)`. `render(tmax_ms)` builds the
-    /// body a DSP receives; `tmax_ms` is that DSP's own remaining time.
+    /// Calls every DSP in `dsps` that admits a request with these `traits` at once and returns
+    /// what each one did by its deadline: `min(auction_deadline, start + dsp.timeout)`.
+    /// `render(tmax_ms)` builds the body a DSP receives; `tmax_ms` is that DSP's own remaining
+    /// time.
     pub async fn call_all<'d>(
         &self,
         auction_id: &str,
         dsps: &'d [Arc<Dsp>],
+        traits: &RequestTraits<'_>,
         start: Instant,
         auction_deadline: Instant,
         render: impl Fn(u32) -> Bytes,
@@ -161,10 +176,17 @@ impl FanOut {
         let calls = dsps.iter().map(|dsp| {
             let deadline = auction_deadline.min(start + dsp.timeout);
             let wait_until = deadline.checked_sub(self.timer_slack).unwrap_or(deadline);
-            let permit = dsp.in_flight.clone().try_acquire_owned();
+            // Decided once per auction and DSP, before anything is sent: targeting and the QPS
+            // cap first, so a DSP that is skipped for them holds no in-flight slot.
+            let permit = dsp.gate.admit(traits).and_then(|()| {
+                dsp.in_flight
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| Skip::InFlight)
+            });
             let remaining = wait_until.saturating_duration_since(now);
             let prepared = match permit {
-                Err(_) => Err(CallOutcome::Throttled),
+                Err(skip) => Err(CallOutcome::Skipped(skip)),
                 Ok(_) if remaining.is_zero() => Err(CallOutcome::TimedOut),
                 Ok(permit) => {
                     // A DSP told "0 ms" would drop the request; 1 ms is the honest floor.
@@ -177,9 +199,12 @@ impl FanOut {
             let outcome = async move {
                 let (permit, body) = match prepared {
                     Ok(p) => p,
-                    Err(CallOutcome::Throttled) => {
-                        dsp.metrics.throttled.increment(1);
-                        return CallOutcome::Throttled;
+                    Err(CallOutcome::Skipped(skip)) => {
+                        dsp.metrics.skipped(skip);
+                        if skip == Skip::InFlight {
+                            dsp.metrics.throttled.increment(1);
+                        }
+                        return CallOutcome::Skipped(skip);
                     }
                     Err(outcome) => {
                         dsp.metrics.timeouts.increment(1);

@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod config;
+pub mod dsp_filter;
 pub mod fanout;
 pub mod listen;
 pub mod metrics;

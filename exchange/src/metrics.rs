@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+use crate::dsp_filter::Skip;
 use crate::Error;
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -156,6 +157,8 @@ pub struct DspMetrics {
     pub timeouts: Counter,
     pub errors: Counter,
     pub throttled: Counter,
+    /// `exchange_dsp_skipped_total{reason}`, in the order of `Skip::ALL`.
+    skipped: [Counter; 3],
     pub late_answers: Counter,
     /// Late calls that had not answered when their grace period ended.
     pub late_unanswered: Counter,
@@ -177,6 +180,12 @@ impl DspMetrics {
             timeouts: registry.counter("exchange_dsp_timeouts_total", &dsp),
             errors: registry.counter("exchange_dsp_errors_total", &dsp),
             throttled: registry.counter("exchange_dsp_throttled_total", &dsp),
+            skipped: Skip::ALL.map(|r| {
+                registry.counter(
+                    "exchange_dsp_skipped_total",
+                    &[("dsp", name), ("reason", r.label())],
+                )
+            }),
             late_answers: registry.counter("exchange_dsp_late_answers_total", &dsp),
             late_unanswered: registry.counter("exchange_dsp_late_unanswered_total", &dsp),
             late_seconds: registry.histogram("exchange_dsp_late_by_seconds", &dsp),
@@ -212,6 +221,14 @@ impl DspMetrics {
     pub fn lost(&self, reason: auction::LossReason) {
         if let Some(i) = auction::LossReason::ALL.iter().position(|r| *r == reason) {
             self.lost[i].increment(1);
+        }
+    }
+
+    /// A call not made for this auction, by reason.
+    pub fn skipped(&self, reason: Skip) {
+        // `skipped` is built from Skip::ALL in the same order, so the position always exists.
+        if let Some(i) = Skip::ALL.iter().position(|r| *r == reason) {
+            self.skipped[i].increment(1);
         }
     }
 

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::fanout::{http_client, Dsp, FanOut};
 use crate::metrics::{AuctionOutcome, Registry, ServerMetrics};
+use crate::notices::guard::HostGuard;
 use crate::notices::{Notice, NoticeKind, Notifier};
 use crate::overload::Governor;
 use crate::tracking::{EventSink, TrackingMetrics};
@@ -74,6 +75,11 @@ impl App {
             config.notices.max_in_flight,
             Duration::from_millis(config.notices.timeout_ms),
             metrics.notices_dropped.clone(),
+            HostGuard::new(
+                dsps.iter().filter_map(|d| d.uri.host()),
+                &config.notices.allow_hosts,
+                Duration::from_millis(config.notices.timeout_ms),
+            ),
         ));
 
         let (tracker_config, random_key) = config.tracker_config(local)?;

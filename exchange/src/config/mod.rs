@@ -290,6 +290,10 @@ pub struct NoticeConfig {
     /// Notice calls in flight at once across all DSPs; past it notices are dropped and
     /// counted rather than queued without bound. Default 4 096.
     pub max_in_flight: usize,
+    /// Hosts a notice may reach even when they are or resolve to a loopback, private,
+    /// link-local or unspecified address, written as in the notice URL (no port). The host
+    /// of every configured DSP endpoint is allowed without being listed. Default empty.
+    pub allow_hosts: Vec<String>,
 }
 
 impl Default for NoticeConfig {
@@ -297,6 +301,7 @@ impl Default for NoticeConfig {
         Self {
             timeout_ms: 2_000,
             max_in_flight: 4_096,
+            allow_hosts: Vec::new(),
         }
     }
 }
@@ -325,6 +330,25 @@ pub struct DspConfig {
     /// A disabled DSP stays configured but gets no traffic. Default true.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Calls per second at most (GCRA, bursts of up to one second's worth); over it the DSP
+    /// is skipped for that auction and the skip is counted. Default none (no cap).
+    #[serde(default)]
+    pub qps: Option<u32>,
+    /// Called only for requests with an imp of one of these: `banner`, `video`, `audio`,
+    /// `native`. Default empty: any.
+    #[serde(default)]
+    pub media_types: Vec<String>,
+    /// Called only for requests from one of these: `site`, `app`, `dooh`. Default empty: any.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Called only for requests whose `device.geo.country` is one of these ISO-3166 alpha-3
+    /// codes; a request without a country does not match. Default empty: any.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Called only for requests whose `device.devicetype` is one of these OpenRTB codes; a
+    /// request without one does not match. Default empty: any.
+    #[serde(default)]
+    pub device_types: Vec<i32>,
 }
 
 fn default_dsp_max_in_flight() -> usize {
@@ -348,6 +372,11 @@ impl DspConfig {
             loss_notices: true,
             loss_notice_sample: 1.0,
             enabled: true,
+            qps: None,
+            media_types: Vec::new(),
+            channels: Vec::new(),
+            countries: Vec::new(),
+            device_types: Vec::new(),
         }
     }
 }

@@ -78,6 +78,11 @@ impl Config {
         if self.notices.max_in_flight == 0 {
             errors.push("notices.max_in_flight must be above 0".to_owned());
         }
+        for host in &self.notices.allow_hosts {
+            if let Err(e) = crate::notices::guard::check_allowed_host(host) {
+                errors.push(format!("notices.allow_hosts: {host:?} {e}"));
+            }
+        }
     }
 
     fn validate_dsps(&self, errors: &mut Vec<String>) {
@@ -107,6 +112,9 @@ impl Config {
             }
             if dsp.max_in_flight == 0 {
                 errors.push(format!("{at}: max_in_flight must be above 0"));
+            }
+            if let Err(problems) = crate::dsp_filter::Gate::from_config(dsp) {
+                errors.extend(problems.into_iter().map(|p| format!("{at}: {p}")));
             }
             if !(0.0..=1.0).contains(&dsp.loss_notice_sample) {
                 errors.push(format!(
@@ -306,6 +314,42 @@ mod tests {
         Config::from_toml("[auction]\ndsp_timeout_ms = 30\ntimer_slack_ms = 0\n")
             .and_then(|c| c.validate())
             .unwrap();
+    }
+
+    #[test]
+    fn traffic_control_and_notice_keys_are_checked_with_the_rest() {
+        let e = errors(
+            r#"
+            [auction]
+            currency = "usd"
+            [notices]
+            allow_hosts = ["metadata.internal", "http://10.0.0.1:80"]
+            [[dsp]]
+            name = "a"
+            url = "http://127.0.0.1:1/bid"
+            qps = 0
+            [[dsp]]
+            name = "b"
+            url = "http://127.0.0.1:2/bid"
+            qps = 100
+            media_types = ["banner", "vidoe"]
+            channels = ["web"]
+            countries = ["FR", "DEU"]
+            device_types = [2, 4]
+            "#,
+        );
+        assert_eq!(e.len(), 6, "{e:#?}");
+        let all = e.join("\n");
+        for needle in [
+            "auction.currency",
+            "notices.allow_hosts: \"http://10.0.0.1:80\"",
+            "dsp[0] (\"a\"): qps must be above 0",
+            "dsp[1] (\"b\"): media_types: unknown \"vidoe\"",
+            "dsp[1] (\"b\"): channels: unknown \"web\"",
+            "dsp[1] (\"b\"): countries: \"FR\"",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use openrtb::forward::Outbound;
 use openrtb::response::Expect;
 use tokio::time::Instant;
 
+use crate::dsp_filter::RequestTraits;
 use crate::metrics::AuctionOutcome;
 use crate::server::{error, json as json_response, no_bid, App, Body};
 use crate::tracking;
@@ -46,9 +47,10 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
 
     // Fanned out: each DSP's body is the publisher's bytes with the exchange's fields.
     let outbound = Outbound::new(body, &req, plan.at.to_openrtb() as u8, &cfg.currency);
+    let traits = RequestTraits::of(&req);
     let calls = app
         .fanout
-        .call_all(&req.id, &app.dsps, start, plan.deadline, |tmax| {
+        .call_all(&req.id, &app.dsps, &traits, start, plan.deadline, |tmax| {
             let mut out = Vec::with_capacity(outbound.len_hint() + 8);
             outbound.render(tmax, &mut out);
             Bytes::from(out)

@@ -1,5 +1,8 @@
 //! Win and loss notices: fired after the publisher has its answer, bounded in number and
-//! in time, never retried (a notice is a courtesy; billing is the impression's job).
+//! in time, never retried (a notice is a courtesy; billing is the impression's job). Every
+//! URL passes the address rule of `guard.rs` first.
+
+pub mod guard;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::Semaphore;
 
 use crate::fanout::{Dsp, HttpClient};
+use guard::{HostGuard, Refusal};
 
 /// What kind of notice a URL is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +47,7 @@ pub struct Notifier {
     capacity: u32,
     timeout: Duration,
     dropped: metrics::Counter,
+    guard: Arc<HostGuard>,
 }
 
 impl Notifier {
@@ -51,6 +56,7 @@ impl Notifier {
         max_in_flight: usize,
         timeout: Duration,
         dropped: metrics::Counter,
+        guard: HostGuard,
     ) -> Self {
         // A semaphore's permits are counted in u32 for acquire_many; clamp so that drain()
         // can always ask for all of them.
@@ -63,6 +69,7 @@ impl Notifier {
             capacity,
             timeout,
             dropped,
+            guard: Arc::new(guard),
         }
     }
 
@@ -82,6 +89,11 @@ impl Notifier {
                     continue;
                 }
             };
+            if let Err(why) = HostGuard::check_scheme(&uri) {
+                refused(&notice, &why);
+                continue;
+            }
+            // The client speaks plain HTTP only until outbound TLS lands.
             if uri.scheme_str() != Some("http") {
                 notice
                     .dsp
@@ -91,12 +103,28 @@ impl Notifier {
             }
             let client = self.client.clone();
             let timeout = self.timeout;
+            let guard = self.guard.clone();
             tokio::spawn(async move {
-                let result = tokio::time::timeout(timeout, get(client, uri)).await;
+                // Resolving the host may take a while: it happens here, after the answer,
+                // inside the notice's own timeout.
+                let result = tokio::time::timeout(timeout, async {
+                    guard.check_host(&uri).await?;
+                    Ok::<_, Refusal>(get(client, uri).await)
+                })
+                .await;
                 let label = match result {
-                    Ok(Ok(status)) if (200..400).contains(&status) => "ok",
-                    Ok(Ok(_)) => "bad_status",
-                    Ok(Err(())) => "error",
+                    Ok(Ok(Ok(status))) if (200..400).contains(&status) => "ok",
+                    Ok(Ok(Ok(_))) => "bad_status",
+                    Ok(Ok(Err(()))) => "error",
+                    Ok(Err(why @ Refusal::Unresolved(_))) => {
+                        tracing::debug!(dsp = %notice.dsp.name, kind = notice.kind.label(), "notice not sent: {why}");
+                        "error"
+                    }
+                    Ok(Err(why)) => {
+                        refused(&notice, &why);
+                        drop(permit);
+                        return;
+                    }
                     Err(_) => "timeout",
                 };
                 notice.dsp.metrics.notice(notice.kind.label(), label);
@@ -112,6 +140,16 @@ impl Notifier {
             tracing::warn!("shutdown: notices still in flight after {limit:?}, leaving them");
         }
     }
+}
+
+/// Counts and logs a notice the address rule kept from being called.
+fn refused(notice: &Notice, why: &Refusal) {
+    notice.dsp.metrics.notice(notice.kind.label(), "refused");
+    tracing::debug!(
+        dsp = %notice.dsp.name,
+        kind = notice.kind.label(),
+        "notice refused: {why}"
+    );
 }
 
 async fn get(client: HttpClient, uri: Uri) -> Result<u16, ()> {
