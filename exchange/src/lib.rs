@@ -7,6 +7,7 @@
 //! `openrtb`.
 
 mod admin;
+pub mod breaker;
 pub mod config;
 pub mod dsp_filter;
 pub mod fanout;
