@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod notices;
 mod overload;
 mod pipeline;
+pub mod readiness;
 pub mod server;
 mod tracking;
 
