@@ -154,7 +154,6 @@ impl Breaker {
     }
 
     /// Whether a call may go out at `now`: `Err(())` while open and no probe is due.
-    #[allow(clippy::result_unit_err)]
     pub fn admit(&self, now: Instant) -> (Result<Admission, ()>, Option<Change>) {
         if !self.open.load(Ordering::Acquire) {
             return (Ok(Admission::Normal), None);

@@ -120,7 +120,8 @@ pub enum CallOutcome {
     Failed(CallError),
     /// The deadline passed first; the call may still finish in the background.
     TimedOut,
-    /// The DSP was not called: not targeted, over its QPS cap, or already at `max_in_flight`.
+    /// The DSP was not called: not targeted, circuit open, over its QPS cap, or already at
+    /// `max_in_flight`.
     Skipped(Skip),
 }
 
