@@ -1,5 +1,6 @@
 //! Which DSPs an auction calls: per-DSP targeting (media types, channels, countries, device
-//! types) and the QPS cap, decided once per auction per DSP before the fan-out.
+//! types), the circuit breaker and the QPS cap, decided once per auction per DSP before the
+//! fan-out.
 //!
 //! The request is summarised once ([`RequestTraits::of`]) into bit sets and borrowed strings,
 //! so each DSP's decision is a few integer tests and at most one short slice scan: nothing is
@@ -9,7 +10,9 @@ use std::num::NonZeroU32;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use openrtb::request::BidRequest;
+use tokio::time::Instant;
 
+use crate::breaker::{Admission, Breaker, BreakerSettings, Change};
 use crate::config::DspConfig;
 
 /// Why a DSP was not called for an auction, as counted in
@@ -22,16 +25,24 @@ pub enum Skip {
     Qps,
     /// The DSP already had `max_in_flight` calls running.
     InFlight,
+    /// The DSP's circuit breaker is open and no probe was due.
+    CircuitOpen,
 }
 
 impl Skip {
-    pub const ALL: [Skip; 3] = [Skip::Targeting, Skip::Qps, Skip::InFlight];
+    pub const ALL: [Skip; 4] = [
+        Skip::Targeting,
+        Skip::Qps,
+        Skip::InFlight,
+        Skip::CircuitOpen,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Skip::Targeting => "targeting",
             Skip::Qps => "qps",
             Skip::InFlight => "in_flight",
+            Skip::CircuitOpen => "circuit_open",
         }
     }
 }
@@ -144,9 +155,11 @@ fn bits(names: &[String], table: &[(&str, u8)], key: &str, errors: &mut Vec<Stri
     set
 }
 
-/// A DSP's admission rules: targeting first (it costs no token), then the QPS cap.
+/// A DSP's admission rules: targeting first (it costs no token), then the circuit breaker,
+/// then the QPS cap (so a DSP that is not called spends no token).
 pub struct Gate {
     targeting: Targeting,
+    breaker: Option<Breaker>,
     /// GCRA with a burst of one second's worth of calls.
     limiter: Option<DefaultDirectRateLimiter>,
 }
@@ -158,25 +171,51 @@ impl Gate {
             Some(Some(qps)) => Ok(Some(RateLimiter::direct(Quota::per_second(qps)))),
             Some(None) => Err("qps must be above 0".to_owned()),
         };
-        match (Targeting::from_config(dsp), limiter) {
-            (Ok(targeting), Ok(limiter)) => Ok(Gate { targeting, limiter }),
-            (targeting, limiter) => {
+        match (
+            Targeting::from_config(dsp),
+            BreakerSettings::from_config(dsp),
+            limiter,
+        ) {
+            (Ok(targeting), Ok(breaker), Ok(limiter)) => Ok(Gate {
+                targeting,
+                breaker: breaker.map(Breaker::new),
+                limiter,
+            }),
+            (targeting, breaker, limiter) => {
                 let mut errors = targeting.err().unwrap_or_default();
+                errors.extend(breaker.err().unwrap_or_default());
                 errors.extend(limiter.err());
                 Err(errors)
             }
         }
     }
 
-    /// Whether this DSP is called for a request with these traits.
-    pub fn admit(&self, request: &RequestTraits<'_>) -> Result<(), Skip> {
+    /// Whether this DSP is called at `now` for a request with these traits, and how; the
+    /// breaker's change of state, if letting a probe through made one.
+    pub fn admit(
+        &self,
+        request: &RequestTraits<'_>,
+        now: Instant,
+    ) -> (Result<Admission, Skip>, Option<Change>) {
         if !self.targeting.matches(request) {
-            return Err(Skip::Targeting);
+            return (Err(Skip::Targeting), None);
         }
+        let (admission, change) = match &self.breaker {
+            Some(breaker) => match breaker.admit(now) {
+                (Ok(admission), change) => (admission, change),
+                (Err(()), change) => return (Err(Skip::CircuitOpen), change),
+            },
+            None => (Admission::Normal, None),
+        };
         match &self.limiter {
-            Some(limiter) if limiter.check().is_err() => Err(Skip::Qps),
-            _ => Ok(()),
+            Some(limiter) if limiter.check().is_err() => (Err(Skip::Qps), change),
+            _ => (Ok(admission), change),
         }
+    }
+
+    /// Tells the breaker how a call that went out ended at `now` (see [`Breaker::record`]).
+    pub fn record(&self, admission: Admission, ok: bool, now: Instant) -> Option<Change> {
+        self.breaker.as_ref()?.record(admission, ok, now)
     }
 }
 
@@ -196,7 +235,9 @@ mod tests {
         let body = request.to_string();
         let req = openrtb::request::parse(body.as_bytes()).unwrap();
         let gate = Gate::from_config(&dsp(keys)).unwrap();
-        gate.admit(&RequestTraits::of(&req)).is_ok()
+        gate.admit(&RequestTraits::of(&req), Instant::now())
+            .0
+            .is_ok()
     }
 
     #[test]
@@ -261,10 +302,12 @@ mod tests {
     fn the_qps_cap_admits_one_seconds_worth_at_once() {
         let gate = Gate::from_config(&dsp("qps = 3")).unwrap();
         let traits = RequestTraits::default();
-        let admitted: Vec<_> = (0..5).map(|_| gate.admit(&traits)).collect();
+        let now = Instant::now();
+        let admitted: Vec<_> = (0..5).map(|_| gate.admit(&traits, now).0).collect();
+        let normal = Ok(Admission::Normal);
         assert_eq!(
             admitted,
-            [Ok(()), Ok(()), Ok(()), Err(Skip::Qps), Err(Skip::Qps)]
+            [normal, normal, normal, Err(Skip::Qps), Err(Skip::Qps)]
         );
     }
 }

@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::breaker::{Admission, Change};
 use crate::config::{parse_dsp_url, Config, DspConfig};
 use crate::dsp_filter::{Gate, RequestTraits, Skip};
 use crate::metrics::{DspMetrics, Registry};
@@ -86,9 +87,28 @@ impl Dsp {
     }
 }
 
-/// One DSP call of an auction: which DSP, and what became of the call.
+impl Dsp {
+    /// Tells the DSP's circuit breaker how a call that went out ended.
+    pub(crate) fn record(&self, admission: Admission, ok: bool) {
+        if let Some(change) = self.gate.record(admission, ok, Instant::now()) {
+            self.breaker_changed(change);
+        }
+    }
+
+    fn breaker_changed(&self, change: Change) {
+        self.metrics
+            .circuit_open
+            .set(if change.is_open() { 1.0 } else { 0.0 });
+        tracing::info!(dsp = %self.name, state = change.label(), "dsp circuit breaker");
+    }
+}
+
+/// One DSP call of an auction: which DSP, how it was let through, and what became of it.
 pub struct Call<'d> {
     pub dsp: &'d Arc<Dsp>,
+    /// A normal call or a probe of an open circuit; the answer's reader reports to the
+    /// breaker with it.
+    pub admission: Admission,
     pub outcome: CallOutcome,
 }
 
@@ -100,7 +120,8 @@ pub enum CallOutcome {
     Failed(CallError),
     /// The deadline passed first; the call may still finish in the background.
     TimedOut,
-    /// The DSP was not called: not targeted, over its QPS cap, or already at `max_in_flight`.
+    /// The DSP was not called: not targeted, circuit open, over its QPS cap, or already at
+    /// `max_in_flight`.
     Skipped(Skip),
 }
 
@@ -176,9 +197,15 @@ impl FanOut {
         let calls = dsps.iter().map(|dsp| {
             let deadline = auction_deadline.min(start + dsp.timeout);
             let wait_until = deadline.checked_sub(self.timer_slack).unwrap_or(deadline);
-            // Decided once per auction and DSP, before anything is sent: targeting and the QPS
-            // cap first, so a DSP that is skipped for them holds no in-flight slot.
-            let permit = dsp.gate.admit(traits).and_then(|()| {
+            // Decided once per auction and DSP, before anything is sent: targeting, the
+            // breaker and the QPS cap first, so a DSP that is skipped for them holds no
+            // in-flight slot.
+            let (admitted, change) = dsp.gate.admit(traits, now);
+            if let Some(change) = change {
+                dsp.breaker_changed(change);
+            }
+            let admission = admitted.unwrap_or_default();
+            let permit = admitted.and_then(|_| {
                 dsp.in_flight
                     .clone()
                     .try_acquire_owned()
@@ -224,8 +251,10 @@ impl FanOut {
                         drop(permit);
                         dsp.metrics.latency_seconds.record(sent.elapsed().as_secs_f64());
                         match result {
+                            // Reported to the breaker once read (`pipeline::offers`).
                             Ok((status, body)) => CallOutcome::Answered { status, body },
                             Err(e) => {
+                                dsp.record(admission, false);
                                 dsp.metrics.errors.increment(1);
                                 tracing::debug!(dsp = %dsp.name, error = %e, "dsp call failed");
                                 CallOutcome::Failed(e)
@@ -233,6 +262,9 @@ impl FanOut {
                         }
                     }
                     _ = tokio::time::sleep_until(wait_until) => {
+                        // A failure now, whether it later answers late or is abandoned: a
+                        // hanging DSP opens its breaker at the pace of its deadlines.
+                        dsp.record(admission, false);
                         dsp.metrics.timeouts.increment(1);
                         self.finish_late(dsp.clone(), auction_id, call, wait_until, permit);
                         CallOutcome::TimedOut
@@ -242,6 +274,7 @@ impl FanOut {
             async move {
                 Call {
                     dsp,
+                    admission,
                     outcome: outcome.await,
                 }
             }

@@ -7,6 +7,7 @@
 //! `openrtb`.
 
 mod admin;
+pub mod breaker;
 pub mod config;
 pub mod dsp_filter;
 pub mod fanout;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod notices;
 mod overload;
 mod pipeline;
+pub mod readiness;
 pub mod server;
 mod tracking;
 

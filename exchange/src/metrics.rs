@@ -158,7 +158,9 @@ pub struct DspMetrics {
     pub errors: Counter,
     pub throttled: Counter,
     /// `exchange_dsp_skipped_total{reason}`, in the order of `Skip::ALL`.
-    skipped: [Counter; 3],
+    skipped: [Counter; 4],
+    /// `exchange_dsp_circuit_open`: 1 while the breaker lets only probes through.
+    pub circuit_open: Gauge,
     pub late_answers: Counter,
     /// Late calls that had not answered when their grace period ended.
     pub late_unanswered: Counter,
@@ -186,6 +188,11 @@ impl DspMetrics {
                     &[("dsp", name), ("reason", r.label())],
                 )
             }),
+            circuit_open: {
+                let gauge = registry.gauge("exchange_dsp_circuit_open", &dsp);
+                gauge.set(0.0);
+                gauge
+            },
             late_answers: registry.counter("exchange_dsp_late_answers_total", &dsp),
             late_unanswered: registry.counter("exchange_dsp_late_unanswered_total", &dsp),
             late_seconds: registry.histogram("exchange_dsp_late_by_seconds", &dsp),

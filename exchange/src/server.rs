@@ -22,6 +22,7 @@ use crate::metrics::{AuctionOutcome, Registry, ServerMetrics};
 use crate::notices::guard::HostGuard;
 use crate::notices::{Notice, NoticeKind, Notifier};
 use crate::overload::Governor;
+use crate::readiness::Readiness;
 use crate::tracking::{EventSink, TrackingMetrics};
 use crate::Error;
 
@@ -39,6 +40,8 @@ pub(crate) struct App {
     pub tracker: impressions::Tracker,
     pub events: EventSink,
     pub registry: Registry,
+    /// `GET /readyz`.
+    pub readiness: Readiness,
     tracking_metrics: TrackingMetrics,
     in_flight: Arc<AtomicUsize>,
     governor: Arc<Governor>,
@@ -111,6 +114,10 @@ impl App {
             increment: money::CpmMicros::from_cpm(config.auction.price_increment)
                 .unwrap_or(money::CpmMicros::ZERO),
         };
+        let readiness = Readiness::new(
+            config.redis.url.as_deref(),
+            Duration::from_millis(config.tracking.redis_timeout_ms),
+        )?;
         let governor = Arc::new(Governor::new(
             &config.overload,
             config.server.max_in_flight_auctions,
@@ -128,6 +135,7 @@ impl App {
             events,
             tracking_metrics: TrackingMetrics::new(&registry),
             registry,
+            readiness,
             in_flight: Arc::new(AtomicUsize::new(0)),
             governor,
             epoch: Instant::now(),
@@ -238,6 +246,8 @@ pub async fn run(
         })
     };
 
+    // Start-up is over. Warming the DSP pools, when it runs, ends before this.
+    app.readiness.mark_started();
     let serving = app.clone();
     let graceful = crate::listen::serve(listener, limits, shutdown, move || {
         let app = serving.clone();
@@ -294,6 +304,7 @@ async fn handle(app: &App, conn: &Connection, req: Request<Incoming>) -> Respons
             response
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => ready(app).await,
         (&Method::GET, "/event/imp") => {
             crate::tracking::impression(&app.tracker, &app.tracking_metrics, &req).await
         }
@@ -310,9 +321,25 @@ async fn handle(app: &App, conn: &Connection, req: Request<Incoming>) -> Respons
             r
         }
         (_, "/openrtb2/auction") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST", ""),
-        (_, "/healthz" | "/metrics") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET", ""),
+        (_, "/healthz" | "/readyz" | "/metrics") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "use GET", "")
+        }
         _ => error(StatusCode::NOT_FOUND, "no such endpoint", ""),
     }
+}
+
+/// 200 `{"ready":true}`, or 503 `{"ready":false,"not_ready":[...]}` naming what is not.
+async fn ready(app: &App) -> Response<Body> {
+    let not_ready = app.readiness.not_ready().await;
+    let (status, body) = if not_ready.is_empty() {
+        (StatusCode::OK, serde_json::json!({"ready": true}))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"ready": false, "not_ready": not_ready}),
+        )
+    };
+    json(status, body.to_string().into_bytes())
 }
 
 async fn auction(app: &App, start: Instant, req: Request<Incoming>) -> Response<Body> {

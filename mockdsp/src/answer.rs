@@ -126,7 +126,8 @@ pub(crate) fn answer<R: Rng + ?Sized>(
         .and_then(|r| r.get("id")?.as_str())
         .unwrap_or("");
 
-    match &settings.behavior {
+    let behavior = settings.behavior();
+    match &behavior {
         Behavior::NoBid204 => {
             Counters::bump(&counters.no_bids, 1);
             Answer::no_content()
@@ -169,7 +170,7 @@ pub(crate) fn answer<R: Rng + ?Sized>(
                     "request is not a JSON object",
                 );
             };
-            let always = !matches!(settings.behavior, Behavior::Bid);
+            let always = !matches!(behavior, Behavior::Bid);
             let bids = make_bids(settings, request, bid_seq, always, rng);
             if bids.is_empty() {
                 Counters::bump(&counters.no_bids, 1);
@@ -177,7 +178,7 @@ pub(crate) fn answer<R: Rng + ?Sized>(
             }
             Counters::bump(&counters.bids_sent, bids.len() as u64);
             let wrong_id;
-            let id = if matches!(settings.behavior, Behavior::WrongId) {
+            let id = if matches!(behavior, Behavior::WrongId) {
                 wrong_id = format!("{request_id}-not-this-one");
                 wrong_id.as_str()
             } else {
@@ -199,7 +200,7 @@ pub(crate) fn answer<R: Rng + ?Sized>(
             // Serializing plain structs of strings and finite numbers into a Vec cannot fail;
             // an empty body would still be a counted, visible failure on the exchange side.
             let body = serde_json::to_vec(&response).unwrap_or_default();
-            if matches!(settings.behavior, Behavior::Trickle) {
+            if matches!(behavior, Behavior::Trickle) {
                 Answer::Trickle(Bytes::from(body))
             } else {
                 Answer::json(StatusCode::OK, body)

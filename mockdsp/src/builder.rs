@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
 use tokio::net::TcpListener;
 
 use crate::config::{Behavior, Latency, Price};
 use crate::handle::MockDspHandle;
-use crate::settings::{base_url, NoticeUrls, Settings};
+use crate::settings::{base_url, check_behavior, NoticeUrls, Settings};
 use crate::Error;
 
 /// How many request bodies and notices a mock keeps by default.
@@ -208,11 +207,7 @@ impl MockDspBuilder {
                 self.bid_probability
             )));
         }
-        if let Behavior::Status(code) = self.behavior {
-            if !(200..=599).contains(&code) || StatusCode::from_u16(code).is_err() {
-                return Err(invalid(format!("status must be in 200..=599, got {code}")));
-            }
-        }
+        check_behavior(&self.behavior).map_err(invalid)?;
         if self.trickle_every.is_zero() {
             return Err(invalid("trickle interval must be above zero".to_owned()));
         }
@@ -232,7 +227,7 @@ impl MockDspBuilder {
         let base = base_url(addr);
         let name = self.name;
         let settings = Settings {
-            behavior: self.behavior,
+            behavior: std::sync::RwLock::new(self.behavior),
             price: self.price,
             bid_probability: self.bid_probability,
             latency: self.latency,

@@ -9,9 +9,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::config::Behavior;
+use crate::error::Error;
 use crate::record::{MockDspStats, Notice};
 use crate::server::{self, Shared};
-use crate::settings::Settings;
+use crate::settings::{check_behavior, Settings};
 
 /// A running mock DSP. Dropping it stops the mock too (without waiting); [`Self::shutdown`]
 /// stops it and waits until every connection is closed.
@@ -81,6 +83,17 @@ impl MockDspHandle {
         self.shared.recorder.notices.snapshot()
     }
 
+    /// Switches how the mock answers `/bid` from the next request on (calls already waiting,
+    /// such as a `Hang`, keep their answer). Refused like the builder refuses it.
+    pub fn set_behavior(&self, behavior: Behavior) -> Result<(), Error> {
+        check_behavior(&behavior).map_err(|reason| Error::InvalidConfig {
+            name: self.name().to_owned(),
+            reason,
+        })?;
+        self.shared.settings.set_behavior(behavior);
+        Ok(())
+    }
+
     /// Forgets the recorded bodies and notices (counters keep counting).
     pub fn clear(&self) {
         self.shared.recorder.received.clear();
@@ -109,7 +122,7 @@ impl std::fmt::Debug for MockDspHandle {
         f.debug_struct("MockDspHandle")
             .field("name", &self.name())
             .field("url", &self.url)
-            .field("behavior", &self.shared.settings.behavior)
+            .field("behavior", &self.shared.settings.behavior())
             .finish()
     }
 }

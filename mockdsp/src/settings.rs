@@ -1,6 +1,7 @@
 //! A mock's validated configuration, as the server reads it on every request.
 
 use std::net::SocketAddr;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::config::{Behavior, Latency, Price};
@@ -28,11 +29,12 @@ impl NoticeUrls {
     }
 }
 
-/// Everything a running mock needs to answer, fixed at start.
+/// Everything a running mock needs to answer, fixed at start but for the behaviour, which
+/// the handle can switch (`MockDspHandle::set_behavior`).
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) name: String,
-    pub(crate) behavior: Behavior,
+    pub(crate) behavior: RwLock<Behavior>,
     pub(crate) price: Price,
     pub(crate) bid_probability: f64,
     pub(crate) latency: Latency,
@@ -47,6 +49,34 @@ pub(crate) struct Settings {
     pub(crate) notice_urls: Option<NoticeUrls>,
     pub(crate) trickle_every: Duration,
     pub(crate) max_body_bytes: usize,
+}
+
+impl Settings {
+    /// The behaviour in force now (a clone: `Custom` is an `Arc`).
+    pub(crate) fn behavior(&self) -> Behavior {
+        // Only ever replaced whole, so a poisoned lock still holds a valid value.
+        self.behavior
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_behavior(&self, behavior: Behavior) {
+        *self
+            .behavior
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = behavior;
+    }
+}
+
+/// A `Behavior::Status` code must be a real status between 200 and 599.
+pub(crate) fn check_behavior(behavior: &Behavior) -> Result<(), String> {
+    if let Behavior::Status(code) = *behavior {
+        if !(200..=599).contains(&code) || http::StatusCode::from_u16(code).is_err() {
+            return Err(format!("status must be in 200..=599, got {code}"));
+        }
+    }
+    Ok(())
 }
 
 /// `http://ip:port` for a bound address; an unspecified bind address (0.0.0.0, ::) is reached

@@ -349,6 +349,50 @@ pub struct DspConfig {
     /// request without one does not match. Default empty: any.
     #[serde(default)]
     pub device_types: Vec<i32>,
+    /// The circuit breaker: past `breaker_failure_ratio` failed calls (timeouts, transport
+    /// errors, statuses other than 200/204, unreadable answers) among at least
+    /// `breaker_min_calls` over the last `breaker_window_ms`, the DSP gets only probe calls.
+    /// Default true.
+    #[serde(default = "yes")]
+    pub breaker: bool,
+    /// The sliding window the failure ratio is taken over. Default 1 000.
+    #[serde(default = "default_breaker_window_ms")]
+    pub breaker_window_ms: u64,
+    /// Calls in the window below which the breaker never opens. Default 20.
+    #[serde(default = "default_breaker_min_calls")]
+    pub breaker_min_calls: u32,
+    /// Failed share of the window's calls that opens the breaker, above 0.0 and at most 1.0.
+    /// Default 0.5.
+    #[serde(default = "half")]
+    pub breaker_failure_ratio: f64,
+    /// Time from opening (or a failed probe) to the first probe. Default 1 000.
+    #[serde(default = "default_breaker_open_ms")]
+    pub breaker_open_ms: u64,
+    /// At most one probe call per this many ms while open. Default 100.
+    #[serde(default = "default_breaker_probe_every_ms")]
+    pub breaker_probe_every_ms: u64,
+    /// Successful probes in a row that close the breaker again. Default 3.
+    #[serde(default = "default_breaker_close_after")]
+    pub breaker_close_after: u32,
+}
+
+fn default_breaker_window_ms() -> u64 {
+    1000
+}
+fn default_breaker_min_calls() -> u32 {
+    20
+}
+fn half() -> f64 {
+    0.5
+}
+fn default_breaker_open_ms() -> u64 {
+    1000
+}
+fn default_breaker_probe_every_ms() -> u64 {
+    100
+}
+fn default_breaker_close_after() -> u32 {
+    3
 }
 
 fn default_dsp_max_in_flight() -> usize {
@@ -377,6 +421,13 @@ impl DspConfig {
             channels: Vec::new(),
             countries: Vec::new(),
             device_types: Vec::new(),
+            breaker: true,
+            breaker_window_ms: default_breaker_window_ms(),
+            breaker_min_calls: default_breaker_min_calls(),
+            breaker_failure_ratio: half(),
+            breaker_open_ms: default_breaker_open_ms(),
+            breaker_probe_every_ms: default_breaker_probe_every_ms(),
+            breaker_close_after: default_breaker_close_after(),
         }
     }
 }

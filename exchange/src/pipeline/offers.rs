@@ -34,6 +34,8 @@ pub(crate) fn read<'d, 'b>(
         };
         let dsp = call.dsp;
         let answer = read_answer(*status, body, expect);
+        // A bad status or an unreadable answer counts against the DSP's breaker.
+        dsp.record(call.admission, !matches!(answer, Answer::Rejected(_)));
         match &answer {
             Answer::NoBid(_) => dsp.metrics.no_bids.increment(1),
             Answer::Rejected(why) => {
