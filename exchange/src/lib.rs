@@ -16,7 +16,9 @@ pub mod notices;
 mod overload;
 mod pipeline;
 pub mod server;
+pub mod tls;
 mod tracking;
+pub mod warm;
 
 mod error;
 
