@@ -1,4 +1,4 @@
-//! The DSP side: one pooled HTTP client, the per-DSP state, and the parallel fan-out under
+//! The DSP side: the pooled HTTP(S) clients, the per-DSP state, and the parallel fan-out under
 //! one deadline per auction.
 //!
 //! A DSP call that misses its deadline is not dropped: hyper closes an HTTP/1.1 connection
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use http::{header, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -20,26 +21,80 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::breaker::{Admission, Change};
-use crate::config::{parse_dsp_url, Config, DspConfig};
+use crate::config::{parse_dsp_url, Config, DspConfig, HttpVersion, TlsConfig};
 use crate::dsp_filter::{Gate, RequestTraits, Skip};
 use crate::metrics::{DspMetrics, Registry};
 use crate::Error;
 
-/// The client every outbound call (bids and notices) goes through.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// A pooled client: hyper-util's, which does about 30% more DSP calls per core than reqwest,
+/// over a rustls connector that speaks `http://` and `https://`.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Builds the pooled keep-alive client. TCP_NODELAY because a bid request is one small
-/// write that must not wait for Nagle.
-pub fn http_client() -> HttpClient {
+/// One client per HTTP version a DSP may be spoken to in (`[[dsp]] http`), each with its own
+/// keep-alive pool, all trusting the same roots. Notices go through `auto`.
+#[derive(Clone)]
+pub struct HttpClients {
+    pub auto: HttpClient,
+    pub http1: HttpClient,
+    pub http2: HttpClient,
+}
+
+impl HttpClients {
+    /// The three clients, trusting what `tls` says (see `crate::tls::client_config`).
+    pub fn new(tls: &TlsConfig) -> Result<Self, Error> {
+        let tls = crate::tls::client_config(tls)?;
+        Ok(Self {
+            auto: http_client_with(&tls, HttpVersion::Auto),
+            http1: http_client_with(&tls, HttpVersion::Http1),
+            http2: http_client_with(&tls, HttpVersion::Http2),
+        })
+    }
+
+    /// The client of DSPs spoken to in `version`.
+    pub fn get(&self, version: HttpVersion) -> &HttpClient {
+        match version {
+            HttpVersion::Auto => &self.auto,
+            HttpVersion::Http1 => &self.http1,
+            HttpVersion::Http2 => &self.http2,
+        }
+    }
+}
+
+/// A client that trusts the bundled web roots only, HTTP/2 where ALPN offers it.
+pub fn http_client() -> Result<HttpClient, Error> {
+    Ok(http_client_with(
+        &crate::tls::client_config(&TlsConfig::default())?,
+        HttpVersion::Auto,
+    ))
+}
+
+/// Builds the pooled keep-alive client for one HTTP version. TCP_NODELAY because a bid
+/// request is one small write that must not wait for Nagle. `auto` offers `h2` and
+/// `http/1.1` by ALPN and speaks HTTP/1.1 over plain http; `http2` over plain http is h2c
+/// with prior knowledge.
+pub fn http_client_with(tls: &rustls::ClientConfig, version: HttpVersion) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_keepalive(Some(Duration::from_secs(60)));
     connector.set_connect_timeout(Some(Duration::from_secs(1)));
-    Client::builder(TokioExecutor::new())
+    // The TLS layer above takes https URLs; the TCP connector must let them through.
+    connector.enforce_http(false);
+    let tls = HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http();
+    let connector = match version {
+        HttpVersion::Auto => tls.enable_all_versions().wrap_connector(connector),
+        HttpVersion::Http1 => tls.enable_http1().wrap_connector(connector),
+        HttpVersion::Http2 => tls.enable_http2().wrap_connector(connector),
+    };
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(4096)
-        .build(connector)
+        .http2_only(version == HttpVersion::Http2);
+    builder.build(connector)
 }
 
 /// One configured DSP, with what the hot path needs already parsed.
@@ -47,6 +102,10 @@ pub struct Dsp {
     pub index: u32,
     pub name: Arc<str>,
     pub uri: Uri,
+    /// Which of the `HttpClients` speaks to it.
+    pub http: HttpVersion,
+    /// Connections opened to it at start (`crate::warm`).
+    pub warm_connections: usize,
     pub timeout: Duration,
     pub loss_notices: bool,
     pub loss_notice_sample: f64,
@@ -77,6 +136,8 @@ impl Dsp {
             index,
             name: Arc::from(dsp.name.as_str()),
             uri,
+            http: dsp.http,
+            warm_connections: dsp.warm_connections,
             timeout: Duration::from_millis(config.dsp_timeout_ms(dsp)),
             loss_notices: dsp.loss_notices,
             loss_notice_sample: dsp.loss_notice_sample,
@@ -150,7 +211,7 @@ pub type LateHook = Arc<dyn Fn(&str, &str, u64) + Send + Sync>;
 
 /// Fan-out settings and the bound on late calls left running in the background.
 pub struct FanOut {
-    client: HttpClient,
+    clients: HttpClients,
     max_response_bytes: usize,
     late_grace: Duration,
     /// `auction.timer_slack_ms`: tokio's timers fire up to 2 ms late (measured: with a 1 ms
@@ -164,13 +225,13 @@ pub struct FanOut {
 
 impl FanOut {
     pub fn new(
-        client: HttpClient,
+        clients: HttpClients,
         config: &Config,
         late_abandoned: metrics::Counter,
         on_late: LateHook,
     ) -> Self {
         Self {
-            client,
+            clients,
             max_response_bytes: config.auction.max_response_bytes,
             late_grace: Duration::from_millis(config.auction.late_grace_ms),
             timer_slack: Duration::from_millis(config.auction.timer_slack_ms),
@@ -241,7 +302,7 @@ impl FanOut {
                 dsp.metrics.requests.increment(1);
                 let sent = Instant::now();
                 let mut call = Box::pin(call(
-                    self.client.clone(),
+                    self.clients.get(dsp.http).clone(),
                     dsp.uri.clone(),
                     body,
                     self.max_response_bytes,

@@ -18,7 +18,9 @@ mod overload;
 mod pipeline;
 pub mod readiness;
 pub mod server;
+pub mod tls;
 mod tracking;
+pub mod warm;
 
 mod error;
 

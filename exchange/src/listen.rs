@@ -1,4 +1,5 @@
-//! The accept loop: HTTP/1.1 connections on a listener, under a bound, until shutdown. The
+//! The accept loop: HTTP/1.1 connections on a listener, plain or TLS, under a bound, until
+//! shutdown. The
 //! exchange serves through it, and so does the load test's bare fan-out baseline, so the
 //! yardstick the exchange is measured against accepts and serves exactly as it does.
 
@@ -13,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 /// How long the loop backs off after a failed accept (EMFILE and friends), instead of
 /// spinning on the error.
@@ -29,11 +31,13 @@ pub struct Limits {
 
 /// Accepts connections on `listener` until `shutdown` completes, and serves each with the
 /// service `new_service` makes for it: HTTP/1.1 with keep-alive, TCP_NODELAY, at most
-/// `limits.max_connections` at once. Then it closes the listener and returns the watcher of
+/// `limits.max_connections` at once; over TLS when `tls` is given (the handshake runs in the
+/// connection's own task, under `limits.header_read_timeout`). Then it closes the listener and returns the watcher of
 /// the connections still open, for the caller to wait on (`shutdown()`) as long as it allows.
 pub async fn serve<F, S, B>(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     mut new_service: F,
 ) -> GracefulShutdown
@@ -69,19 +73,46 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), new_service());
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            // A client that goes away or sends broken HTTP is the client's business.
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            .keep_alive(true);
+        let service = new_service();
+        match &tls {
+            None => {
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    // A client that goes away or sends broken HTTP is the client's business.
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(acceptor) => {
+                let handshake = acceptor.accept(stream);
+                let timeout = limits.header_read_timeout;
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(timeout, handshake).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("tls handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     graceful

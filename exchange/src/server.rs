@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::fanout::{http_client, Dsp, FanOut};
+use crate::fanout::{Dsp, FanOut, HttpClients};
 use crate::metrics::{AuctionOutcome, Registry, ServerMetrics};
 use crate::notices::guard::HostGuard;
 use crate::notices::{Notice, NoticeKind, Notifier};
@@ -65,7 +65,7 @@ impl App {
             budget::Budgets::start(config.budget_config(), store, recorder.clone()).await?;
 
         let metrics = ServerMetrics::new(&registry);
-        let client = http_client();
+        let clients = HttpClients::new(&config.tls)?;
         let dsps = config
             .dsps
             .iter()
@@ -73,8 +73,10 @@ impl App {
             .enumerate()
             .map(|(i, d)| Dsp::from_config(i as u32, d, &config, &registry).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        // Before the first auction: the server accepts only once `start` has returned.
+        crate::warm::warm(&clients, &dsps).await;
         let notifier = Arc::new(Notifier::new(
-            client.clone(),
+            clients.auto.clone(),
             config.notices.max_in_flight,
             Duration::from_millis(config.notices.timeout_ms),
             metrics.notices_dropped.clone(),
@@ -104,7 +106,7 @@ impl App {
             registry.counter("exchange_events_dropped_total", &[]),
         );
         let fanout = FanOut::new(
-            client,
+            clients,
             &config,
             metrics.late_abandoned.clone(),
             events_for_late(&tracker, &registry),
@@ -225,6 +227,12 @@ pub async fn run(
         max_connections: config.server.max_connections,
         header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
     };
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptor)
+        .transpose()?;
     let (app, budget_sync) = App::start(config, listener.local_addr()?, registry).await?;
     let app = Arc::new(app);
     let overload_probe = app.config.overload.enabled.then(|| {
@@ -249,7 +257,7 @@ pub async fn run(
     // Start-up is over. Warming the DSP pools, when it runs, ends before this.
     app.readiness.mark_started();
     let serving = app.clone();
-    let graceful = crate::listen::serve(listener, limits, shutdown, move || {
+    let graceful = crate::listen::serve(listener, limits, tls, shutdown, move || {
         let app = serving.clone();
         let conn_state = Arc::new(Connection::default());
         service_fn(move |req| {

@@ -199,7 +199,7 @@ impl Baseline {
             source,
         })?;
         let app = Arc::new(App {
-            client: http_client(),
+            client: http_client().map_err(|e| Error::InvalidBaseline(e.to_string()))?,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             late_slots: Arc::new(Semaphore::new(config.max_late_in_flight)),
             counters: Counters::default(),
@@ -282,13 +282,19 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receive
         header_read_timeout: app.config.header_read_timeout,
     };
     let serving = Arc::clone(&app);
-    let graceful = listen::serve(listener, limits, stop_requested(&mut stopped), move || {
-        let app = Arc::clone(&serving);
-        service_fn(move |req| {
-            let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(handle(&app, req).await) }
-        })
-    })
+    let graceful = listen::serve(
+        listener,
+        limits,
+        None,
+        stop_requested(&mut stopped),
+        move || {
+            let app = Arc::clone(&serving);
+            service_fn(move |req| {
+                let app = Arc::clone(&app);
+                async move { Ok::<_, Infallible>(handle(&app, req).await) }
+            })
+        },
+    )
     .await;
     let _ = tokio::time::timeout(app.config.shutdown_grace, graceful.shutdown()).await;
 }

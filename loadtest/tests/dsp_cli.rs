@@ -89,3 +89,58 @@ async fn the_dsp_subcommand_serves_until_interrupted() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn the_dsp_subcommand_serves_https_and_writes_its_ca() {
+    let dir = std::env::temp_dir().join(format!("loadtest-dsp-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "dsp",
+            "--count",
+            "1",
+            "--base-port",
+            "0",
+            "--tls",
+            "--ca-out",
+        ])
+        .arg(&ca)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().unwrap();
+    let (name, url) = line.split_once(' ').unwrap();
+    assert_eq!(name, "dsp-1");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // The URLs are printed after the CA is written: a client trusting that file gets a bid.
+    let client = exchange::fanout::HttpClients::new(&exchange::config::TlsConfig {
+        ca_files: vec![ca.clone()],
+    })
+    .unwrap()
+    .auto;
+    let req = Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            json!({"id": "tls", "imp": [{"id": "1", "banner": {"w": 300, "h": 250}}]}).to_string(),
+        )))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(first_bid(&body)["price"], 1.5);
+    assert!(first_bid(&body)["nurl"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://127.0.0.1:"));
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,7 +6,8 @@ use tokio::net::TcpListener;
 
 use crate::config::{Behavior, Latency, Price};
 use crate::handle::MockDspHandle;
-use crate::settings::{base_url, check_behavior, NoticeUrls, Settings};
+use crate::settings::{base_url_with, check_behavior, NoticeUrls, Settings};
+use crate::tls::TestCa;
 use crate::Error;
 
 /// How many request bodies and notices a mock keeps by default.
@@ -47,6 +48,7 @@ pub struct MockDspBuilder {
     bind: String,
     trickle_every: Duration,
     record: usize,
+    tls: Option<TestCa>,
 }
 
 impl MockDspBuilder {
@@ -69,6 +71,7 @@ impl MockDspBuilder {
             bind: "127.0.0.1:0".to_owned(),
             trickle_every: Duration::from_millis(5),
             record: DEFAULT_RECORD,
+            tls: None,
         }
     }
 
@@ -193,6 +196,13 @@ impl MockDspBuilder {
         self
     }
 
+    /// Serves over HTTPS (HTTP/2 or HTTP/1.1 by ALPN) with `ca`'s loopback certificate; the
+    /// URLs it hands out (its bid URL, its notice URLs) are `https://`. Default plain HTTP/1.1.
+    pub fn tls(mut self, ca: TestCa) -> Self {
+        self.tls = Some(ca);
+        self
+    }
+
     /// Validates the configuration, binds and starts serving on the current tokio runtime.
     pub async fn start(self) -> Result<MockDspHandle, Error> {
         let invalid = |reason: String| Error::InvalidConfig {
@@ -224,7 +234,8 @@ impl MockDspBuilder {
             addr: self.bind.clone(),
             source,
         })?;
-        let base = base_url(addr);
+        let acceptor = self.tls.as_ref().map(TestCa::acceptor).transpose()?;
+        let base = base_url_with(addr, if acceptor.is_some() { "https" } else { "http" });
         let name = self.name;
         let settings = Settings {
             behavior: std::sync::RwLock::new(self.behavior),
@@ -252,6 +263,7 @@ impl MockDspBuilder {
             format!("{base}/bid"),
             settings,
             self.record,
+            acceptor,
         ))
     }
 }

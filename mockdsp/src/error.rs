@@ -25,4 +25,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The test certificate could not be made or loaded.
+    #[error("mock DSP TLS: {0}")]
+    Tls(String),
 }

@@ -32,10 +32,11 @@ impl MockDspHandle {
         url: String,
         settings: Settings,
         record: usize,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared::new(settings, record, stopped));
-        let server = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared)));
+        let server = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared), tls));
         Self {
             addr,
             url,
@@ -50,7 +51,7 @@ impl MockDspHandle {
         &self.shared.settings.name
     }
 
-    /// The bid endpoint, `http://127.0.0.1:PORT/bid`.
+    /// The bid endpoint, `http://127.0.0.1:PORT/bid` (`https://` when served over TLS).
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -1,4 +1,5 @@
-//! Mock DSPs: programmable OpenRTB bidders served over HTTP/1.1 on loopback.
+//! Mock DSPs: programmable OpenRTB bidders served over HTTP/1.1 on loopback, or over HTTPS
+//! (HTTP/2 or HTTP/1.1 by ALPN) with a [`TestCa`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mockdsp::Error> {
@@ -36,6 +37,7 @@ mod handle;
 mod record;
 mod server;
 mod settings;
+mod tls;
 
 pub use builder::{MockDsp, MockDspBuilder, DEFAULT_RECORD};
 pub use config::{Behavior, CustomFn, Latency, Price};
@@ -43,3 +45,4 @@ pub use error::Error;
 pub use fleet::MockFleet;
 pub use handle::MockDspHandle;
 pub use record::{MockDspStats, Notice, NoticeKind};
+pub use tls::TestCa;

@@ -30,6 +30,13 @@ pub struct MockDspStats {
     pub last_tmax: Option<u64>,
     /// Connections open right now.
     pub open_connections: u64,
+    /// Connections accepted since start (TLS ones once their handshake succeeded).
+    pub connections: u64,
+    /// `POST /bid` requests that came over HTTP/2.
+    pub http2_requests: u64,
+    /// Requests to `/bid` with another method than `POST` (a client warming its pool),
+    /// answered 405.
+    pub other_methods: u64,
 }
 
 /// Which notice endpoint was hit.
@@ -133,6 +140,9 @@ pub(crate) struct Counters {
     /// `tmax + 1`, so 0 can mean "never seen".
     pub(crate) last_tmax_plus_one: AtomicU64,
     pub(crate) open_connections: AtomicU64,
+    pub(crate) connections: AtomicU64,
+    pub(crate) http2_requests: AtomicU64,
+    pub(crate) other_methods: AtomicU64,
 }
 
 impl Counters {
@@ -161,6 +171,9 @@ impl Counters {
             lurl_hits: get(&self.lurl_hits),
             last_tmax: get(&self.last_tmax_plus_one).checked_sub(1),
             open_connections: get(&self.open_connections),
+            connections: get(&self.connections),
+            http2_requests: get(&self.http2_requests),
+            other_methods: get(&self.other_methods),
         }
     }
 }

@@ -17,7 +17,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -69,7 +70,11 @@ impl Shared {
     }
 }
 
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -83,7 +88,10 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     }
                     // Small answers must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(serve_connection(stream, Arc::clone(&shared)));
+                    match &tls {
+                        None => conns.spawn(serve_connection(stream, Arc::clone(&shared))),
+                        Some(tls) => conns.spawn(serve_tls_connection(tls.accept(stream), Arc::clone(&shared))),
+                    };
                 }
                 Err(e) => {
                     tracing::warn!(dsp = %shared.settings.name, error = %e, "mock DSP accept failed");
@@ -113,6 +121,7 @@ impl OpenConnection {
             .counters
             .open_connections
             .fetch_add(1, Ordering::Relaxed);
+        Counters::bump(&shared.recorder.counters.connections, 1);
         Self(shared)
     }
 }
@@ -143,6 +152,33 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let _ = conn.await;
 }
 
+/// A TLS connection: the handshake, then HTTP/2 or HTTP/1.1 as ALPN settled.
+async fn serve_tls_connection(handshake: tokio_rustls::Accept<TcpStream>, shared: Arc<Shared>) {
+    let stream = tokio::select! {
+        accepted = handshake => match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                // An untrusting client hangs up here; that is its business.
+                tracing::debug!(dsp = %shared.settings.name, error = %e, "mock DSP tls handshake failed");
+                return;
+            }
+        },
+        () = shared.stop_requested() => return,
+    };
+    let _open = OpenConnection::new(Arc::clone(&shared));
+    let svc_shared = Arc::clone(&shared);
+    let service = service_fn(move |req| route(Arc::clone(&svc_shared), req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = shared.stop_requested() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
 async fn route(
     shared: Arc<Shared>,
     req: Request<Incoming>,
@@ -164,12 +200,16 @@ async fn route(
         return Ok(plain(StatusCode::OK, ""));
     }
     if req.method() != Method::POST {
+        Counters::bump(&shared.recorder.counters.other_methods, 1);
         return Ok(plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "mock dsp: POST a bid request",
         ));
     }
     Counters::bump(&shared.recorder.counters.requests, 1);
+    if req.version() == http::Version::HTTP_2 {
+        Counters::bump(&shared.recorder.counters.http2_requests, 1);
+    }
     tokio::select! {
         biased;
         resp = bid(&shared, req) => Ok(resp),

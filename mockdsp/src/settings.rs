@@ -81,7 +81,8 @@ pub(crate) fn check_behavior(behavior: &Behavior) -> Result<(), String> {
 
 /// `http://ip:port` for a bound address; an unspecified bind address (0.0.0.0, ::) is reached
 /// through loopback, which is what a URL handed to a client needs.
-pub(crate) fn base_url(addr: SocketAddr) -> String {
+/// The scheme is `https` for a mock served over TLS.
+pub(crate) fn base_url_with(addr: SocketAddr, scheme: &str) -> String {
     let ip = match addr {
         SocketAddr::V4(a) if a.ip().is_unspecified() => {
             std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
@@ -91,7 +92,7 @@ pub(crate) fn base_url(addr: SocketAddr) -> String {
         }
         other => other.ip(),
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 #[cfg(test)]
@@ -117,12 +118,15 @@ mod tests {
     #[test]
     fn unspecified_addresses_become_loopback() {
         assert_eq!(
-            base_url("0.0.0.0:80".parse().unwrap()),
+            base_url_with("0.0.0.0:80".parse().unwrap(), "http"),
             "http://127.0.0.1:80"
         );
-        assert_eq!(base_url("[::]:81".parse().unwrap()), "http://[::1]:81");
         assert_eq!(
-            base_url("127.0.0.2:82".parse().unwrap()),
+            base_url_with("[::]:81".parse().unwrap(), "http"),
+            "http://[::1]:81"
+        );
+        assert_eq!(
+            base_url_with("127.0.0.2:82".parse().unwrap(), "http"),
             "http://127.0.0.2:82"
         );
     }

@@ -36,6 +36,26 @@ pub struct Config {
     pub tracking: TrackingConfig,
     pub events: EventsConfig,
     pub overload: OverloadConfig,
+    pub tls: TlsConfig,
+}
+
+/// Outbound TLS: what every HTTPS call (bid requests and notices) trusts.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM files whose certificates are trusted in addition to the bundled web roots
+    /// (`webpki-roots`, Mozilla's set): a private CA, or a test one. Default empty.
+    pub ca_files: Vec<std::path::PathBuf>,
+}
+
+/// Publisher-side TLS: `[server.tls]`. Absent, the exchange serves plain HTTP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// The certificate chain, PEM, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
 }
 
 /// Overload control (see `overload.rs`): the bound on auctions in flight follows the node's
@@ -219,6 +239,8 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// How long shutdown waits for open connections to finish. Default 10 000 ms.
     pub shutdown_grace_ms: u64,
+    /// Serve publishers over HTTPS with this certificate. Default none: plain HTTP.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -230,6 +252,7 @@ impl Default for ServerConfig {
             max_connections: 20_000,
             header_read_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -311,8 +334,17 @@ impl Default for NoticeConfig {
 pub struct DspConfig {
     /// Unique name; used in metrics, logs and as the default seat.
     pub name: String,
-    /// Bid endpoint, `http://host:port/path`.
+    /// Bid endpoint, `http://host:port/path` or `https://host:port/path`.
     pub url: String,
+    /// HTTP version: `auto` (HTTP/2 when the DSP offers it by ALPN over https, HTTP/1.1
+    /// otherwise, and always HTTP/1.1 over plain http), `http1`, or `http2` (over plain http:
+    /// h2c with prior knowledge). Default `auto`.
+    #[serde(default)]
+    pub http: HttpVersion,
+    /// Connections (TCP and TLS handshake) opened to this DSP at start, before the first
+    /// auction. Default 1; 0 opens none.
+    #[serde(default = "one_connection")]
+    pub warm_connections: usize,
     /// This DSP's own timeout; never above `auction.dsp_timeout_ms` (the default).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -395,6 +427,19 @@ fn default_breaker_close_after() -> u32 {
     3
 }
 
+/// The HTTP version spoken to one DSP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpVersion {
+    #[default]
+    Auto,
+    Http1,
+    Http2,
+}
+
+fn one_connection() -> usize {
+    1
+}
 fn default_dsp_max_in_flight() -> usize {
     1024
 }
@@ -411,6 +456,8 @@ impl DspConfig {
         Self {
             name: name.into(),
             url: url.into(),
+            http: HttpVersion::Auto,
+            warm_connections: one_connection(),
             timeout_ms: None,
             max_in_flight: default_dsp_max_in_flight(),
             loss_notices: true,
@@ -546,13 +593,11 @@ pub fn money_to_micros(amount: f64) -> Option<u64> {
         .filter(|m| *m <= budget::MAX_MICROS)
 }
 
-/// DSP endpoints are plain HTTP for now: TLS needs a connector this build does not carry.
+/// A DSP endpoint: `http://` or `https://`, with a host.
 pub(crate) fn parse_dsp_url(url: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("https DSP endpoints are not supported yet; use http".into()),
-        _ => return Err("must start with http://".into()),
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("must start with http:// or https://".into());
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err("has no host".into());

@@ -14,6 +14,7 @@ impl Config {
         self.validate_budgets(&mut errors);
         self.validate_tracking(&mut errors);
         self.validate_events_and_overload(&mut errors);
+        errors.extend(crate::tls::validate(&self.tls, self.server.tls.as_ref()));
         if errors.is_empty() {
             Ok(())
         } else {
@@ -279,7 +280,7 @@ mod tests {
         for needle in [
             "auction.currency",
             "auction.price_increment",
-            "must start with http://",
+            "must start with http:// or https://",
             "name is used by another dsp",
             "must not exceed auction.dsp_timeout_ms",
             "loss_notice_sample",

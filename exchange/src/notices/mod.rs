@@ -93,14 +93,6 @@ impl Notifier {
                 refused(&notice, &why);
                 continue;
             }
-            // The client speaks plain HTTP only until outbound TLS lands.
-            if uri.scheme_str() != Some("http") {
-                notice
-                    .dsp
-                    .metrics
-                    .notice(notice.kind.label(), "unsupported_scheme");
-                continue;
-            }
             let client = self.client.clone();
             let timeout = self.timeout;
             let guard = self.guard.clone();

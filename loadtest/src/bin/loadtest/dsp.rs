@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use mockdsp::{Behavior, Latency, MockDsp, MockFleet, Price};
+use mockdsp::{Behavior, Latency, MockDsp, MockFleet, Price, TestCa};
 
 #[derive(Args, Debug)]
 pub(crate) struct DspArgs {
@@ -42,6 +42,14 @@ pub(crate) struct DspArgs {
     /// Leave nurl/burl/lurl out of bids.
     #[arg(long)]
     no_notices: bool,
+    /// Serve over HTTPS (HTTP/2 or HTTP/1.1 by ALPN) with a certificate for 127.0.0.1, ::1
+    /// and localhost, signed by a CA generated at start.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: write that CA's certificate (PEM) here, for the exchange's
+    /// `[tls] ca_files`.
+    #[arg(long, requires = "tls")]
+    ca_out: Option<std::path::PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +98,11 @@ pub(crate) async fn run(args: DspArgs) -> anyhow::Result<()> {
         0 => Latency::None,
         ms => Latency::Fixed(Duration::from_millis(ms)),
     };
+    let ca = args.tls.then(TestCa::generate).transpose()?;
+    if let (Some(ca), Some(path)) = (&ca, &args.ca_out) {
+        ca.write_ca(path)
+            .with_context(|| format!("--ca-out {}", path.display()))?;
+    }
     let mut builders = Vec::with_capacity(usize::from(args.count));
     for i in 0..args.count {
         let port = if args.base_port == 0 {
@@ -102,8 +115,13 @@ pub(crate) async fn run(args: DspArgs) -> anyhow::Result<()> {
                 )
             })?
         };
+        let builder = MockDsp::builder(format!("dsp-{}", i + 1));
+        let builder = match &ca {
+            Some(ca) => builder.tls(ca.clone()),
+            None => builder,
+        };
         builders.push(
-            MockDsp::builder(format!("dsp-{}", i + 1))
+            builder
                 .behavior(args.behavior())
                 .price(Price::Fixed(args.price))
                 .bid_probability(args.bid_probability)
