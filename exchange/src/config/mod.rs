@@ -37,6 +37,31 @@ pub struct Config {
     pub events: EventsConfig,
     pub overload: OverloadConfig,
     pub tls: TlsConfig,
+    pub dns: DnsConfig,
+}
+
+/// Name resolution of outbound calls (`crate::dns`): DSP hosts are looked up at start and
+/// refreshed in the background, other names on demand.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// How often DSP host names are looked up again, and how long another name's answer is
+    /// used. Default 30 000 ms.
+    pub refresh_ms: u64,
+    /// Names cached at most (DSP hosts always are). Default 10 000.
+    pub max_hosts: usize,
+    /// Bound on one lookup. Default 1 000 ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            refresh_ms: 30_000,
+            max_hosts: 10_000,
+            timeout_ms: 1_000,
+        }
+    }
 }
 
 /// Outbound TLS: what every HTTPS call (bid requests and notices) trusts.

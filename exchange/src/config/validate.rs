@@ -14,11 +14,25 @@ impl Config {
         self.validate_budgets(&mut errors);
         self.validate_tracking(&mut errors);
         self.validate_events_and_overload(&mut errors);
+        self.validate_dns(&mut errors);
         errors.extend(crate::tls::validate(&self.tls, self.server.tls.as_ref()));
         if errors.is_empty() {
             Ok(())
         } else {
             Err(Error::Config(errors))
+        }
+    }
+
+    fn validate_dns(&self, errors: &mut Vec<String>) {
+        let d = &self.dns;
+        if d.refresh_ms == 0 {
+            errors.push("dns.refresh_ms must be above 0".to_owned());
+        }
+        if d.max_hosts == 0 {
+            errors.push("dns.max_hosts must be above 0".to_owned());
+        }
+        if d.timeout_ms == 0 {
+            errors.push("dns.timeout_ms must be above 0".to_owned());
         }
     }
 
@@ -256,6 +270,26 @@ mod tests {
             Err(Error::Config(e)) => e,
             other => panic!("expected config errors, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn dns_keys_are_checked_together() {
+        let e = errors(
+            r#"
+            [dns]
+            refresh_ms = 0
+            max_hosts = 0
+            timeout_ms = 0
+            "#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                "dns.refresh_ms must be above 0",
+                "dns.max_hosts must be above 0",
+                "dns.timeout_ms must be above 0",
+            ]
+        );
     }
 
     #[test]
