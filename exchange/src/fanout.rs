@@ -46,16 +46,18 @@ impl HttpClients {
     /// The three clients, trusting what `tls` says (see `crate::tls::client_config`), with a
     /// name cache of their own (default `[dns]` settings, no DSP hosts pinned).
     pub fn new(tls: &TlsConfig) -> Result<Self, Error> {
-        Self::with_dns(tls, standalone_dns()?)
+        Self::with_dns(tls, standalone_dns()?, DEFAULT_IDLE_TIMEOUT)
     }
 
-    /// The three clients, resolving names through `dns`.
-    pub fn with_dns(tls: &TlsConfig, dns: DnsCache) -> Result<Self, Error> {
+    /// The three clients, resolving names through `dns`, closing connections idle for
+    /// `idle_timeout`.
+    pub fn with_dns(tls: &TlsConfig, dns: DnsCache, idle_timeout: Duration) -> Result<Self, Error> {
         let tls = crate::tls::client_config(tls)?;
+        let client = |version| http_client_with(&tls, version, dns.clone(), idle_timeout);
         Ok(Self {
-            auto: http_client_with(&tls, HttpVersion::Auto, dns.clone()),
-            http1: http_client_with(&tls, HttpVersion::Http1, dns.clone()),
-            http2: http_client_with(&tls, HttpVersion::Http2, dns),
+            auto: client(HttpVersion::Auto),
+            http1: client(HttpVersion::Http1),
+            http2: client(HttpVersion::Http2),
         })
     }
 
@@ -75,8 +77,12 @@ pub fn http_client() -> Result<HttpClient, Error> {
         &crate::tls::client_config(&TlsConfig::default())?,
         HttpVersion::Auto,
         standalone_dns()?,
+        DEFAULT_IDLE_TIMEOUT,
     ))
 }
+
+/// `auction.pool_idle_timeout_ms`'s default.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A name cache for a client outside an exchange: default settings, counted nowhere.
 fn standalone_dns() -> Result<DnsCache, Error> {
@@ -95,6 +101,7 @@ pub fn http_client_with(
     tls: &rustls::ClientConfig,
     version: HttpVersion,
     dns: DnsCache,
+    idle_timeout: Duration,
 ) -> HttpClient {
     let mut connector = HttpConnector::new_with_resolver(dns);
     connector.set_nodelay(true);
@@ -114,7 +121,7 @@ pub fn http_client_with(
     builder
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(idle_timeout)
         .pool_max_idle_per_host(4096)
         .http2_only(version == HttpVersion::Http2);
     builder.build(connector)
@@ -129,6 +136,8 @@ pub struct Dsp {
     pub http: HttpVersion,
     /// Connections opened to it at start (`crate::warm`).
     pub warm_connections: usize,
+    /// How often the warm-up runs again; `None`: never.
+    pub rewarm: Option<Duration>,
     pub timeout: Duration,
     pub loss_notices: bool,
     pub loss_notice_sample: f64,
@@ -161,6 +170,7 @@ impl Dsp {
             uri,
             http: dsp.http,
             warm_connections: dsp.warm_connections,
+            rewarm: (dsp.rewarm_ms > 0).then(|| Duration::from_millis(dsp.rewarm_ms)),
             timeout: Duration::from_millis(config.dsp_timeout_ms(dsp)),
             loss_notices: dsp.loss_notices,
             loss_notice_sample: dsp.loss_notice_sample,

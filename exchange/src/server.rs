@@ -49,6 +49,8 @@ pub(crate) struct App {
     epoch: Instant,
     /// Refreshes the DSP host names (`crate::dns`) until shutdown.
     dns_refresh: tokio::task::JoinHandle<()>,
+    /// Keep the DSP pools warm (`crate::warm`) until shutdown.
+    rewarm: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -83,9 +85,14 @@ impl App {
         );
         dns.start().await;
         let dns_refresh = dns.spawn_refresh();
-        let clients = HttpClients::with_dns(&config.tls, dns)?;
+        let clients = HttpClients::with_dns(
+            &config.tls,
+            dns,
+            Duration::from_millis(config.auction.pool_idle_timeout_ms),
+        )?;
         // Before the first auction: the server accepts only once `start` has returned.
         crate::warm::warm(&clients, &dsps).await;
+        let rewarm = crate::warm::spawn_rewarm(&clients, &dsps);
         let notifier = Arc::new(Notifier::new(
             clients.auto.clone(),
             config.notices.max_in_flight,
@@ -153,6 +160,7 @@ impl App {
             governor,
             epoch: Instant::now(),
             dns_refresh,
+            rewarm,
         };
         Ok((app, budget_sync))
     }
@@ -284,6 +292,9 @@ pub async fn run(
     }
     upkeep.abort();
     app.dns_refresh.abort();
+    for task in &app.rewarm {
+        task.abort();
+    }
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

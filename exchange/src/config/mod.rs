@@ -311,6 +311,8 @@ pub struct AuctionConfig {
     /// each round up to a whole millisecond. 0 gives DSPs their whole timeout and lets the
     /// auction end up to ~2 ms past its deadline. Default 2 ms.
     pub timer_slack_ms: u64,
+    /// How long a pooled DSP connection may stay idle before it is closed. Default 90 000 ms.
+    pub pool_idle_timeout_ms: u64,
 }
 
 impl Default for AuctionConfig {
@@ -326,6 +328,7 @@ impl Default for AuctionConfig {
             late_grace_ms: 1_000,
             max_late_in_flight: 10_000,
             timer_slack_ms: 2,
+            pool_idle_timeout_ms: 90_000,
         }
     }
 }
@@ -370,6 +373,10 @@ pub struct DspConfig {
     /// auction. Default 1; 0 opens none.
     #[serde(default = "one_connection")]
     pub warm_connections: usize,
+    /// How often the warm-up runs again, so the warm connections never sit idle long enough
+    /// to be closed (`auction.pool_idle_timeout_ms`). Default 30 000 ms; 0 turns it off.
+    #[serde(default = "default_rewarm_ms")]
+    pub rewarm_ms: u64,
     /// This DSP's own timeout; never above `auction.dsp_timeout_ms` (the default).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -468,6 +475,9 @@ fn one_connection() -> usize {
 fn default_dsp_max_in_flight() -> usize {
     1024
 }
+fn default_rewarm_ms() -> u64 {
+    30_000
+}
 fn yes() -> bool {
     true
 }
@@ -483,6 +493,7 @@ impl DspConfig {
             url: url.into(),
             http: HttpVersion::Auto,
             warm_connections: one_connection(),
+            rewarm_ms: default_rewarm_ms(),
             timeout_ms: None,
             max_in_flight: default_dsp_max_in_flight(),
             loss_notices: true,
