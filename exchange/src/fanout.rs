@@ -22,13 +22,16 @@ use tokio::time::Instant;
 
 use crate::breaker::{Admission, Change};
 use crate::config::{parse_dsp_url, Config, DspConfig, HttpVersion, TlsConfig};
+use crate::dns::DnsCache;
 use crate::dsp_filter::{Gate, RequestTraits, Skip};
 use crate::metrics::{DspMetrics, Registry};
 use crate::Error;
 
 /// A pooled client: hyper-util's, which does about 30% more DSP calls per core than reqwest,
 /// over a rustls connector that speaks `http://` and `https://`.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// Names resolve through the exchange's own cache (`crate::dns`), not a blocking thread per
+/// connect.
+pub type HttpClient = Client<HttpsConnector<HttpConnector<DnsCache>>, Full<Bytes>>;
 
 /// One client per HTTP version a DSP may be spoken to in (`[[dsp]] http`), each with its own
 /// keep-alive pool, all trusting the same roots. Notices go through `auto`.
@@ -40,13 +43,21 @@ pub struct HttpClients {
 }
 
 impl HttpClients {
-    /// The three clients, trusting what `tls` says (see `crate::tls::client_config`).
+    /// The three clients, trusting what `tls` says (see `crate::tls::client_config`), with a
+    /// name cache of their own (default `[dns]` settings, no DSP hosts pinned).
     pub fn new(tls: &TlsConfig) -> Result<Self, Error> {
+        Self::with_dns(tls, standalone_dns()?, DEFAULT_IDLE_TIMEOUT)
+    }
+
+    /// The three clients, resolving names through `dns`, closing connections idle for
+    /// `idle_timeout`.
+    pub fn with_dns(tls: &TlsConfig, dns: DnsCache, idle_timeout: Duration) -> Result<Self, Error> {
         let tls = crate::tls::client_config(tls)?;
+        let client = |version| http_client_with(&tls, version, dns.clone(), idle_timeout);
         Ok(Self {
-            auto: http_client_with(&tls, HttpVersion::Auto),
-            http1: http_client_with(&tls, HttpVersion::Http1),
-            http2: http_client_with(&tls, HttpVersion::Http2),
+            auto: client(HttpVersion::Auto),
+            http1: client(HttpVersion::Http1),
+            http2: client(HttpVersion::Http2),
         })
     }
 
@@ -65,6 +76,20 @@ pub fn http_client() -> Result<HttpClient, Error> {
     Ok(http_client_with(
         &crate::tls::client_config(&TlsConfig::default())?,
         HttpVersion::Auto,
+        standalone_dns()?,
+        DEFAULT_IDLE_TIMEOUT,
+    ))
+}
+
+/// `auction.pool_idle_timeout_ms`'s default.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A name cache for a client outside an exchange: default settings, counted nowhere.
+fn standalone_dns() -> Result<DnsCache, Error> {
+    Ok(DnsCache::new(
+        &crate::config::DnsConfig::default(),
+        &Registry::new()?,
+        [],
     ))
 }
 
@@ -72,8 +97,13 @@ pub fn http_client() -> Result<HttpClient, Error> {
 /// request is one small write that must not wait for Nagle. `auto` offers `h2` and
 /// `http/1.1` by ALPN and speaks HTTP/1.1 over plain http; `http2` over plain http is h2c
 /// with prior knowledge.
-pub fn http_client_with(tls: &rustls::ClientConfig, version: HttpVersion) -> HttpClient {
-    let mut connector = HttpConnector::new();
+pub fn http_client_with(
+    tls: &rustls::ClientConfig,
+    version: HttpVersion,
+    dns: DnsCache,
+    idle_timeout: Duration,
+) -> HttpClient {
+    let mut connector = HttpConnector::new_with_resolver(dns);
     connector.set_nodelay(true);
     connector.set_keepalive(Some(Duration::from_secs(60)));
     connector.set_connect_timeout(Some(Duration::from_secs(1)));
@@ -91,7 +121,7 @@ pub fn http_client_with(tls: &rustls::ClientConfig, version: HttpVersion) -> Htt
     builder
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(idle_timeout)
         .pool_max_idle_per_host(4096)
         .http2_only(version == HttpVersion::Http2);
     builder.build(connector)
@@ -106,6 +136,8 @@ pub struct Dsp {
     pub http: HttpVersion,
     /// Connections opened to it at start (`crate::warm`).
     pub warm_connections: usize,
+    /// How often the warm-up runs again; `None`: never.
+    pub rewarm: Option<Duration>,
     pub timeout: Duration,
     pub loss_notices: bool,
     pub loss_notice_sample: f64,
@@ -138,6 +170,7 @@ impl Dsp {
             uri,
             http: dsp.http,
             warm_connections: dsp.warm_connections,
+            rewarm: (dsp.rewarm_ms > 0).then(|| Duration::from_millis(dsp.rewarm_ms)),
             timeout: Duration::from_millis(config.dsp_timeout_ms(dsp)),
             loss_notices: dsp.loss_notices,
             loss_notice_sample: dsp.loss_notice_sample,

@@ -9,6 +9,7 @@
 mod admin;
 pub mod breaker;
 pub mod config;
+pub mod dns;
 pub mod dsp_filter;
 pub mod fanout;
 pub mod listen;

@@ -47,6 +47,10 @@ pub(crate) struct App {
     governor: Arc<Governor>,
     /// The origin of the per-connection timestamps.
     epoch: Instant,
+    /// Refreshes the DSP host names (`crate::dns`) until shutdown.
+    dns_refresh: tokio::task::JoinHandle<()>,
+    /// Keep the DSP pools warm (`crate::warm`) until shutdown.
+    rewarm: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -65,7 +69,6 @@ impl App {
             budget::Budgets::start(config.budget_config(), store, recorder.clone()).await?;
 
         let metrics = ServerMetrics::new(&registry);
-        let clients = HttpClients::new(&config.tls)?;
         let dsps = config
             .dsps
             .iter()
@@ -73,8 +76,23 @@ impl App {
             .enumerate()
             .map(|(i, d)| Dsp::from_config(i as u32, d, &config, &registry).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        // DSP names are looked up before the pools are warmed, and kept fresh off the request
+        // path from then on.
+        let dns = crate::dns::DnsCache::new(
+            &config.dns,
+            &registry,
+            dsps.iter().filter_map(|d| d.uri.host()),
+        );
+        dns.start().await;
+        let dns_refresh = dns.spawn_refresh();
+        let clients = HttpClients::with_dns(
+            &config.tls,
+            dns,
+            Duration::from_millis(config.auction.pool_idle_timeout_ms),
+        )?;
         // Before the first auction: the server accepts only once `start` has returned.
         crate::warm::warm(&clients, &dsps).await;
+        let rewarm = crate::warm::spawn_rewarm(&clients, &dsps);
         let notifier = Arc::new(Notifier::new(
             clients.auto.clone(),
             config.notices.max_in_flight,
@@ -141,6 +159,8 @@ impl App {
             in_flight: Arc::new(AtomicUsize::new(0)),
             governor,
             epoch: Instant::now(),
+            dns_refresh,
+            rewarm,
         };
         Ok((app, budget_sync))
     }
@@ -271,6 +291,10 @@ pub async fn run(
         probe.abort();
     }
     upkeep.abort();
+    app.dns_refresh.abort();
+    for task in &app.rewarm {
+        task.abort();
+    }
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

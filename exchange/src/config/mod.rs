@@ -37,6 +37,31 @@ pub struct Config {
     pub events: EventsConfig,
     pub overload: OverloadConfig,
     pub tls: TlsConfig,
+    pub dns: DnsConfig,
+}
+
+/// Name resolution of outbound calls (`crate::dns`): DSP hosts are looked up at start and
+/// refreshed in the background, other names on demand.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// How often DSP host names are looked up again, and how long another name's answer is
+    /// used. Default 30 000 ms.
+    pub refresh_ms: u64,
+    /// Names cached at most (DSP hosts always are). Default 10 000.
+    pub max_hosts: usize,
+    /// Bound on one lookup. Default 1 000 ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            refresh_ms: 30_000,
+            max_hosts: 10_000,
+            timeout_ms: 1_000,
+        }
+    }
 }
 
 /// Outbound TLS: what every HTTPS call (bid requests and notices) trusts.
@@ -286,6 +311,8 @@ pub struct AuctionConfig {
     /// each round up to a whole millisecond. 0 gives DSPs their whole timeout and lets the
     /// auction end up to ~2 ms past its deadline. Default 2 ms.
     pub timer_slack_ms: u64,
+    /// How long a pooled DSP connection may stay idle before it is closed. Default 90 000 ms.
+    pub pool_idle_timeout_ms: u64,
 }
 
 impl Default for AuctionConfig {
@@ -301,6 +328,7 @@ impl Default for AuctionConfig {
             late_grace_ms: 1_000,
             max_late_in_flight: 10_000,
             timer_slack_ms: 2,
+            pool_idle_timeout_ms: 90_000,
         }
     }
 }
@@ -345,6 +373,10 @@ pub struct DspConfig {
     /// auction. Default 1; 0 opens none.
     #[serde(default = "one_connection")]
     pub warm_connections: usize,
+    /// How often the warm-up runs again, so the warm connections never sit idle long enough
+    /// to be closed (`auction.pool_idle_timeout_ms`). Default 30 000 ms; 0 turns it off.
+    #[serde(default = "default_rewarm_ms")]
+    pub rewarm_ms: u64,
     /// This DSP's own timeout; never above `auction.dsp_timeout_ms` (the default).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -443,6 +475,9 @@ fn one_connection() -> usize {
 fn default_dsp_max_in_flight() -> usize {
     1024
 }
+fn default_rewarm_ms() -> u64 {
+    30_000
+}
 fn yes() -> bool {
     true
 }
@@ -458,6 +493,7 @@ impl DspConfig {
             url: url.into(),
             http: HttpVersion::Auto,
             warm_connections: one_connection(),
+            rewarm_ms: default_rewarm_ms(),
             timeout_ms: None,
             max_in_flight: default_dsp_max_in_flight(),
             loss_notices: true,

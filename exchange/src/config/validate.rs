@@ -14,11 +14,42 @@ impl Config {
         self.validate_budgets(&mut errors);
         self.validate_tracking(&mut errors);
         self.validate_events_and_overload(&mut errors);
+        self.validate_dns(&mut errors);
+        self.validate_pool(&mut errors);
         errors.extend(crate::tls::validate(&self.tls, self.server.tls.as_ref()));
         if errors.is_empty() {
             Ok(())
         } else {
             Err(Error::Config(errors))
+        }
+    }
+
+    fn validate_pool(&self, errors: &mut Vec<String>) {
+        let idle = self.auction.pool_idle_timeout_ms;
+        if idle == 0 {
+            errors.push("auction.pool_idle_timeout_ms must be above 0".to_owned());
+        }
+        for (i, dsp) in self.dsps.iter().enumerate() {
+            if dsp.rewarm_ms != 0 && dsp.warm_connections != 0 && dsp.rewarm_ms >= idle {
+                errors.push(format!(
+                    "dsp[{i}] ({}): rewarm_ms {} must be below auction.pool_idle_timeout_ms \
+                     ({idle}), or the warm connections close before they are used again",
+                    dsp.name, dsp.rewarm_ms
+                ));
+            }
+        }
+    }
+
+    fn validate_dns(&self, errors: &mut Vec<String>) {
+        let d = &self.dns;
+        if d.refresh_ms == 0 {
+            errors.push("dns.refresh_ms must be above 0".to_owned());
+        }
+        if d.max_hosts == 0 {
+            errors.push("dns.max_hosts must be above 0".to_owned());
+        }
+        if d.timeout_ms == 0 {
+            errors.push("dns.timeout_ms must be above 0".to_owned());
         }
     }
 
@@ -256,6 +287,51 @@ mod tests {
             Err(Error::Config(e)) => e,
             other => panic!("expected config errors, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn rewarming_must_beat_the_idle_timeout() {
+        let e = errors(
+            r#"
+            [auction]
+            pool_idle_timeout_ms = 1000
+            [[dsp]]
+            name = "a"
+            url = "http://127.0.0.1:1/bid"
+            rewarm_ms = 1000
+            [[dsp]]
+            name = "off"
+            url = "http://127.0.0.1:2/bid"
+            rewarm_ms = 0
+            "#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                "dsp[0] (a): rewarm_ms 1000 must be below auction.pool_idle_timeout_ms (1000), \
+                  or the warm connections close before they are used again"
+            ]
+        );
+    }
+
+    #[test]
+    fn dns_keys_are_checked_together() {
+        let e = errors(
+            r#"
+            [dns]
+            refresh_ms = 0
+            max_hosts = 0
+            timeout_ms = 0
+            "#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                "dns.refresh_ms must be above 0",
+                "dns.max_hosts must be above 0",
+                "dns.timeout_ms must be above 0",
+            ]
+        );
     }
 
     #[test]
