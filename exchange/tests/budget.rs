@@ -89,9 +89,13 @@ async fn admin(
 /// Waits (up to 5 s) until this node's lease of `dsp`'s campaign can pay for an impression.
 async fn lease_refilled(ex: &TestExchange, dsp: &str) -> bool {
     eventually(Duration::from_secs(5), || async {
-        campaign(ex, dsp).await["this_node"]["available_micros"]
-            .as_u64()
-            .is_some_and(|a| a >= COST)
+        // A store that is still coming back answers 503 here: not refilled yet.
+        let path = format!("/admin/campaigns/{dsp}/small");
+        let answer = admin(ex, "GET", &path, "", Some(TOKEN)).await;
+        answer.status == StatusCode::OK
+            && answer.json()["this_node"]["available_micros"]
+                .as_u64()
+                .is_some_and(|a| a >= COST)
     })
     .await
 }

@@ -236,14 +236,18 @@ fn probe(child: &mut Child, port: u16) -> Start {
         Err(_) => return Start::Waiting,
     }
     match server_pid(port) {
-        Some(pid) if pid == child.id() => Start::Ours,
-        Some(pid) => Start::Foreign(pid),
+        // A restarted server answers INFO while it still loads its append-only file, and
+        // refuses everything else with LOADING until it is done: not ready yet.
+        Some((pid, true)) if pid == child.id() => Start::Waiting,
+        Some((pid, false)) if pid == child.id() => Start::Ours,
+        Some((pid, _)) => Start::Foreign(pid),
         None => Start::Waiting,
     }
 }
 
-/// The `process_id` that `INFO server` reports on `port`, if a Redis answers there.
-fn server_pid(port: u16) -> Option<u32> {
+/// The `process_id` that `INFO server` reports on `port`, if a Redis answers there, and
+/// whether it is still loading its data (`INFO persistence`, `loading:1`).
+fn server_pid(port: u16) -> Option<(u32, bool)> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
     let mut conn = client
         .get_connection_with_timeout(Duration::from_millis(500))
@@ -251,9 +255,16 @@ fn server_pid(port: u16) -> Option<u32> {
     conn.set_read_timeout(Some(Duration::from_millis(500)))
         .ok()?;
     let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
-    info.lines()
+    let pid = info
+        .lines()
         .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|pid| pid.trim().parse().ok())
+        .and_then(|pid| pid.trim().parse().ok())?;
+    let persistence: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut conn)
+        .ok()?;
+    let loading = persistence.lines().any(|l| l.trim() == "loading:1");
+    Some((pid, loading))
 }
 
 fn log_tail(log: &Path) -> String {
@@ -282,11 +293,12 @@ mod tests {
     fn starts_answers_survives_a_restart_when_persistent_and_dies_on_drop() {
         let mut server = RedisServer::start_persistent().unwrap();
         let port = server.port();
-        assert_eq!(server_pid(port), server.pid());
+        assert_eq!(server_pid(port), server.pid().map(|p| (p, false)));
         server.kill();
         assert_eq!(server_pid(port), None);
         server.restart().unwrap();
-        assert_eq!(server_pid(port), server.pid());
+        // Back, and done loading its data: ready for any command, not only INFO.
+        assert_eq!(server_pid(port), server.pid().map(|p| (p, false)));
         drop(server);
         assert_eq!(server_pid(port), None);
     }
@@ -302,7 +314,7 @@ mod tests {
             "{msg}"
         );
         // Theirs is untouched.
-        assert_eq!(server_pid(theirs.port()), theirs.pid());
+        assert_eq!(server_pid(theirs.port()), theirs.pid().map(|p| (p, false)));
     }
 
     #[test]
