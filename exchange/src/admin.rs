@@ -25,7 +25,8 @@ struct PutCampaign {
 }
 
 pub(crate) async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
-    let Some(token) = app.config.admin.token.as_deref() else {
+    let live = app.live.load();
+    let Some(token) = live.config.admin.token.as_deref() else {
         return error(
             StatusCode::NOT_FOUND,
             "the admin API is off: set admin.token or EXCHANGE_ADMIN_TOKEN",

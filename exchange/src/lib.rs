@@ -18,6 +18,7 @@ pub mod notices;
 mod overload;
 mod pipeline;
 pub mod readiness;
+pub mod reload;
 pub mod server;
 pub mod tls;
 mod tracking;
@@ -27,4 +28,4 @@ mod error;
 
 pub use config::Config;
 pub use error::Error;
-pub use server::run;
+pub use server::{run, run_with};

@@ -1,5 +1,5 @@
 //! The `exchange` binary: reads the config (or uses the embedded default with demo DSPs),
-//! binds the listener, and serves until Ctrl-C or SIGTERM.
+//! binds the listener, and serves until Ctrl-C or SIGTERM; SIGHUP reloads the config file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,7 +85,10 @@ async fn main() -> anyhow::Result<()> {
     // The last line at start: scripts and tests read the address from it.
     println!("listening on http://{}", listener.local_addr()?);
 
-    exchange::run(listener, config, shutdown_signal()).await?;
+    let (reload, reloads) = exchange::reload::reload_channel();
+    let on_hup = tokio::spawn(reload_on_hangup(args.config.clone(), args.listen, reload));
+    exchange::run_with(listener, config, shutdown_signal(), reloads).await?;
+    on_hup.abort();
     if let Some(fleet) = demo {
         fleet.shutdown().await;
     }
@@ -159,6 +162,46 @@ fn init_logging() {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// Re-reads `path` on each SIGHUP (with the same `--listen` override) and hands it to the
+/// server, which logs and counts the outcome. Without a config file there is nothing to
+/// re-read: the signal is logged and ignored.
+async fn reload_on_hangup(
+    path: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    reload: exchange::reload::ReloadHandle,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; live reload is off");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            let Some(path) = &path else {
+                tracing::warn!("SIGHUP ignored: no --config file to reload (the embedded demo)");
+                continue;
+            };
+            tracing::info!(file = %path.display(), "SIGHUP: reloading the config");
+            let config = Config::from_file(path).map(|mut config| {
+                if let Some(listen) = listen {
+                    config.server.listen = listen;
+                }
+                config
+            });
+            // The server has logged and counted a refusal already.
+            let _ = reload.reload(config).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, listen, reload);
     }
 }
 

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -17,12 +18,13 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::fanout::{Dsp, FanOut, HttpClients};
+use crate::fanout::{Dsp, FanOut, HttpClients, LateHook};
 use crate::metrics::{AuctionOutcome, Registry, ServerMetrics};
 use crate::notices::guard::HostGuard;
 use crate::notices::{Notice, NoticeKind, Notifier};
 use crate::overload::Governor;
 use crate::readiness::Readiness;
+use crate::reload::{restart_only_changes, Live, Reloads};
 use crate::tracking::{EventSink, TrackingMetrics};
 use crate::Error;
 
@@ -30,11 +32,18 @@ pub(crate) type Body = Full<Bytes>;
 
 /// Everything a request handler needs, shared by all connections.
 pub(crate) struct App {
+    /// The config the server started with: the restart-only keys (`crate::reload`) are
+    /// read from here, everything a reload may change from `live`.
     pub config: Config,
-    pub dsps: Vec<Arc<Dsp>>,
-    pub fanout: FanOut,
+    /// Loaded once per auction.
+    pub live: ArcSwap<Live>,
+    /// The DSPs `on_billed` finds a billed impression's DSP among, swapped with `live`.
+    billed_dsps: Arc<ArcSwap<Vec<Arc<Dsp>>>>,
+    clients: HttpClients,
+    on_late: LateHook,
+    reloads_ok: metrics::Counter,
+    reloads_refused: metrics::Counter,
     pub notifier: Arc<Notifier>,
-    pub rules: auction::Rules,
     pub metrics: ServerMetrics,
     pub budgets: Arc<budget::Budgets>,
     pub tracker: impressions::Tracker,
@@ -49,8 +58,8 @@ pub(crate) struct App {
     epoch: Instant,
     /// Refreshes the DSP host names (`crate::dns`) until shutdown.
     dns_refresh: tokio::task::JoinHandle<()>,
-    /// Keep the DSP pools warm (`crate::warm`) until shutdown.
-    rewarm: Vec<tokio::task::JoinHandle<()>>,
+    /// Keep the DSP pools warm (`crate::warm`) until shutdown or the next reload.
+    rewarm: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl App {
@@ -69,13 +78,7 @@ impl App {
             budget::Budgets::start(config.budget_config(), store, recorder.clone()).await?;
 
         let metrics = ServerMetrics::new(&registry);
-        let dsps = config
-            .dsps
-            .iter()
-            .filter(|d| d.enabled)
-            .enumerate()
-            .map(|(i, d)| Dsp::from_config(i as u32, d, &config, &registry).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let dsps = build_dsps(&config, &registry)?;
         // DSP names are looked up before the pools are warmed, and kept fresh off the request
         // path from then on.
         let dns = crate::dns::DnsCache::new(
@@ -112,9 +115,14 @@ impl App {
                  with a random key that dies with this process; a fleet or a restart needs one"
             );
         }
+        let billed_dsps = Arc::new(ArcSwap::from_pointee(dsps.clone()));
         let tracker = impressions::Tracker::start(
             tracker_config,
-            Some(on_billed(notifier.clone(), &dsps, budgets.clone())),
+            Some(on_billed(
+                notifier.clone(),
+                billed_dsps.clone(),
+                budgets.clone(),
+            )),
             recorder,
         )
         .await?;
@@ -123,17 +131,19 @@ impl App {
             config.events.max_pending,
             registry.counter("exchange_events_dropped_total", &[]),
         );
+        let on_late = events_for_late(&tracker, &registry);
         let fanout = FanOut::new(
-            clients,
+            clients.clone(),
             &config,
             metrics.late_abandoned.clone(),
-            events_for_late(&tracker, &registry),
+            on_late.clone(),
         );
-        let rules = auction::Rules {
-            // Validated at start as a CPM between 0 and 1000.
-            increment: money::CpmMicros::from_cpm(config.auction.price_increment)
-                .unwrap_or(money::CpmMicros::ZERO),
-        };
+        let live = ArcSwap::from_pointee(Live {
+            config: config.clone(),
+            dsps,
+            fanout,
+            rules: rules(&config),
+        });
         let readiness = Readiness::new(
             config.redis.url.as_deref(),
             Duration::from_millis(config.tracking.redis_timeout_ms),
@@ -143,12 +153,17 @@ impl App {
             config.server.max_in_flight_auctions,
             &registry,
         ));
+        let reloads =
+            |result| registry.counter("exchange_config_reloads_total", &[("result", result)]);
         let app = App {
             config,
-            dsps,
-            fanout,
+            live,
+            billed_dsps,
+            clients,
+            on_late,
+            reloads_ok: reloads("ok"),
+            reloads_refused: reloads("refused"),
             notifier,
-            rules,
             metrics,
             budgets,
             tracker,
@@ -160,7 +175,7 @@ impl App {
             governor,
             epoch: Instant::now(),
             dns_refresh,
-            rewarm,
+            rewarm: Mutex::new(rewarm),
         };
         Ok((app, budget_sync))
     }
@@ -174,6 +189,87 @@ impl App {
         self.metrics.in_flight.increment(1.0);
         (now < limit).then_some(guard)
     }
+
+    /// Swaps `new` in whole once it is valid and changes no restart-only key; otherwise logs
+    /// every reason at error and keeps the config in force. Auctions running keep theirs.
+    async fn reload(&self, new: Result<Config, Error>) -> Result<(), Error> {
+        let result = self.try_reload(new).await;
+        match &result {
+            Ok(()) => {
+                self.reloads_ok.increment(1);
+                tracing::info!(dsps = self.live.load().dsps.len(), "config reloaded");
+            }
+            Err(e) => {
+                self.reloads_refused.increment(1);
+                match e {
+                    Error::Config(problems) => {
+                        for problem in problems {
+                            tracing::error!(problem, "config reload refused; the old config stays");
+                        }
+                    }
+                    e => tracing::error!(error = %e, "config reload refused; the old config stays"),
+                }
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self, new: Result<Config, Error>) -> Result<(), Error> {
+        let new = new?;
+        new.validate()?;
+        let changed = restart_only_changes(&self.config, &new);
+        if !changed.is_empty() {
+            return Err(Error::Config(vec![format!(
+                "these keys take a restart to change: {}",
+                changed.join(", ")
+            )]));
+        }
+        let dsps = build_dsps(&new, &self.registry)?;
+        crate::warm::warm(&self.clients, &dsps).await;
+        let rewarm = crate::warm::spawn_rewarm(&self.clients, &dsps);
+        let fanout = FanOut::new(
+            self.clients.clone(),
+            &new,
+            self.metrics.late_abandoned.clone(),
+            self.on_late.clone(),
+        );
+        self.billed_dsps.store(Arc::new(dsps.clone()));
+        self.live.store(Arc::new(Live {
+            rules: rules(&new),
+            config: new,
+            dsps,
+            fanout,
+        }));
+        let old = std::mem::replace(&mut *lock(&self.rewarm), rewarm);
+        for task in old {
+            task.abort();
+        }
+        Ok(())
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere while it was held; the task list stays usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The enabled DSPs of `config`, numbered in order.
+fn build_dsps(config: &Config, registry: &Registry) -> Result<Vec<Arc<Dsp>>, Error> {
+    config
+        .dsps
+        .iter()
+        .filter(|d| d.enabled)
+        .enumerate()
+        .map(|(i, d)| Dsp::from_config(i as u32, d, config, registry).map(Arc::new))
+        .collect()
+}
+
+fn rules(config: &Config) -> auction::Rules {
+    auction::Rules {
+        // Validated as a CPM between 0 and 1000.
+        increment: money::CpmMicros::from_cpm(config.auction.price_increment)
+            .unwrap_or(money::CpmMicros::ZERO),
+    }
 }
 
 /// Runs exactly once per billed impression, on arrival or on spool replay: counts the billing
@@ -181,19 +277,19 @@ impl App {
 /// only bumps counters and hands the URL to the bounded notifier.
 fn on_billed(
     notifier: Arc<Notifier>,
-    dsps: &[Arc<Dsp>],
+    dsps: Arc<ArcSwap<Vec<Arc<Dsp>>>>,
     budgets: Arc<budget::Budgets>,
 ) -> impressions::BilledHook {
-    let by_name: std::collections::HashMap<String, Arc<Dsp>> = dsps
-        .iter()
-        .map(|d| (d.name.to_string(), d.clone()))
-        .collect();
     Arc::new(move |billed: &impressions::Billed| {
         let event = &billed.event;
         if let (Some(cost), false) = (event.cost_micros, event.campaign.is_empty()) {
             budgets.record_billed(&event.dsp, &event.campaign, event.auction_ts, cost);
         }
-        let (Some(url), Some(dsp)) = (&billed.burl, by_name.get(&event.dsp)) else {
+        let Some(url) = &billed.burl else {
+            return;
+        };
+        // A scan of a handful of DSPs, once per billed impression.
+        let Some(dsp) = dsps.load().iter().find(|d| *d.name == *event.dsp).cloned() else {
             return;
         };
         notifier.fire(vec![Notice {
@@ -240,6 +336,17 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    run_with(listener, config, shutdown, Reloads::none()).await
+}
+
+/// As [`run`], also swapping in each config sent through the [`crate::reload::ReloadHandle`]
+/// paired with `reloads` (the binary sends one per SIGHUP).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+    mut reloads: Reloads,
+) -> Result<(), Error> {
     config.validate()?;
     let registry = Registry::new()?;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
@@ -274,6 +381,15 @@ pub async fn run(
         })
     };
 
+    let reloader = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            while let Some((config, done)) = reloads.next().await {
+                let _ = done.send(app.reload(config).await);
+            }
+        })
+    };
+
     // Start-up is over. Warming the DSP pools, when it runs, ends before this.
     app.readiness.mark_started();
     let serving = app.clone();
@@ -291,8 +407,9 @@ pub async fn run(
         probe.abort();
     }
     upkeep.abort();
+    reloader.abort();
     app.dns_refresh.abort();
-    for task in &app.rewarm {
+    for task in lock(&app.rewarm).drain(..) {
         task.abort();
     }
     if tokio::time::timeout(grace, graceful.shutdown())
@@ -379,11 +496,13 @@ async fn auction(app: &App, start: Instant, req: Request<Incoming>) -> Response<
         app.metrics.outcome(AuctionOutcome::Overloaded);
         return no_bid();
     };
-    let body = match read_body(req, app.config.server.max_body_bytes).await {
+    // The auction's one load of the live config: a reload from here on does not touch it.
+    let live = app.live.load_full();
+    let body = match read_body(req, live.config.server.max_body_bytes).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
             app.metrics.outcome(AuctionOutcome::TooLarge);
-            let limit = app.config.server.max_body_bytes;
+            let limit = live.config.server.max_body_bytes;
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("request body is over the {limit} byte limit"),
@@ -399,7 +518,7 @@ async fn auction(app: &App, start: Instant, req: Request<Incoming>) -> Response<
             return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &msg, "");
         }
     };
-    let response = crate::pipeline::run_auction(app, start, &body).await;
+    let response = crate::pipeline::run_auction(app, &live, start, &body).await;
     let took = start.elapsed();
     app.metrics.auction_seconds.record(took.as_secs_f64());
     app.governor.served(took);

@@ -42,7 +42,7 @@ pub struct Config {
 
 /// Name resolution of outbound calls (`crate::dns`): DSP hosts are looked up at start and
 /// refreshed in the background, other names on demand.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
     /// How often DSP host names are looked up again, and how long another name's answer is
@@ -65,7 +65,7 @@ impl Default for DnsConfig {
 }
 
 /// Outbound TLS: what every HTTPS call (bid requests and notices) trusts.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM files whose certificates are trusted in addition to the bundled web roots
@@ -74,7 +74,7 @@ pub struct TlsConfig {
 }
 
 /// Publisher-side TLS: `[server.tls]`. Absent, the exchange serves plain HTTP.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// The certificate chain, PEM, leaf first.
@@ -85,7 +85,7 @@ pub struct ServerTlsConfig {
 
 /// Overload control (see `overload.rs`): the bound on auctions in flight follows the node's
 /// scheduler lag, and auctions over it are answered 204 at once.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OverloadConfig {
     /// Off: only `server.max_in_flight_auctions` bounds auctions. Default on.
@@ -174,7 +174,7 @@ impl std::fmt::Debug for TrackingConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
     /// Append-only JSON-lines event log. Default `events.jsonl`; set to "" to turn it off.
@@ -333,7 +333,7 @@ impl Default for AuctionConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NoticeConfig {
     /// Timeout of one win or loss notice call. Default 2 000 ms.

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::dsp_filter::RequestTraits;
 use crate::metrics::AuctionOutcome;
+use crate::reload::Live;
 use crate::server::{error, json as json_response, no_bid, App, Body};
 use crate::tracking;
 use ledger::BudgetLedger;
@@ -26,7 +27,12 @@ use settle::Auctioned;
 
 /// Runs the auction for `body` and builds the answer. The auction clock started at `start`,
 /// when the request head arrived.
-pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Response<Body> {
+pub(crate) async fn run_auction(
+    app: &App,
+    live: &Live,
+    start: Instant,
+    body: &[u8],
+) -> Response<Body> {
     // Parsed.
     let req = match openrtb::request::parse(body) {
         Ok(req) => req,
@@ -35,9 +41,9 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
             return error(StatusCode::BAD_REQUEST, &e.message, &e.field);
         }
     };
-    let cfg = &app.config.auction;
+    let cfg = &live.config.auction;
     // Planned: one deadline per auction, computed once.
-    let plan = match plan::plan(cfg, &req, start, !app.dsps.is_empty()) {
+    let plan = match plan::plan(cfg, &req, start, !live.dsps.is_empty()) {
         Ok(plan) => plan,
         Err(outcome) => {
             app.metrics.outcome(outcome);
@@ -48,9 +54,9 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
     // Fanned out: each DSP's body is the publisher's bytes with the exchange's fields.
     let outbound = Outbound::new(body, &req, plan.at.to_openrtb() as u8, &cfg.currency);
     let traits = RequestTraits::of(&req);
-    let calls = app
+    let calls = live
         .fanout
-        .call_all(&req.id, &app.dsps, &traits, start, plan.deadline, |tmax| {
+        .call_all(&req.id, &live.dsps, &traits, start, plan.deadline, |tmax| {
             let mut out = Vec::with_capacity(outbound.len_hint() + 8);
             outbound.render(tmax, &mut out);
             Bytes::from(out)
@@ -79,7 +85,7 @@ pub(crate) async fn run_auction(app: &App, start: Instant, body: &[u8]) -> Respo
         budgets: &app.budgets,
         auction_ts_ms,
     };
-    let outcome = auction::run(&sale, &offers, &app.rules, &ledger);
+    let outcome = auction::run(&sale, &offers, &live.rules, &ledger);
     let auctioned = Auctioned { offers, outcome };
 
     // Settled.

@@ -23,6 +23,10 @@ pub struct TestExchange {
     /// Where this node keeps its event log and spool (removed on drop unless a test chose
     /// its own paths).
     pub dir: std::path::PathBuf,
+    /// The config it runs, as started (a reload test edits a copy).
+    pub config: Config,
+    /// Swaps a new config in, as SIGHUP does in the binary.
+    pub reload: exchange::reload::ReloadHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), exchange::Error>>>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -81,11 +85,19 @@ impl TestExchange {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(exchange::run(listener, config, async {
-            let _ = stopped.await;
-        }));
+        let (reload, reloads) = exchange::reload::reload_channel();
+        let task = tokio::spawn(exchange::run_with(
+            listener,
+            config.clone(),
+            async {
+                let _ = stopped.await;
+            },
+            reloads,
+        ));
         TestExchange {
             addr,
+            config,
+            reload,
             dir,
             stop: Some(stop),
             task: Some(task),
