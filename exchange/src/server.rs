@@ -234,6 +234,9 @@ impl App {
             self.on_late.clone(),
         );
         self.billed_dsps.store(Arc::new(dsps.clone()));
+        self.notifier
+            .guard()
+            .set_dsp_hosts(dsps.iter().filter_map(|d| d.uri.host()));
         self.live.store(Arc::new(Live {
             rules: rules(&new),
             config: new,

@@ -63,9 +63,15 @@ pub fn check_allowed_host(host: &str) -> Result<(), &'static str> {
     }
 }
 
-/// The hosts exempt from the address rule, and how long a name may take to resolve.
+fn hosts<'h>(hosts: impl IntoIterator<Item = &'h str>) -> Box<[Box<str>]> {
+    hosts.into_iter().map(Box::from).collect()
+}
+
+/// The hosts exempt from the address rule, and how long a name may take to resolve. The DSP
+/// hosts follow a config reload ([`HostGuard::set_dsp_hosts`]); `allow_hosts` takes a restart.
 pub struct HostGuard {
-    allowed: Box<[Box<str>]>,
+    dsp_hosts: arc_swap::ArcSwap<Box<[Box<str>]>>,
+    allow_hosts: Box<[Box<str>]>,
     resolve_timeout: Duration,
 }
 
@@ -77,12 +83,26 @@ impl HostGuard {
         allow_hosts: &[String],
         resolve_timeout: Duration,
     ) -> Self {
-        let mut allowed: Vec<Box<str>> = dsp_hosts.into_iter().map(Box::from).collect();
-        allowed.extend(allow_hosts.iter().map(|h| Box::from(h.as_str())));
         Self {
-            allowed: allowed.into(),
+            dsp_hosts: arc_swap::ArcSwap::from_pointee(hosts(dsp_hosts)),
+            allow_hosts: allow_hosts.iter().map(|h| Box::from(h.as_str())).collect(),
             resolve_timeout,
         }
+    }
+
+    /// The DSP endpoints' hosts after a reload: notices of a DSP added by it are exempt too,
+    /// and those of a removed one no longer are.
+    pub fn set_dsp_hosts<'h>(&self, dsp_hosts: impl IntoIterator<Item = &'h str>) {
+        self.dsp_hosts.store(std::sync::Arc::new(hosts(dsp_hosts)));
+    }
+
+    fn exempt(&self, host: &str) -> bool {
+        // Host names are case-insensitive; an address is compared as written.
+        let dsp_hosts = self.dsp_hosts.load();
+        dsp_hosts
+            .iter()
+            .chain(self.allow_hosts.iter())
+            .any(|a| a.eq_ignore_ascii_case(host))
     }
 
     /// Refuses a scheme other than http and https. Cheap: no IO.
@@ -98,8 +118,7 @@ impl HostGuard {
     /// runs on tokio's blocking pool, never on a runtime worker, and within its own timeout.
     pub async fn check_host(&self, uri: &Uri) -> Result<(), Refusal> {
         let host = uri.host().ok_or(Refusal::NoHost)?;
-        // Host names are case-insensitive; an address is compared as written.
-        if self.allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+        if self.exempt(host) {
             return Ok(());
         }
         let bare = host
@@ -222,6 +241,24 @@ mod tests {
             check("ftp://example.com/x").await,
             Err(Refusal::Scheme("ftp".to_owned()))
         );
+    }
+
+    #[tokio::test]
+    async fn a_reload_moves_the_dsp_exemption_with_the_dsps() {
+        let guard = HostGuard::new(["127.0.0.1"], &["[::1]".to_owned()], Duration::from_secs(2));
+        let check = |url: &str| {
+            let uri: Uri = url.parse().unwrap();
+            let guard = &guard;
+            async move { guard.check_host(&uri).await.is_ok() }
+        };
+        assert!(check("http://127.0.0.1:9/win").await);
+        assert!(!check("http://127.0.0.3:9/win").await);
+        // The DSP at 127.0.0.1 is replaced by one at 127.0.0.3.
+        guard.set_dsp_hosts(["127.0.0.3"]);
+        assert!(check("http://127.0.0.3:9/win").await);
+        assert!(!check("http://127.0.0.1:9/win").await);
+        // `allow_hosts` is not the DSPs' and stays.
+        assert!(check("http://[::1]:9/win").await);
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    /// The address rule's guard, whose DSP hosts a config reload updates.
+    pub fn guard(&self) -> &HostGuard {
+        &self.guard
+    }
+
     pub fn new(
         client: HttpClient,
         max_in_flight: usize,
