@@ -252,6 +252,13 @@ pub struct Addrs {
     next: usize,
 }
 
+impl Addrs {
+    /// An iterator over `addrs`.
+    pub fn new(addrs: Arc<[SocketAddr]>) -> Self {
+        Self { addrs, next: 0 }
+    }
+}
+
 impl Iterator for Addrs {
     type Item = SocketAddr;
 

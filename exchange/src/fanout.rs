@@ -14,6 +14,7 @@ use futures::future::join_all;
 use http::{header, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -97,12 +98,18 @@ fn standalone_dns() -> Result<DnsCache, Error> {
 /// request is one small write that must not wait for Nagle. `auto` offers `h2` and
 /// `http/1.1` by ALPN and speaks HTTP/1.1 over plain http; `http2` over plain http is h2c
 /// with prior knowledge.
-pub fn http_client_with(
+pub fn http_client_with<R>(
     tls: &rustls::ClientConfig,
     version: HttpVersion,
-    dns: DnsCache,
+    dns: R,
     idle_timeout: Duration,
-) -> HttpClient {
+) -> Client<HttpsConnector<HttpConnector<R>>, Full<Bytes>>
+where
+    R: tower_service::Service<Name> + Clone + Send + Sync + 'static,
+    R::Response: Iterator<Item = std::net::SocketAddr>,
+    R::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    R::Future: Send,
+{
     let mut connector = HttpConnector::new_with_resolver(dns);
     connector.set_nodelay(true);
     connector.set_keepalive(Some(Duration::from_secs(60)));
@@ -217,6 +224,13 @@ pub enum CallOutcome {
     /// The DSP was not called: not targeted, circuit open, over its QPS cap, or already at
     /// `max_in_flight`.
     Skipped(Skip),
+}
+
+impl Call<'_> {
+    /// Whether a request went out to the DSP (answered, failed or timed out).
+    pub fn went_out(&self) -> bool {
+        !matches!(self.outcome, CallOutcome::Skipped(_))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -357,8 +371,15 @@ impl FanOut {
                     }
                     _ = tokio::time::sleep_until(wait_until) => {
                         // A failure now, whether it later answers late or is abandoned: a
-                        // hanging DSP opens its breaker at the pace of its deadlines.
-                        dsp.record(admission, false);
+                        // hanging DSP opens its breaker at the pace of its deadlines. Unless
+                        // this node's own timer fired past the deadline itself: then the node
+                        // was too busy to poll, the answer may have been waiting, and an
+                        // overloaded node must not take every DSP out of its auctions.
+                        if Instant::now() > deadline {
+                            dsp.metrics.timeouts_excused.increment(1);
+                        } else {
+                            dsp.record(admission, false);
+                        }
                         dsp.metrics.timeouts.increment(1);
                         self.finish_late(dsp.clone(), auction_id, call, wait_until, permit);
                         CallOutcome::TimedOut

@@ -96,16 +96,18 @@ pub enum AuctionOutcome {
     TooLarge,
     Overloaded,
     NoTime,
+    Late,
 }
 
 impl AuctionOutcome {
-    const ALL: [AuctionOutcome; 6] = [
+    const ALL: [AuctionOutcome; 7] = [
         Self::Won,
         Self::NoBid,
         Self::Invalid,
         Self::TooLarge,
         Self::Overloaded,
         Self::NoTime,
+        Self::Late,
     ];
 
     fn label(self) -> &'static str {
@@ -116,13 +118,14 @@ impl AuctionOutcome {
             Self::TooLarge => "too_large",
             Self::Overloaded => "overloaded",
             Self::NoTime => "no_time",
+            Self::Late => "late",
         }
     }
 }
 
 /// Exchange-wide handles.
 pub struct ServerMetrics {
-    outcomes: [Counter; 6],
+    outcomes: [Counter; 7],
     pub auction_seconds: Histogram,
     pub in_flight: Gauge,
     pub notices_dropped: Counter,
@@ -164,6 +167,8 @@ pub struct DspMetrics {
     pub late_answers: Counter,
     /// Late calls that had not answered when their grace period ended.
     pub late_unanswered: Counter,
+    /// Timeouts not held against the DSP's breaker: this node's timer fired past the deadline.
+    pub timeouts_excused: Counter,
     pub late_seconds: Histogram,
     pub latency_seconds: Histogram,
     pub wins: Counter,
@@ -195,6 +200,7 @@ impl DspMetrics {
             },
             late_answers: registry.counter("exchange_dsp_late_answers_total", &dsp),
             late_unanswered: registry.counter("exchange_dsp_late_unanswered_total", &dsp),
+            timeouts_excused: registry.counter("exchange_dsp_timeouts_excused_total", &dsp),
             late_seconds: registry.histogram("exchange_dsp_late_by_seconds", &dsp),
             latency_seconds: registry.histogram("exchange_dsp_duration_seconds", &dsp),
             wins: registry.counter("exchange_wins_total", &dsp),

@@ -44,6 +44,9 @@ pub struct Governor {
     back_to_back: AtomicU64,
     served: AtomicU64,
     served_us: AtomicU64,
+    /// The last window's mean scheduler lag, µs: how long a request that just became
+    /// readable is expected to wait before this node polls it.
+    queue_estimate_us: AtomicU64,
 }
 
 /// What one window saw, as [`Governor::decide`] reads it.
@@ -51,6 +54,8 @@ pub struct Governor {
 pub struct WindowStats {
     /// The smallest scheduler lag sampled.
     pub min_lag: Duration,
+    /// The mean scheduler lag sampled.
+    pub mean_lag: Duration,
     /// Auctions running at the window's end.
     pub in_flight: usize,
     /// Auction requests that arrived, and how many of them came back to back.
@@ -89,6 +94,7 @@ impl Governor {
             back_to_back: AtomicU64::new(0),
             served: AtomicU64::new(0),
             served_us: AtomicU64::new(0),
+            queue_estimate_us: AtomicU64::new(0),
         }
     }
 
@@ -116,6 +122,13 @@ impl Governor {
         let served_us = self.served_us.swap(0, Ordering::Relaxed);
         let mean = (served > 0).then(|| Duration::from_micros(served_us / served));
         (arrivals, back_to_back, mean)
+    }
+
+    /// How long a request is expected to have waited in this node before its handler ran:
+    /// the last window's mean scheduler lag. The auction's deadline counts from its arrival,
+    /// so this much comes off what it can still afford.
+    pub fn queue_estimate(&self) -> Duration {
+        Duration::from_micros(self.queue_estimate_us.load(Ordering::Relaxed))
     }
 
     /// Auctions that may run at once right now.
@@ -153,6 +166,8 @@ impl Governor {
         self.limit.store(next, Ordering::Relaxed);
         self.limit_gauge.set(next as f64);
         self.lag_gauge.set(w.min_lag.as_secs_f64());
+        self.queue_estimate_us
+            .store(w.mean_lag.as_micros() as u64, Ordering::Relaxed);
         overloaded
     }
 }
@@ -190,16 +205,21 @@ pub async fn probe(
     let window = Duration::from_millis(config.window_ms);
     let mut window_start = Instant::now();
     let mut min_lag = Duration::MAX;
+    let (mut lag_sum, mut samples) = (Duration::ZERO, 0u32);
     let mut base_service = None;
     loop {
         tokio::time::sleep(interval).await;
         let before = Instant::now();
         tokio::task::yield_now().await;
-        min_lag = min_lag.min(before.elapsed());
+        let lag = before.elapsed();
+        min_lag = min_lag.min(lag);
+        lag_sum += lag;
+        samples += 1;
         if window_start.elapsed() >= window {
             let (arrivals, back_to_back, mean_service) = governor.take_counts();
             let stats = WindowStats {
                 min_lag,
+                mean_lag: lag_sum / samples.max(1),
                 in_flight: in_flight(),
                 arrivals,
                 back_to_back,
@@ -210,6 +230,7 @@ pub async fn probe(
             base_service = learn_base(base_service, &stats, overloaded);
             window_start = Instant::now();
             min_lag = Duration::MAX;
+            (lag_sum, samples) = (Duration::ZERO, 0);
         }
     }
 }
@@ -293,6 +314,7 @@ mod tests {
         for (arrivals, back_to_back, mean_service, base_service, want) in cases {
             let w = WindowStats {
                 min_lag: Duration::from_micros(5),
+                mean_lag: Duration::from_micros(5),
                 in_flight: 100,
                 arrivals,
                 back_to_back,

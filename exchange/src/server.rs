@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::fanout::{Dsp, FanOut, HttpClients, LateHook};
 use crate::metrics::{AuctionOutcome, Registry, ServerMetrics};
-use crate::notices::guard::HostGuard;
+use crate::notices::guard::{GuardedDns, HostGuard};
 use crate::notices::{Notice, NoticeKind, Notifier};
 use crate::overload::Governor;
 use crate::readiness::Readiness;
@@ -53,7 +53,7 @@ pub(crate) struct App {
     pub readiness: Readiness,
     tracking_metrics: TrackingMetrics,
     in_flight: Arc<AtomicUsize>,
-    governor: Arc<Governor>,
+    pub(crate) governor: Arc<Governor>,
     /// The origin of the per-connection timestamps.
     epoch: Instant,
     /// Refreshes the DSP host names (`crate::dns`) until shutdown.
@@ -90,22 +90,31 @@ impl App {
         let dns_refresh = dns.spawn_refresh();
         let clients = HttpClients::with_dns(
             &config.tls,
-            dns,
+            dns.clone(),
             Duration::from_millis(config.auction.pool_idle_timeout_ms),
         )?;
         // Before the first auction: the server accepts only once `start` has returned.
         crate::warm::warm(&clients, &dsps).await;
         let rewarm = crate::warm::spawn_rewarm(&clients, &dsps);
+        let guard = Arc::new(HostGuard::new(
+            dsps.iter().filter_map(|d| d.uri.host()),
+            &config.notices.allow_hosts,
+        ));
+        let notice_client = crate::fanout::http_client_with(
+            &crate::tls::client_config(&config.tls)?,
+            crate::config::HttpVersion::Auto,
+            GuardedDns {
+                dns: dns.clone(),
+                guard: guard.clone(),
+            },
+            Duration::from_millis(config.auction.pool_idle_timeout_ms),
+        );
         let notifier = Arc::new(Notifier::new(
-            clients.auto.clone(),
+            notice_client,
             config.notices.max_in_flight,
             Duration::from_millis(config.notices.timeout_ms),
             metrics.notices_dropped.clone(),
-            HostGuard::new(
-                dsps.iter().filter_map(|d| d.uri.host()),
-                &config.notices.allow_hosts,
-                Duration::from_millis(config.notices.timeout_ms),
-            ),
+            guard,
         ));
 
         let (tracker_config, random_key) = config.tracker_config(local)?;
@@ -524,7 +533,6 @@ async fn auction(app: &App, start: Instant, req: Request<Incoming>) -> Response<
     let response = crate::pipeline::run_auction(app, &live, start, &body).await;
     let took = start.elapsed();
     app.metrics.auction_seconds.record(took.as_secs_f64());
-    app.governor.served(took);
     response
 }
 

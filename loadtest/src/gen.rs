@@ -394,6 +394,7 @@ fn build_report(
         sent_rate: per_sec(counts.sent),
         achieved_rate: per_sec(counts.answered),
         latency: total.latency(),
+        split: total.split(),
         percentiles: total.curve(),
         counts,
         timeline,
@@ -479,12 +480,14 @@ async fn worker(
         if job.measured {
             shared.sent.fetch_add(1, Ordering::Relaxed);
         }
+        let taken = Instant::now();
         let outcome = send(&mut conn, &template, template.mix.body(job.seq)).await;
         if job.measured {
             let now = Instant::now();
             let latency = now.saturating_duration_since(job.intended);
+            let wait = taken.saturating_duration_since(job.intended);
             let mut state = shared.lock();
-            state.recorder.current.record(latency, outcome);
+            state.recorder.current.record_split(wait, latency, outcome);
             state.last_done = Some(now);
         }
     }

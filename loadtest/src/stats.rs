@@ -147,8 +147,25 @@ pub struct PercentilePoint {
 #[derive(Clone, Debug)]
 pub struct Window {
     hist: Histogram<u64>,
+    /// The split of [`Window::record_split`]: what the generator's own queue cost, and the
+    /// answers by kind, so an overloaded target's fast 204s and its served auctions are seen
+    /// apart.
+    queue: Histogram<u64>,
+    served: Histogram<u64>,
+    no_content: Histogram<u64>,
     /// The window's counters.
     pub counts: Counts,
+}
+
+/// Latencies split by where the time went and what came back (see [`Window::record_split`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SplitSummary {
+    /// From intended send time to the request leaving the generator's queue for a connection.
+    pub queue_wait: LatencySummary,
+    /// 200 answers, from intended send time.
+    pub served: LatencySummary,
+    /// 204 answers, from the request leaving the queue to its answer: the target's own time.
+    pub no_content: LatencySummary,
 }
 
 impl Default for Window {
@@ -166,6 +183,9 @@ impl Window {
         let hist = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
             .expect("constant histogram bounds are valid");
         Self {
+            queue: hist.clone(),
+            served: hist.clone(),
+            no_content: hist.clone(),
             hist,
             counts: Counts::default(),
         }
@@ -215,36 +235,46 @@ impl Window {
         self.hist.saturating_record(us.clamp(1, MAX_LATENCY_US));
     }
 
+    /// [`Window::record`], plus the split: `wait` is how long the request sat in the
+    /// generator's queue before a connection took it, `latency` is from its intended send time.
+    pub fn record_split(&mut self, wait: Duration, latency: Duration, outcome: Outcome) {
+        self.record(latency, outcome);
+        if outcome == Outcome::Error {
+            return;
+        }
+        saturating_record(&mut self.queue, wait);
+        match outcome {
+            Outcome::Answered { status: 200, .. } => saturating_record(&mut self.served, latency),
+            Outcome::Answered { status: 204, .. } => {
+                saturating_record(&mut self.no_content, latency.saturating_sub(wait));
+            }
+            _ => {}
+        }
+    }
+
     /// Adds another window's samples and counters to this one.
     pub fn merge(&mut self, other: &Window) {
-        // Both histograms share the same bounds, and `add` only fails when the other's
-        // values do not fit: saturate instead of losing the window.
-        if self.hist.add(&other.hist).is_err() {
-            for v in other.hist.iter_recorded() {
-                self.hist
-                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
-            }
-        }
+        merge_hist(&mut self.hist, &other.hist);
+        merge_hist(&mut self.queue, &other.queue);
+        merge_hist(&mut self.served, &other.served);
+        merge_hist(&mut self.no_content, &other.no_content);
         self.counts.add(&other.counts);
     }
 
     /// The percentile summary.
     pub fn latency(&self) -> LatencySummary {
-        let h = &self.hist;
-        if h.is_empty() {
-            return LatencySummary::default();
-        }
-        LatencySummary {
-            count: h.len(),
-            min_us: h.min(),
-            mean_us: h.mean(),
-            p50_us: h.value_at_quantile(0.50),
-            p90_us: h.value_at_quantile(0.90),
-            p99_us: h.value_at_quantile(0.99),
-            p999_us: h.value_at_quantile(0.999),
-            max_us: h.max(),
+        summary(&self.hist)
+    }
+
+    /// The split's percentile summaries.
+    pub fn split(&self) -> SplitSummary {
+        SplitSummary {
+            queue_wait: summary(&self.queue),
+            served: summary(&self.served),
+            no_content: summary(&self.no_content),
         }
     }
+
 
     /// The latency at each of [`CURVE_PERCENTILES`]; empty when the window holds no sample.
     pub fn curve(&self) -> Vec<PercentilePoint> {
@@ -258,6 +288,37 @@ impl Window {
                 latency_us: self.hist.value_at_percentile(p),
             })
             .collect()
+    }
+}
+
+fn saturating_record(h: &mut Histogram<u64>, d: Duration) {
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    h.saturating_record(us.clamp(1, MAX_LATENCY_US));
+}
+
+fn merge_hist(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    // Both histograms share the same bounds, and `add` only fails when the other's values do
+    // not fit: saturate instead of losing the window.
+    if into.add(from).is_err() {
+        for v in from.iter_recorded() {
+            into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
+    }
+}
+
+fn summary(h: &Histogram<u64>) -> LatencySummary {
+    if h.is_empty() {
+        return LatencySummary::default();
+    }
+    LatencySummary {
+        count: h.len(),
+        min_us: h.min(),
+        mean_us: h.mean(),
+        p50_us: h.value_at_quantile(0.50),
+        p90_us: h.value_at_quantile(0.90),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
     }
 }
 
@@ -368,6 +429,9 @@ pub struct RunReport {
     pub counts: Counts,
     /// Latency from intended send time, over the measured window.
     pub latency: LatencySummary,
+    /// The latency split: queue wait, served auctions, 204s.
+    #[serde(default)]
+    pub split: SplitSummary,
     /// The percentile curve.
     pub percentiles: Vec<PercentilePoint>,
     /// One row per second of the measured window.
@@ -388,6 +452,29 @@ mod tests {
         status: 200,
         bids: 2,
     };
+
+    #[test]
+    fn the_split_sees_queue_wait_served_and_204s_apart() {
+        let mut w = Window::new();
+        let no_content = Outcome::Answered {
+            status: 204,
+            bids: 0,
+        };
+        w.record_split(ms(10), ms(15), OK);
+        w.record_split(ms(30), ms(31), no_content);
+        w.record_split(ms(2), ms(900), Outcome::Timeout);
+        w.record_split(ms(7), ms(8), Outcome::Error);
+        let mut total = Window::new();
+        total.merge(&w);
+        let sp = total.split();
+        assert_eq!(sp.queue_wait.count, 3, "an error has no latency");
+        assert_eq!(sp.queue_wait.max_us / 1000, 30);
+        assert_eq!(sp.served.count, 1);
+        assert_eq!(sp.served.max_us / 1000, 15, "a 200 counts from its intended time");
+        assert_eq!(sp.no_content.count, 1);
+        assert_eq!(sp.no_content.max_us / 1000, 1, "a 204 counts from its send");
+        assert_eq!(total.latency().count, 3);
+    }
 
     #[test]
     fn bids_are_counted_across_seats() {

@@ -102,6 +102,21 @@ pub struct OverloadConfig {
     /// A request arriving on a connection less than this after its previous answer left was
     /// waiting at the client. Default 5 000 µs; 0 turns this signal off.
     pub back_to_back_us: u64,
+    /// An auction that can no longer give its DSPs this long before its own deadline (its
+    /// `tmax` less `auction.reserve_ms`, counted from its estimated arrival) is answered 204 at
+    /// once and counted as `late`. Default 5 ms; 0 turns this off.
+    pub min_dsp_wait_ms: u64,
+}
+
+impl OverloadConfig {
+    /// `min_dsp_wait_ms`, or nothing with overload control off.
+    pub fn min_dsp_wait(&self) -> std::time::Duration {
+        if self.enabled {
+            std::time::Duration::from_millis(self.min_dsp_wait_ms)
+        } else {
+            std::time::Duration::ZERO
+        }
+    }
 }
 
 impl Default for OverloadConfig {
@@ -113,6 +128,7 @@ impl Default for OverloadConfig {
             window_ms: 100,
             min_limit: 16,
             back_to_back_us: 5_000,
+            min_dsp_wait_ms: 5,
         }
     }
 }

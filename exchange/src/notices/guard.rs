@@ -2,14 +2,22 @@
 //! network: only `http`/`https`, and no host that is, or resolves to, a loopback, private,
 //! link-local or unspecified address, unless that host is a configured DSP's or allowed.
 //!
-//! Known limit: the HTTP client resolves the host again when it connects, so a name whose
-//! records change between the two lookups (DNS rebinding) is not caught here.
+//! A name is checked inside the notice client's resolver ([`GuardedDns`]), on the very
+//! addresses the connection then uses: a name whose records change between a check and the
+//! connect (DNS rebinding) has no second lookup to slip through.
 
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::uri::Authority;
 use http::Uri;
+use hyper_util::client::legacy::connect::dns::Name;
+
+use crate::dns::{Addrs, DnsCache};
 
 /// Why a notice URL is not called.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -20,10 +28,6 @@ pub enum Refusal {
     NoHost,
     #[error("host {host:?} is or resolves to {ip}, a loopback, private, link-local or unspecified address")]
     Address { host: String, ip: IpAddr },
-    /// The name did not resolve in time or at all: not a refusal by the rule, but nothing
-    /// can be called.
-    #[error("host {0:?} did not resolve")]
-    Unresolved(String),
 }
 
 /// Whether a notice may not reach this address.
@@ -67,26 +71,20 @@ fn hosts<'h>(hosts: impl IntoIterator<Item = &'h str>) -> Box<[Box<str>]> {
     hosts.into_iter().map(Box::from).collect()
 }
 
-/// The hosts exempt from the address rule, and how long a name may take to resolve. The DSP
-/// hosts follow a config reload ([`HostGuard::set_dsp_hosts`]); `allow_hosts` takes a restart.
+/// The hosts exempt from the address rule. The DSP hosts follow a config reload
+/// ([`HostGuard::set_dsp_hosts`]); `allow_hosts` takes a restart.
 pub struct HostGuard {
     dsp_hosts: arc_swap::ArcSwap<Box<[Box<str>]>>,
     allow_hosts: Box<[Box<str>]>,
-    resolve_timeout: Duration,
 }
 
 impl HostGuard {
     /// `dsp_hosts`: the hosts of the configured DSP endpoints; `allow_hosts`: the config's
     /// `[notices] allow_hosts`.
-    pub fn new<'h>(
-        dsp_hosts: impl IntoIterator<Item = &'h str>,
-        allow_hosts: &[String],
-        resolve_timeout: Duration,
-    ) -> Self {
+    pub fn new<'h>(dsp_hosts: impl IntoIterator<Item = &'h str>, allow_hosts: &[String]) -> Self {
         Self {
             dsp_hosts: arc_swap::ArcSwap::from_pointee(hosts(dsp_hosts)),
             allow_hosts: allow_hosts.iter().map(|h| Box::from(h.as_str())).collect(),
-            resolve_timeout,
         }
     }
 
@@ -113,55 +111,95 @@ impl HostGuard {
         }
     }
 
-    /// Refuses a host that is or resolves to a forbidden address, unless it is exempt. A name
-    /// that resolves to several addresses is refused if any of them is forbidden. The lookup
-    /// runs on tokio's blocking pool, never on a runtime worker, and within its own timeout.
-    pub async fn check_host(&self, uri: &Uri) -> Result<(), Refusal> {
+    /// Refuses a URL without a host, or whose host is a forbidden address written as one,
+    /// unless it is exempt. A name passes here: [`GuardedDns`] checks what it resolves to.
+    pub fn check_host(&self, uri: &Uri) -> Result<(), Refusal> {
         let host = uri.host().ok_or(Refusal::NoHost)?;
         if self.exempt(host) {
             return Ok(());
         }
-        let bare = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let refuse = |ip| Refusal::Address {
-            host: host.to_owned(),
-            ip,
-        };
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            return if is_forbidden(ip) {
-                Err(refuse(ip))
-            } else {
-                Ok(())
-            };
-        }
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
-        let unresolved = || Refusal::Unresolved(host.to_owned());
-        let addrs =
-            tokio::time::timeout(self.resolve_timeout, tokio::net::lookup_host((bare, port)))
-                .await
-                .map_err(|_| unresolved())?
-                .map_err(|_| unresolved())?;
-        let mut any = false;
-        for addr in addrs {
-            any = true;
-            if is_forbidden(addr.ip()) {
-                return Err(refuse(addr.ip()));
-            }
-        }
-        if any {
-            Ok(())
-        } else {
-            Err(unresolved())
+        match bare(host).parse::<IpAddr>() {
+            Ok(ip) if is_forbidden(ip) => Err(Refusal::Address {
+                host: host.to_owned(),
+                ip,
+            }),
+            _ => Ok(()),
         }
     }
+
+    /// Refuses the addresses `host` resolved to if any of them is forbidden, unless `host`
+    /// is exempt.
+    pub fn check_addrs(
+        &self,
+        host: &str,
+        addrs: impl IntoIterator<Item = IpAddr>,
+    ) -> Result<(), Refusal> {
+        if self.exempt(host) {
+            return Ok(());
+        }
+        match addrs.into_iter().find(|ip| is_forbidden(*ip)) {
+            Some(ip) => Err(Refusal::Address {
+                host: host.to_owned(),
+                ip,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn bare(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// The notice client's resolver: the node's name cache, with the address rule applied to
+/// each answer before the connector sees it.
+#[derive(Clone)]
+pub struct GuardedDns {
+    pub dns: DnsCache,
+    pub guard: Arc<HostGuard>,
+}
+
+impl tower_service::Service<Name> for GuardedDns {
+    type Response = Addrs;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Addrs>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let addrs = this.dns.resolve(name.as_str()).await?;
+            this.guard
+                .check_addrs(name.as_str(), addrs.iter().map(|a| a.ip()))
+                .map_err(io::Error::other)?;
+            Ok(Addrs::new(addrs))
+        })
+    }
+}
+
+/// The address rule's refusal behind a failed request, if that is why it failed.
+pub fn refusal_in<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e Refusal> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(r) = e.downcast_ref::<Refusal>() {
+            return Some(r);
+        }
+        // io::Error's `source` skips the error it wraps; `get_ref` reaches it.
+        if let Some(r) = e
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<Refusal>())
+        {
+            return Some(r);
+        }
+        next = e.source();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -201,73 +239,126 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn hosts_are_checked_as_written_and_resolved() {
+    #[test]
+    fn hosts_are_checked_as_written() {
         let guard = HostGuard::new(
             ["127.0.0.1"],
             &["internal.example".to_owned(), "[::1]".to_owned()],
-            Duration::from_secs(2),
         );
         let check = |url: &'static str| {
-            let guard = &guard;
-            async move {
-                let uri: Uri = url.parse().unwrap();
-                HostGuard::check_scheme(&uri)?;
-                guard.check_host(&uri).await
-            }
+            let uri: Uri = url.parse().unwrap();
+            HostGuard::check_scheme(&uri)?;
+            guard.check_host(&uri)
         };
-        assert_eq!(check("http://127.0.0.1:9/win").await, Ok(()));
-        assert_eq!(check("http://INTERNAL.example/x").await, Ok(()));
-        assert_eq!(check("http://[::1]:8/x").await, Ok(()));
-        assert_eq!(check("http://93.184.215.14/x").await, Ok(()));
-        assert!(matches!(
-            check("http://127.0.0.2:9/win").await,
-            Err(Refusal::Address { .. })
-        ));
-        assert!(matches!(
-            check("http://[::ffff:7f00:1]/").await,
-            Err(Refusal::Address { .. })
-        ));
-        assert!(matches!(
-            check("http://169.254.169.254/latest/meta-data").await,
-            Err(Refusal::Address { .. })
-        ));
-        // A name is resolved: localhost is loopback whatever it resolves to first.
-        assert!(matches!(
-            check("http://localhost:9/win").await,
-            Err(Refusal::Address { .. })
-        ));
+        assert_eq!(check("http://127.0.0.1:9/win"), Ok(()));
+        assert_eq!(check("http://INTERNAL.example/x"), Ok(()));
+        assert_eq!(check("http://[::1]:8/x"), Ok(()));
+        assert_eq!(check("http://93.184.215.14/x"), Ok(()));
+        // A name passes here; the notice client's resolver checks its addresses.
+        assert_eq!(check("http://localhost:9/win"), Ok(()));
+        for forbidden in [
+            "http://127.0.0.2:9/win",
+            "http://[::ffff:7f00:1]/",
+            "http://169.254.169.254/latest/meta-data",
+        ] {
+            assert!(
+                matches!(check(forbidden), Err(Refusal::Address { .. })),
+                "{forbidden}"
+            );
+        }
         assert_eq!(
-            check("ftp://example.com/x").await,
+            check("ftp://example.com/x"),
             Err(Refusal::Scheme("ftp".to_owned()))
         );
     }
 
-    #[tokio::test]
-    async fn a_reload_moves_the_dsp_exemption_with_the_dsps() {
-        let guard = HostGuard::new(["127.0.0.1"], &["[::1]".to_owned()], Duration::from_secs(2));
-        let check = |url: &str| {
-            let uri: Uri = url.parse().unwrap();
-            let guard = &guard;
-            async move { guard.check_host(&uri).await.is_ok() }
+    /// A name that resolves to a public address at first and to loopback afterwards (DNS
+    /// rebinding), and one that always resolves to loopback but is allowed.
+    fn rebinding_dns() -> DnsCache {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let lookup: crate::dns::Lookup = Arc::new(move |name: String| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                let ip: IpAddr = match (name.as_str(), n) {
+                    ("rebind.example", 0) => "93.184.215.14".parse().unwrap(),
+                    _ => "127.0.0.1".parse().unwrap(),
+                };
+                Ok(vec![std::net::SocketAddr::new(ip, 0)])
+            })
+        });
+        let config = crate::config::DnsConfig {
+            // Every call looks up again, as a short TTL would.
+            refresh_ms: 0,
+            ..crate::config::DnsConfig::default()
         };
-        assert!(check("http://127.0.0.1:9/win").await);
-        assert!(!check("http://127.0.0.3:9/win").await);
-        // The DSP at 127.0.0.1 is replaced by one at 127.0.0.3.
-        guard.set_dsp_hosts(["127.0.0.3"]);
-        assert!(check("http://127.0.0.3:9/win").await);
-        assert!(!check("http://127.0.0.1:9/win").await);
-        // `allow_hosts` is not the DSPs' and stays.
-        assert!(check("http://[::1]:9/win").await);
+        let registry = crate::metrics::Registry::new().unwrap();
+        DnsCache::with_lookup(&config, &registry, [], lookup)
+    }
+
+    #[tokio::test]
+    async fn the_resolver_checks_the_addresses_the_connection_uses() {
+        use tower_service::Service;
+        let guard = Arc::new(HostGuard::new([], &["allowed.example".to_owned()]));
+        let mut dns = GuardedDns {
+            dns: rebinding_dns(),
+            guard,
+        };
+        let name = |n: &str| n.parse::<Name>().unwrap();
+        // The first answer is public and passes.
+        let first: Vec<_> = dns.call(name("rebind.example")).await.unwrap().collect();
+        assert_eq!(first, ["93.184.215.14:0".parse().unwrap()]);
+        // The next lookup rebinds to loopback: refused on the addresses themselves.
+        let err = dns.call(name("rebind.example")).await.err().unwrap();
+        assert_eq!(
+            refusal_in(&err),
+            Some(&Refusal::Address {
+                host: "rebind.example".to_owned(),
+                ip: "127.0.0.1".parse().unwrap(),
+            })
+        );
+        // An allowed host may resolve to loopback.
+        assert!(dns.call(name("allowed.example")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_notice_client_never_connects_to_a_name_resolving_to_loopback() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = crate::fanout::http_client_with(
+            &crate::tls::client_config(&crate::config::TlsConfig::default()).unwrap(),
+            crate::config::HttpVersion::Auto,
+            GuardedDns {
+                dns: rebinding_dns(),
+                guard: Arc::new(HostGuard::new([], &[])),
+            },
+            std::time::Duration::from_secs(1),
+        );
+        let request = http::Request::get(format!("http://localhost:{port}/win"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let err = client.request(request).await.err().unwrap();
+        assert!(
+            matches!(refusal_in(&err), Some(Refusal::Address { host, .. }) if host == "localhost"),
+            "{err:?}"
+        );
+        // The request is over, so a connection it made would be in the accept queue.
+        let accepted = listener.accept().map_err(|e| e.kind());
+        assert_eq!(accepted.err(), Some(std::io::ErrorKind::WouldBlock));
     }
 
     #[test]
-    fn allow_hosts_entries_are_bare_hosts() {
-        for ok in ["internal.example", "10.0.0.5", "[fd00::1]"] {
-            assert_eq!(check_allowed_host(ok), Ok(()), "{ok}");
-        }
-        for bad in ["", "http://x", "x:80", "x/y", "u@x"] {
-            assert!(check_allowed_host(bad).is_err(), "{bad:?}");
-        }
+    fn a_reload_moves_the_dsp_exemption_with_the_dsps() {
+        let guard = HostGuard::new(["127.0.0.1"], &["[::1]".to_owned()]);
+        let check = |url: &str| guard.check_host(&url.parse().unwrap()).is_ok();
+        assert!(check("http://127.0.0.1:9/win"));
+        assert!(!check("http://127.0.0.3:9/win"));
+        // The DSP at 127.0.0.1 is replaced by one at 127.0.0.3.
+        guard.set_dsp_hosts(["127.0.0.3"]);
+        assert!(check("http://127.0.0.3:9/win"));
+        assert!(!check("http://127.0.0.1:9/win"));
+        // `allow_hosts` is not the DSPs' and stays.
+        assert!(check("http://[::1]:9/win"));
     }
 }

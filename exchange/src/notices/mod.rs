@@ -12,8 +12,15 @@ use http::{Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::Semaphore;
 
-use crate::fanout::{Dsp, HttpClient};
-use guard::{HostGuard, Refusal};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+use crate::fanout::Dsp;
+use guard::{GuardedDns, HostGuard, Refusal};
+
+/// The notice client: its resolver applies the address rule to every name it connects to.
+pub type NoticeClient = Client<HttpsConnector<HttpConnector<GuardedDns>>, Full<Bytes>>;
 
 /// What kind of notice a URL is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +49,7 @@ pub struct Notice {
 }
 
 pub struct Notifier {
-    client: HttpClient,
+    client: NoticeClient,
     slots: Arc<Semaphore>,
     capacity: u32,
     timeout: Duration,
@@ -56,12 +63,13 @@ impl Notifier {
         &self.guard
     }
 
+    /// `client` must resolve through a [`GuardedDns`] holding `guard`.
     pub fn new(
-        client: HttpClient,
+        client: NoticeClient,
         max_in_flight: usize,
         timeout: Duration,
         dropped: metrics::Counter,
-        guard: HostGuard,
+        guard: Arc<HostGuard>,
     ) -> Self {
         // A semaphore's permits are counted in u32 for acquire_many; clamp so that drain()
         // can always ask for all of them.
@@ -74,7 +82,7 @@ impl Notifier {
             capacity,
             timeout,
             dropped,
-            guard: Arc::new(guard),
+            guard,
         }
     }
 
@@ -94,34 +102,26 @@ impl Notifier {
                     continue;
                 }
             };
-            if let Err(why) = HostGuard::check_scheme(&uri) {
+            if let Err(why) =
+                HostGuard::check_scheme(&uri).and_then(|()| self.guard.check_host(&uri))
+            {
                 refused(&notice, &why);
                 continue;
             }
             let client = self.client.clone();
             let timeout = self.timeout;
-            let guard = self.guard.clone();
             tokio::spawn(async move {
                 // Resolving the host may take a while: it happens here, after the answer,
                 // inside the notice's own timeout.
-                let result = tokio::time::timeout(timeout, async {
-                    guard.check_host(&uri).await?;
-                    Ok::<_, Refusal>(get(client, uri).await)
-                })
-                .await;
-                let label = match result {
-                    Ok(Ok(Ok(status))) if (200..400).contains(&status) => "ok",
-                    Ok(Ok(Ok(_))) => "bad_status",
-                    Ok(Ok(Err(()))) => "error",
-                    Ok(Err(why @ Refusal::Unresolved(_))) => {
-                        tracing::debug!(dsp = %notice.dsp.name, kind = notice.kind.label(), "notice not sent: {why}");
-                        "error"
-                    }
-                    Ok(Err(why)) => {
+                let label = match tokio::time::timeout(timeout, get(client, uri)).await {
+                    Ok(Ok(status)) if (200..400).contains(&status) => "ok",
+                    Ok(Ok(_)) => "bad_status",
+                    Ok(Err(Failure::Refused(why))) => {
                         refused(&notice, &why);
                         drop(permit);
                         return;
                     }
+                    Ok(Err(Failure::Other)) => "error",
                     Err(_) => "timeout",
                 };
                 notice.dsp.metrics.notice(notice.kind.label(), label);
@@ -149,11 +149,18 @@ fn refused(notice: &Notice, why: &Refusal) {
     );
 }
 
-async fn get(client: HttpClient, uri: Uri) -> Result<u16, ()> {
+enum Failure {
+    Refused(Refusal),
+    Other,
+}
+
+async fn get(client: NoticeClient, uri: Uri) -> Result<u16, Failure> {
     let request = Request::get(uri)
         .body(Full::new(Bytes::new()))
-        .map_err(|_| ())?;
-    let response = client.request(request).await.map_err(|_| ())?;
+        .map_err(|_| Failure::Other)?;
+    let response = client.request(request).await.map_err(|e| {
+        guard::refusal_in(&e).map_or(Failure::Other, |r| Failure::Refused(r.clone()))
+    })?;
     let status = response.status().as_u16();
     // Read the body so the connection goes back to the pool; a win notice may answer with
     // the markup itself, hence a bound rather than an assumption that it is small.

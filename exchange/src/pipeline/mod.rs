@@ -42,8 +42,13 @@ pub(crate) async fn run_auction(
         }
     };
     let cfg = &live.config.auction;
-    // Planned: one deadline per auction, computed once.
-    let plan = match plan::plan(cfg, &req, start, !live.dsps.is_empty()) {
+    // Planned: one deadline per auction, computed once, from when the request is estimated
+    // to have arrived: a busy node polls a request that became readable only after its lag.
+    let arrival = start
+        .checked_sub(app.governor.queue_estimate())
+        .unwrap_or(start);
+    let min_wait = live.config.overload.min_dsp_wait();
+    let plan = match plan::plan(cfg, &req, arrival, min_wait, !live.dsps.is_empty()) {
         Ok(plan) => plan,
         Err(outcome) => {
             app.metrics.outcome(outcome);
@@ -98,6 +103,11 @@ pub(crate) async fn run_auction(
         &mut notices,
         &mut events,
     );
+
+    // Only auctions that waited for a DSP teach the overload control what serving costs.
+    if calls.iter().any(|c| c.went_out()) {
+        app.governor.served(start.elapsed());
+    }
 
     // Written.
     let winning: Vec<_> = wins.iter().map(settle::Win::winning).collect();

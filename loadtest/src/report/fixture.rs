@@ -47,6 +47,7 @@ pub(super) fn sample_report(label: &str) -> RunReport {
         achieved_rate: 100.0,
         counts: total.counts.clone(),
         latency: total.latency(),
+        split: total.split(),
         percentiles: total.curve(),
         timeline,
         ..RunReport::default()

@@ -87,6 +87,17 @@ pub fn render_table(r: &RunReport) -> String {
         fmt_ms(l.max_us),
         fmt_ms(l.mean_us.round() as u64),
     );
+    let sp = &r.split;
+    if sp.queue_wait.count > 0 {
+        let _ = writeln!(
+            out,
+            "  split        queue wait p99 {}   200s p99 {} (from intended)   204s p99 {} p99.9 {} (from send)",
+            fmt_ms(sp.queue_wait.p99_us),
+            fmt_ms(sp.served.p99_us),
+            fmt_ms(sp.no_content.p99_us),
+            fmt_ms(sp.no_content.p999_us),
+        );
+    }
     let _ = writeln!(
         out,
         "  answers      200: {}   204: {}   4xx: {}   5xx: {}   other: {}",
