@@ -8,7 +8,9 @@
 //! probe task that yields is polled again only after everything queued ahead of it. When the
 //! smallest such lag over a window is above the target, there has been a standing queue for
 //! the whole window (the CoDel reading of a minimum), so the bound drops to three quarters of
-//! what was running; every window without one raises it by an eighth. Auctions over the bound
+//! what was running; so it does when the mean lag is above its own target (mild overload, where
+//! the queue comes and goes within the window but every wake-up waits); every window without
+//! either raises it by an eighth. Auctions over the bound
 //! are answered 204 at once, which costs microseconds, so what is served stays fast and the
 //! excess does not queue.
 //!
@@ -38,6 +40,7 @@ pub struct Governor {
     ceiling: usize,
     floor: usize,
     target_lag: Duration,
+    target_mean_lag: Duration,
     limit_gauge: metrics::Gauge,
     lag_gauge: metrics::Gauge,
     arrivals: AtomicU64,
@@ -88,6 +91,7 @@ impl Governor {
             ceiling,
             floor: config.min_limit.min(ceiling),
             target_lag: Duration::from_micros(config.target_lag_us),
+            target_mean_lag: Duration::from_micros(config.target_mean_lag_us),
             limit_gauge: gauge,
             lag_gauge: registry.gauge("exchange_scheduler_lag_seconds", &[]),
             arrivals: AtomicU64::new(0),
@@ -139,7 +143,8 @@ impl Governor {
     /// Whether a window shows overload: the runtime never idle (a standing queue of ready
     /// work), or a client queueing behind its connections while auctions run slow.
     pub fn overloaded(&self, w: &WindowStats) -> bool {
-        let runtime_behind = w.min_lag > self.target_lag;
+        let runtime_behind = w.min_lag > self.target_lag
+            || (!self.target_mean_lag.is_zero() && w.mean_lag > self.target_mean_lag);
         let client_queueing = w.client_waiting()
             && matches!((w.mean_service, w.base_service), (Some(m), Some(b)) if m > b * 2);
         runtime_behind || client_queueing
@@ -252,18 +257,19 @@ mod tests {
         Governor::new(&config, ceiling, &test_registry())
     }
 
-    /// `(limit, min lag µs, in flight) -> next limit`, with no client-side signal.
-    fn check(g: &Governor, cases: &[(usize, u64, usize, usize)]) {
-        for &(limit, lag_us, in_flight, want) in cases {
+    /// `(limit, min lag µs, mean lag µs, in flight) -> next limit`, with no client-side signal.
+    fn check(g: &Governor, cases: &[(usize, u64, u64, usize, usize)]) {
+        for &(limit, min_us, mean_us, in_flight, want) in cases {
             let w = WindowStats {
-                min_lag: Duration::from_micros(lag_us),
+                min_lag: Duration::from_micros(min_us),
+                mean_lag: Duration::from_micros(mean_us),
                 in_flight,
                 ..WindowStats::default()
             };
             let got = g.decide(limit, &w);
             assert_eq!(
                 got, want,
-                "limit {limit}, lag {lag_us} µs, {in_flight} in flight"
+                "limit {limit}, lag min {min_us} µs mean {mean_us} µs, {in_flight} in flight"
             );
         }
     }
@@ -275,20 +281,34 @@ mod tests {
             &g,
             &[
                 // Keeping up: grow by an eighth, never past the ceiling.
-                (20_000, 50, 3, 20_000),
-                (800, 999, 100, 901),
-                (16, 0, 0, 19),
-                (19_990, 10, 5, 20_000),
-                // Behind: three quarters of what was running, or of the bound if lower.
-                (20_000, 1_500, 100, 75),
-                (60, 1_500, 100, 45),
+                (20_000, 50, 60, 3, 20_000),
+                (800, 999, 999, 100, 901),
+                (16, 0, 0, 0, 19),
+                (19_990, 10, 400, 5, 20_000),
+                // A standing queue all window: three quarters of what was running, or of the
+                // bound if lower.
+                (20_000, 1_500, 1_500, 100, 75),
+                (60, 1_500, 2_000, 100, 45),
+                // No standing queue, but every wake-up waited over a millisecond on average.
+                (200, 2, 1_001, 160, 120),
+                (200, 2, 3_000, 40, 30),
                 // Never below the floor, even with nothing running.
-                (20, 5_000, 2, 16),
-                (16, 5_000, 0, 16),
-                // The target itself is still keeping up.
-                (100, 1_000, 100, 113),
+                (20, 5_000, 5_000, 2, 16),
+                (16, 5_000, 5_000, 0, 16),
+                // The targets themselves are still keeping up.
+                (100, 1_000, 1_000, 100, 113),
             ],
         );
+    }
+
+    #[test]
+    fn the_mean_lag_reading_can_be_turned_off() {
+        let config = OverloadConfig {
+            target_mean_lag_us: 0,
+            ..OverloadConfig::default()
+        };
+        let g = Governor::new(&config, 20_000, &test_registry());
+        check(&g, &[(200, 2, 3_000, 160, 226)]);
     }
 
     #[test]
@@ -373,7 +393,7 @@ mod tests {
     #[test]
     fn the_floor_never_exceeds_the_ceiling() {
         let g = governor(4);
-        check(&g, &[(4, 5_000, 4, 4), (4, 0, 0, 4)]);
+        check(&g, &[(4, 5_000, 5_000, 4, 4), (4, 0, 0, 0, 4)]);
     }
 
     // Real time, not paused: the lag is the wall-clock wait of a real scheduler.

@@ -275,7 +275,6 @@ impl Window {
         }
     }
 
-
     /// The latency at each of [`CURVE_PERCENTILES`]; empty when the window holds no sample.
     pub fn curve(&self) -> Vec<PercentilePoint> {
         if self.hist.is_empty() {
@@ -470,7 +469,11 @@ mod tests {
         assert_eq!(sp.queue_wait.count, 3, "an error has no latency");
         assert_eq!(sp.queue_wait.max_us / 1000, 30);
         assert_eq!(sp.served.count, 1);
-        assert_eq!(sp.served.max_us / 1000, 15, "a 200 counts from its intended time");
+        assert_eq!(
+            sp.served.max_us / 1000,
+            15,
+            "a 200 counts from its intended time"
+        );
         assert_eq!(sp.no_content.count, 1);
         assert_eq!(sp.no_content.max_us / 1000, 1, "a 204 counts from its send");
         assert_eq!(total.latency().count, 3);

@@ -93,6 +93,10 @@ pub struct OverloadConfig {
     /// The scheduler lag a node may show all through a window before it sheds. Default
     /// 1 000 µs.
     pub target_lag_us: u64,
+    /// The mean scheduler lag a node may show over a window before it sheds: every task that
+    /// wakes waits this long on average, several times per auction. Default 1 000 µs; 0 turns
+    /// this reading off.
+    pub target_mean_lag_us: u64,
     /// How often the lag is sampled. Default 2 ms.
     pub probe_interval_ms: u64,
     /// How long a window is: the bound changes at most once per window. Default 100 ms.
@@ -124,6 +128,7 @@ impl Default for OverloadConfig {
         Self {
             enabled: true,
             target_lag_us: 1_000,
+            target_mean_lag_us: 1_000,
             probe_interval_ms: 2,
             window_ms: 100,
             min_limit: 16,

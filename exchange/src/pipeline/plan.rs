@@ -64,7 +64,10 @@ mod tests {
             let arrival = now - Duration::from_millis(waited);
             let got = plan(&cfg, &req, arrival, Duration::from_millis(min_wait), true)
                 .map(|p| (p.deadline - arrival).as_millis() as u64);
-            assert_eq!(&got, want, "tmax {tmax}, waited {waited} ms, min wait {min_wait} ms");
+            assert_eq!(
+                &got, want,
+                "tmax {tmax}, waited {waited} ms, min wait {min_wait} ms"
+            );
         }
     }
 
