@@ -154,6 +154,11 @@ impl Breaker {
     }
 
     /// Whether a call may go out at `now`: `Err(())` while open and no probe is due.
+    /// Not closed: open or probing.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
     pub fn admit(&self, now: Instant) -> (Result<Admission, ()>, Option<Change>) {
         if !self.open.load(Ordering::Acquire) {
             return (Ok(Admission::Normal), None);

@@ -7,6 +7,7 @@
 //! allocated on the request path.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use openrtb::request::BidRequest;
@@ -159,16 +160,16 @@ fn bits(names: &[String], table: &[(&str, u8)], key: &str, errors: &mut Vec<Stri
 /// then the QPS cap (so a DSP that is not called spends no token).
 pub struct Gate {
     targeting: Targeting,
-    breaker: Option<Breaker>,
+    breaker: Option<Arc<Breaker>>,
     /// GCRA with a burst of one second's worth of calls.
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 impl Gate {
     pub fn from_config(dsp: &DspConfig) -> Result<Gate, Vec<String>> {
         let limiter = match dsp.qps.map(NonZeroU32::new) {
             None => Ok(None),
-            Some(Some(qps)) => Ok(Some(RateLimiter::direct(Quota::per_second(qps)))),
+            Some(Some(qps)) => Ok(Some(Arc::new(RateLimiter::direct(Quota::per_second(qps))))),
             Some(None) => Err("qps must be above 0".to_owned()),
         };
         match (
@@ -178,7 +179,7 @@ impl Gate {
         ) {
             (Ok(targeting), Ok(breaker), Ok(limiter)) => Ok(Gate {
                 targeting,
-                breaker: breaker.map(Breaker::new),
+                breaker: breaker.map(|b| Arc::new(Breaker::new(b))),
                 limiter,
             }),
             (targeting, breaker, limiter) => {
@@ -188,6 +189,19 @@ impl Gate {
                 Err(errors)
             }
         }
+    }
+
+    /// Takes over `old`'s circuit breaker and QPS window: a reload that leaves a DSP's
+    /// settings alone must not hand a broken DSP its full traffic again, nor a capped one a
+    /// fresh burst.
+    pub fn keep_state_of(&mut self, old: &Gate) {
+        self.breaker.clone_from(&old.breaker);
+        self.limiter.clone_from(&old.limiter);
+    }
+
+    /// Whether the circuit breaker is letting only probes through.
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.as_ref().is_some_and(|b| b.is_open())
     }
 
     /// Whether this DSP is called at `now` for a request with these traits, and how; the

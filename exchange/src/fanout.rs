@@ -26,6 +26,7 @@ use crate::config::{parse_dsp_url, Config, DspConfig, HttpVersion, TlsConfig};
 use crate::dns::DnsCache;
 use crate::dsp_filter::{Gate, RequestTraits, Skip};
 use crate::metrics::{DspMetrics, Registry};
+use crate::overload::NodeStress;
 use crate::Error;
 
 /// A pooled client: hyper-util's, which does about 30% more DSP calls per core than reqwest,
@@ -151,6 +152,8 @@ pub struct Dsp {
     in_flight: Arc<Semaphore>,
     /// Targeting and the QPS cap.
     gate: Gate,
+    /// The settings it was built from, to tell an unchanged DSP across a reload.
+    source: DspConfig,
     pub metrics: DspMetrics,
 }
 
@@ -183,12 +186,28 @@ impl Dsp {
             loss_notice_sample: dsp.loss_notice_sample,
             in_flight: Arc::new(Semaphore::new(dsp.max_in_flight)),
             gate,
+            source: dsp.clone(),
             metrics: DspMetrics::new(registry, &dsp.name),
         })
     }
 }
 
 impl Dsp {
+    /// After a reload: when `old` is the same DSP with the same settings, this one takes over
+    /// its breaker, QPS window and in-flight bound (the old one's late calls still hold
+    /// permits). A DSP whose settings changed starts afresh. True when state was kept.
+    pub fn keep_state_of(&mut self, old: &Dsp) -> bool {
+        if self.source != old.source || self.timeout != old.timeout {
+            return false;
+        }
+        self.gate.keep_state_of(&old.gate);
+        self.in_flight = old.in_flight.clone();
+        // The gauge was set afresh with the metrics; it follows the kept breaker.
+        let open = self.gate.circuit_open();
+        self.metrics.circuit_open.set(if open { 1.0 } else { 0.0 });
+        true
+    }
+
     /// Tells the DSP's circuit breaker how a call that went out ended.
     pub(crate) fn record(&self, admission: Admission, ok: bool) {
         if let Some(change) = self.gate.record(admission, ok, Instant::now()) {
@@ -268,6 +287,8 @@ pub struct FanOut {
     late_slots: Arc<Semaphore>,
     late_abandoned: metrics::Counter,
     on_late: LateHook,
+    /// Whether this node is overloaded right now, so a late timer is its fault.
+    stress: Arc<NodeStress>,
 }
 
 impl FanOut {
@@ -276,8 +297,10 @@ impl FanOut {
         config: &Config,
         late_abandoned: metrics::Counter,
         on_late: LateHook,
+        stress: Arc<NodeStress>,
     ) -> Self {
         Self {
+            stress,
             clients,
             max_response_bytes: config.auction.max_response_bytes,
             late_grace: Duration::from_millis(config.auction.late_grace_ms),
@@ -372,10 +395,12 @@ impl FanOut {
                     _ = tokio::time::sleep_until(wait_until) => {
                         // A failure now, whether it later answers late or is abandoned: a
                         // hanging DSP opens its breaker at the pace of its deadlines. Unless
-                        // this node's own timer fired past the deadline itself: then the node
-                        // was too busy to poll, the answer may have been waiting, and an
-                        // overloaded node must not take every DSP out of its auctions.
-                        if Instant::now() > deadline {
+                        // this node's own timer fired well past the deadline while the node
+                        // shows overload: then it was too busy to poll, the answer may have
+                        // been waiting, and an overloaded node must not take every DSP out of
+                        // its auctions.
+                        let fired_late = Instant::now() > deadline + self.timer_slack;
+                        if fired_late && self.stress.is_stressed() {
                             dsp.metrics.timeouts_excused.increment(1);
                         } else {
                             dsp.record(admission, false);

@@ -25,7 +25,7 @@
 //!
 //! [`Governor::decide`] is the pure rule; [`probe`] is the task that feeds it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,27 @@ pub struct Governor {
     /// The last window's mean scheduler lag, µs: how long a request that just became
     /// readable is expected to wait before this node polls it.
     queue_estimate_us: AtomicU64,
+    stress: Arc<NodeStress>,
+}
+
+/// Whether the node is overloaded right now, for those that must not blame others for its
+/// slowness (a DSP call whose deadline timer fired late). Updated by the probe.
+#[derive(Debug, Default)]
+pub struct NodeStress {
+    /// The latest scheduler lag sample, µs.
+    latest_lag_us: AtomicU64,
+    /// The last window showed overload.
+    overloaded: AtomicBool,
+    /// Above this latest lag the node counts as stressed, µs.
+    threshold_us: u64,
+}
+
+impl NodeStress {
+    /// The last window showed overload, or the latest lag sample is above the mean-lag target.
+    pub fn is_stressed(&self) -> bool {
+        self.overloaded.load(Ordering::Relaxed)
+            || self.latest_lag_us.load(Ordering::Relaxed) > self.threshold_us
+    }
 }
 
 /// What one window saw, as [`Governor::decide`] reads it.
@@ -99,6 +120,14 @@ impl Governor {
             served: AtomicU64::new(0),
             served_us: AtomicU64::new(0),
             queue_estimate_us: AtomicU64::new(0),
+            stress: Arc::new(NodeStress {
+                threshold_us: if config.target_mean_lag_us > 0 {
+                    config.target_mean_lag_us
+                } else {
+                    config.target_lag_us
+                },
+                ..NodeStress::default()
+            }),
         }
     }
 
@@ -133,6 +162,11 @@ impl Governor {
     /// so this much comes off what it can still afford.
     pub fn queue_estimate(&self) -> Duration {
         Duration::from_micros(self.queue_estimate_us.load(Ordering::Relaxed))
+    }
+
+    /// The handle the fan-out reads to tell a late node from a late DSP.
+    pub fn stress(&self) -> Arc<NodeStress> {
+        self.stress.clone()
     }
 
     /// Auctions that may run at once right now.
@@ -173,6 +207,7 @@ impl Governor {
         self.lag_gauge.set(w.min_lag.as_secs_f64());
         self.queue_estimate_us
             .store(w.mean_lag.as_micros() as u64, Ordering::Relaxed);
+        self.stress.overloaded.store(overloaded, Ordering::Relaxed);
         overloaded
     }
 }
@@ -217,6 +252,10 @@ pub async fn probe(
         let before = Instant::now();
         tokio::task::yield_now().await;
         let lag = before.elapsed();
+        governor
+            .stress
+            .latest_lag_us
+            .store(lag.as_micros() as u64, Ordering::Relaxed);
         min_lag = min_lag.min(lag);
         lag_sum += lag;
         samples += 1;

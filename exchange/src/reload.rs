@@ -13,9 +13,9 @@ use crate::Error;
 /// whole, and auctions already running keep the one they loaded.
 pub(crate) struct Live {
     pub config: Config,
-    /// The enabled DSPs, rebuilt on every reload (fresh breaker, QPS window and in-flight
-    /// bound; the metrics of a DSP of the same name carry on, as the registry keys them by
-    /// name).
+    /// The enabled DSPs, rebuilt on every reload. One whose settings did not change keeps
+    /// its breaker, QPS window and in-flight bound (`Dsp::keep_state_of`); the metrics of a
+    /// DSP of the same name carry on, as the registry keys them by name.
     pub dsps: Vec<Arc<Dsp>>,
     pub fanout: FanOut,
     pub rules: auction::Rules,

@@ -141,11 +141,17 @@ impl App {
             registry.counter("exchange_events_dropped_total", &[]),
         );
         let on_late = events_for_late(&tracker, &registry);
+        let governor = Arc::new(Governor::new(
+            &config.overload,
+            config.server.max_in_flight_auctions,
+            &registry,
+        ));
         let fanout = FanOut::new(
             clients.clone(),
             &config,
             metrics.late_abandoned.clone(),
             on_late.clone(),
+            governor.stress(),
         );
         let live = ArcSwap::from_pointee(Live {
             config: config.clone(),
@@ -157,11 +163,6 @@ impl App {
             config.redis.url.as_deref(),
             Duration::from_millis(config.tracking.redis_timeout_ms),
         )?;
-        let governor = Arc::new(Governor::new(
-            &config.overload,
-            config.server.max_in_flight_auctions,
-            &registry,
-        ));
         let reloads =
             |result| registry.counter("exchange_config_reloads_total", &[("result", result)]);
         let app = App {
@@ -233,7 +234,16 @@ impl App {
                 changed.join(", ")
             )]));
         }
-        let dsps = build_dsps(&new, &self.registry)?;
+        let mut dsps = build_dsps(&new, &self.registry)?;
+        let old = self.live.load();
+        for dsp in &mut dsps {
+            if let Some(before) = old.dsps.iter().find(|o| o.name == dsp.name) {
+                // Not yet shared: the new set is this function's alone until it is stored.
+                if let Some(dsp) = Arc::get_mut(dsp) {
+                    dsp.keep_state_of(before);
+                }
+            }
+        }
         crate::warm::warm(&self.clients, &dsps).await;
         let rewarm = crate::warm::spawn_rewarm(&self.clients, &dsps);
         let fanout = FanOut::new(
@@ -241,6 +251,7 @@ impl App {
             &new,
             self.metrics.late_abandoned.clone(),
             self.on_late.clone(),
+            self.governor.stress(),
         );
         self.billed_dsps.store(Arc::new(dsps.clone()));
         self.notifier

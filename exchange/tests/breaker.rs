@@ -180,6 +180,47 @@ async fn a_dsp_answering_500_is_cut_off_then_probed_back_in() {
     ex.stop().await;
 }
 
+#[tokio::test]
+async fn a_reload_keeps_the_circuit_of_a_dsp_it_leaves_alone() {
+    let broken = MockDsp::builder("broken")
+        .behavior(Behavior::Status(500))
+        .start()
+        .await
+        .unwrap();
+    let good = healthy().await;
+    let other = healthy().await;
+    let mut config = config_for(&[&broken, &good]);
+    // Open for a minute: only a reload could let it be called again within the test.
+    breaker(&mut config, 0, 60_000);
+    let ex = TestExchange::start(config).await;
+    for i in 0..5 {
+        auction(&ex, &format!("fail-{i}")).await;
+    }
+    assert_eq!(dsp_counts(&ex, "broken").await, (5.0, 0.0, 1.0));
+
+    // A reload that adds a DSP and leaves `broken` as it was: its circuit stays open.
+    let mut added = ex.config.clone();
+    added
+        .dsps
+        .push(exchange::config::DspConfig::new("other", other.url()));
+    ex.reload.reload(Ok(added.clone())).await.unwrap();
+    for i in 0..3 {
+        auction(&ex, &format!("kept-{i}")).await;
+    }
+    assert_eq!(dsp_counts(&ex, "broken").await, (5.0, 3.0, 1.0));
+    assert_eq!(broken.stats().requests, 5);
+    assert_eq!(other.stats().requests, 3);
+
+    // A reload that changes `broken` itself starts it afresh: called again.
+    let mut changed = added;
+    changed.dsps[0].breaker_open_ms = 59_000;
+    ex.reload.reload(Ok(changed)).await.unwrap();
+    auction(&ex, "fresh").await;
+    assert_eq!(dsp_counts(&ex, "broken").await.0, 6.0);
+    assert_eq!(broken.stats().requests, 6);
+    ex.stop().await;
+}
+
 #[test]
 fn a_status_the_mock_cannot_send_is_refused_at_runtime_too() {
     let rt = tokio::runtime::Runtime::new().unwrap();

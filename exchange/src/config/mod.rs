@@ -378,7 +378,7 @@ impl Default for NoticeConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DspConfig {
     /// Unique name; used in metrics, logs and as the default seat.
