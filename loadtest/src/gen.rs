@@ -7,6 +7,10 @@
 //! the generator instead of pushing the schedule back. Each connection is a raw hyper http1
 //! connection owned by one task, so "N connections" means exactly N sockets.
 //!
+//! Several targets (a fleet) share one schedule: request `n` goes to target `n mod T`, each
+//! target has its own queue and its own N connections, and the report has each target's
+//! figures beside the total.
+//!
 //! Everything is bounded: the plan in count and time, each request by its timeout, the drain
 //! after the schedule by the timeout plus a second, the queue and the answer sizes in bytes.
 
@@ -30,7 +34,8 @@ use tokio::time::Instant;
 use crate::mix::Mix;
 use crate::plan::Plan;
 use crate::stats::{
-    count_bids, MixEntry, Outcome, PhaseSummary, Recorder, RunReport, SecondReport, Window,
+    count_bids, MixEntry, Outcome, PhaseSummary, Recorder, RunReport, SecondReport, TargetReport,
+    Window,
 };
 use crate::target::Target;
 use crate::Error;
@@ -60,15 +65,15 @@ const DRAIN_EXTRA: Duration = Duration::from_secs(1);
 /// How one run is set up.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    /// Where requests go.
-    pub target: Target,
+    /// Where requests go: one target, or a fleet sharing the schedule in turn.
+    pub targets: Vec<Target>,
     /// Rates and durations.
     pub plan: Plan,
     /// What each request carries.
     pub mix: Arc<Mix>,
-    /// Keep-alive connections, 1 to [`MAX_CONNECTIONS`].
+    /// Keep-alive connections per target, 1 to [`MAX_CONNECTIONS`] in all.
     pub connections: usize,
-    /// Requests that may wait for a free connection, 1 to [`MAX_QUEUE`].
+    /// Requests that may wait for a free connection, per target, 1 to [`MAX_QUEUE`] in all.
     pub queue: usize,
     /// How long one request may take once sent, up to [`MAX_TIMEOUT`].
     pub timeout: Duration,
@@ -81,15 +86,19 @@ pub struct RunConfig {
 impl RunConfig {
     fn check(&self) -> Result<(), Error> {
         let bad = |s: String| Err(Error::InvalidPlan(s));
-        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+        let n = self.targets.len();
+        if n == 0 {
+            return bad("no target".to_owned());
+        }
+        if self.connections == 0 || self.connections.saturating_mul(n) > MAX_CONNECTIONS {
             return bad(format!(
-                "connections must be 1 to {MAX_CONNECTIONS}, got {}",
+                "connections must be 1 to {MAX_CONNECTIONS} in all ({n} targets), got {} each",
                 self.connections
             ));
         }
-        if !(1..=MAX_QUEUE).contains(&self.queue) {
+        if self.queue == 0 || self.queue.saturating_mul(n) > MAX_QUEUE {
             return bad(format!(
-                "queue must be 1 to {MAX_QUEUE}, got {}",
+                "queue must be 1 to {MAX_QUEUE} in all ({n} targets), got {} each",
                 self.queue
             ));
         }
@@ -117,6 +126,8 @@ struct Job {
 /// The measured results, shared by the scheduler, the connections and the ticker.
 struct State {
     recorder: Recorder,
+    /// Each target's share of the measured window, when there are several.
+    per_target: Vec<Window>,
     /// When the last measured request finished.
     last_done: Option<Instant>,
 }
@@ -140,6 +151,8 @@ impl Shared {
 /// What every connection needs to build a request.
 struct RequestTemplate {
     addr: SocketAddr,
+    /// Which target, when there are several.
+    index: Option<usize>,
     authority: String,
     path: String,
     mix: Arc<Mix>,
@@ -155,64 +168,43 @@ where
     S: Future<Output = ()>,
 {
     config.check()?;
-    let addr = pick_address(&config.target).await?;
-    let template = Arc::new(RequestTemplate {
-        addr,
-        authority: config.target.authority().to_owned(),
-        path: config.target.path_and_query().to_owned(),
-        mix: Arc::clone(&config.mix),
-        timeout: config.timeout,
-    });
-
-    // Open every connection before the clock starts, so the first second does not measure
-    // TCP handshakes. A target that accepts none is down: say so instead of measuring errors.
-    let opened = futures::future::join_all(
-        (0..config.connections).map(|_| tokio::time::timeout(CONNECT_BOUND, connect(addr))),
-    )
-    .await;
-    let mut first_error = None;
-    let mut conns = Vec::with_capacity(opened.len());
-    for result in opened {
-        match result {
-            Ok(Ok(conn)) => conns.push(Some(conn)),
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-                conns.push(None);
-            }
-            Err(_) => {
-                first_error.get_or_insert(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                ));
-                conns.push(None);
-            }
-        }
-    }
-    if conns.iter().all(Option::is_none) {
-        return Err(Error::Connect {
-            url: config.target.url().to_owned(),
-            source: first_error.unwrap_or_else(|| std::io::Error::other("no connection")),
-        });
-    }
-
+    let n = config.targets.len();
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             recorder: Recorder::new(),
+            per_target: if n > 1 {
+                vec![Window::new(); n]
+            } else {
+                Vec::new()
+            },
             last_done: None,
         }),
         stopping: AtomicBool::new(false),
         sent: AtomicU64::new(0),
     });
-    let (tx, rx) = mpsc::channel::<Job>(config.queue);
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut queues = Vec::with_capacity(n);
     let mut workers = JoinSet::new();
-    for conn in conns {
-        workers.spawn(worker(
-            conn,
-            Arc::clone(&rx),
-            Arc::clone(&template),
-            Arc::clone(&shared),
-        ));
+    for (index, target) in config.targets.iter().enumerate() {
+        let conns = open_connections(target, config.connections).await?;
+        let template = Arc::new(RequestTemplate {
+            addr: conns.0,
+            authority: target.authority().to_owned(),
+            path: target.path_and_query().to_owned(),
+            mix: Arc::clone(&config.mix),
+            timeout: config.timeout,
+            index: (n > 1).then_some(index),
+        });
+        let (tx, rx) = mpsc::channel::<Job>(config.queue);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for conn in conns.1 {
+            workers.spawn(worker(
+                conn,
+                Arc::clone(&rx),
+                Arc::clone(&template),
+                Arc::clone(&shared),
+            ));
+        }
+        queues.push(tx);
     }
 
     let start = Instant::now() + LEAD;
@@ -221,7 +213,7 @@ where
     let mut scheduler = tokio::spawn(schedule(
         config.plan.clone(),
         start,
-        tx,
+        queues,
         Arc::clone(&shared),
     ));
 
@@ -272,11 +264,13 @@ where
     state.recorder.current.sent(sent);
     let State {
         mut recorder,
+        per_target,
         last_done,
     } = std::mem::replace(
         &mut *state,
         State {
             recorder: Recorder::new(),
+            per_target: Vec::new(),
             last_done: None,
         },
     );
@@ -304,7 +298,53 @@ where
     };
     let window_end = last_done.map_or(cut, |d| d.max(cut)).min(stopped.max(cut));
     let elapsed = window_end.saturating_duration_since(measure_start);
-    Ok(build_report(&config, total, timeline, elapsed, interrupted))
+    Ok(build_report(
+        &config,
+        total,
+        &per_target,
+        timeline,
+        elapsed,
+        interrupted,
+    ))
+}
+
+/// Opens `count` connections to `target` before the clock starts, so the first second does
+/// not measure TCP handshakes. A target that accepts none is down: say so instead of
+/// measuring errors.
+async fn open_connections(
+    target: &Target,
+    count: usize,
+) -> Result<(SocketAddr, Vec<Option<Conn>>), Error> {
+    let addr = pick_address(target).await?;
+    let opened = futures::future::join_all(
+        (0..count).map(|_| tokio::time::timeout(CONNECT_BOUND, connect(addr))),
+    )
+    .await;
+    let mut first_error = None;
+    let mut conns = Vec::with_capacity(opened.len());
+    for result in opened {
+        match result {
+            Ok(Ok(conn)) => conns.push(Some(conn)),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+                conns.push(None);
+            }
+            Err(_) => {
+                first_error.get_or_insert(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ));
+                conns.push(None);
+            }
+        }
+    }
+    if conns.iter().all(Option::is_none) {
+        return Err(Error::Connect {
+            url: target.url().to_owned(),
+            source: first_error.unwrap_or_else(|| std::io::Error::other("no connection")),
+        });
+    }
+    Ok((addr, conns))
 }
 
 /// The first of the target's addresses that accepts a connection (`localhost` may resolve to
@@ -360,21 +400,47 @@ impl Ticker<'_> {
 fn build_report(
     config: &RunConfig,
     total: Window,
+    per_target: &[Window],
     timeline: Vec<SecondReport>,
     elapsed: Duration,
     interrupted: bool,
 ) -> RunReport {
-    let mut counts = total.counts.clone();
-    counts.unfinished = counts
-        .scheduled
-        .saturating_sub(counts.dropped)
-        .saturating_sub(counts.finished());
+    let unfinished = |w: &Window| {
+        let mut counts = w.counts.clone();
+        counts.unfinished = counts
+            .scheduled
+            .saturating_sub(counts.dropped)
+            .saturating_sub(counts.finished());
+        counts
+    };
+    let counts = unfinished(&total);
     let secs = elapsed.as_secs_f64();
     let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    let targets = config
+        .targets
+        .iter()
+        .zip(per_target)
+        .map(|(target, w)| {
+            let counts = unfinished(w);
+            TargetReport {
+                url: target.url().to_owned(),
+                achieved_rate: per_sec(counts.answered),
+                latency: w.latency(),
+                split: w.split(),
+                counts,
+            }
+        })
+        .collect();
     RunReport {
         label: config.label.clone(),
         mode: config.mode.clone(),
-        url: config.target.url().to_owned(),
+        url: config
+            .targets
+            .iter()
+            .map(Target::url)
+            .collect::<Vec<_>>()
+            .join(" "),
+        targets,
         target_rate: config.plan.peak_rate(),
         plan: config
             .plan
@@ -411,8 +477,11 @@ fn build_report(
 
 /// Emits every job at its intended time. Never waits for the connections: a full queue is a
 /// dropped request, counted.
-async fn schedule(plan: Plan, start: Instant, tx: mpsc::Sender<Job>, shared: Arc<Shared>) {
+async fn schedule(plan: Plan, start: Instant, queues: Vec<mpsc::Sender<Job>>, shared: Arc<Shared>) {
     for (seq, slot) in (0u64..).zip(plan.schedule()) {
+        // Targets take the schedule in turn: each sees the same rate over a second.
+        let target = (seq % queues.len() as u64) as usize;
+        let Some(tx) = queues.get(target) else { return };
         let intended = start + slot.offset;
         if intended > Instant::now() {
             tokio::time::sleep_until(intended).await;
@@ -432,6 +501,12 @@ async fn schedule(plan: Plan, start: Instant, tx: mpsc::Sender<Job>, shared: Arc
             state.recorder.current.scheduled();
             if dropped {
                 state.recorder.current.dropped();
+            }
+            if let Some(w) = state.per_target.get_mut(target) {
+                w.scheduled();
+                if dropped {
+                    w.dropped();
+                }
             }
         }
     }
@@ -488,6 +563,10 @@ async fn worker(
             let wait = taken.saturating_duration_since(job.intended);
             let mut state = shared.lock();
             state.recorder.current.record_split(wait, latency, outcome);
+            if let Some(w) = template.index.and_then(|i| state.per_target.get_mut(i)) {
+                w.sent(1);
+                w.record_split(wait, latency, outcome);
+            }
             state.last_done = Some(now);
         }
     }

@@ -396,6 +396,21 @@ pub struct PhaseSummary {
     pub measured: bool,
 }
 
+/// One target's share of a run over several.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetReport {
+    /// The target URL.
+    pub url: String,
+    /// Answers received per second over the measured window.
+    pub achieved_rate: f64,
+    /// Its counters.
+    pub counts: Counts,
+    /// Latency from intended send time.
+    pub latency: LatencySummary,
+    /// Queue wait, served auctions, 204s.
+    pub split: SplitSummary,
+}
+
 /// Everything a run measured: what `--json` prints and the HTML report draws.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
@@ -431,6 +446,10 @@ pub struct RunReport {
     /// The latency split: queue wait, served auctions, 204s.
     #[serde(default)]
     pub split: SplitSummary,
+    /// Each target's figures when the run spread its schedule over several (a fleet); empty
+    /// for one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetReport>,
     /// The percentile curve.
     pub percentiles: Vec<PercentilePoint>,
     /// One row per second of the measured window.

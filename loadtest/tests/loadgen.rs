@@ -63,7 +63,7 @@ async fn auction(url: &str) -> (StatusCode, Bytes, Duration) {
 
 fn config(url: &str, plan: Plan, connections: usize, queue: usize) -> RunConfig {
     RunConfig {
-        target: Target::parse(url, false).unwrap(),
+        targets: vec![Target::parse(url, false).unwrap()],
         plan,
         mix: Arc::new(Mix::standard()),
         connections,
@@ -331,6 +331,55 @@ async fn a_folder_of_requests_is_sent_byte_for_byte() {
     let received = dsp.received();
     assert_eq!(received.len(), 10);
     assert!(received.iter().all(|b| &b[..] == file));
+}
+
+#[tokio::test]
+async fn a_fleet_shares_the_schedule_and_each_target_is_reported() {
+    let nodes = [
+        mock("n1", Behavior::NoBid204, Latency::None).await,
+        mock("n2", Behavior::NoBid204, Latency::None).await,
+        mock("n3", Behavior::NoBid204, Latency::None).await,
+    ];
+    let mut cfg = config(
+        nodes[0].url(),
+        Plan::constant(60.0, ms(500), Duration::ZERO).unwrap(),
+        2,
+        100,
+    );
+    cfg.targets = nodes
+        .iter()
+        .map(|n| Target::parse(n.url(), false).unwrap())
+        .collect();
+    let report = gen::run(cfg, |_| {}, std::future::pending()).await.unwrap();
+    assert_eq!(report.counts.scheduled, 30);
+    assert_eq!(report.counts.status_204, 30);
+    assert_eq!(report.targets.len(), 3);
+    for (t, node) in report.targets.iter().zip(&nodes) {
+        assert_eq!(t.url, node.url());
+        assert_eq!(t.counts.scheduled, 10, "{t:?}");
+        assert_eq!(t.counts.status_204, 10, "{t:?}");
+        assert_eq!(t.counts.unfinished, 0, "{t:?}");
+        assert_eq!(t.latency.count, 10);
+        assert_eq!(node.stats().requests, 10);
+    }
+    let urls: Vec<&str> = nodes.iter().map(|n| n.url()).collect();
+    assert_eq!(report.url, urls.join(" "));
+}
+
+#[tokio::test]
+async fn one_target_reports_no_per_target_list() {
+    let node = mock("solo", Behavior::NoBid204, Latency::None).await;
+    let cfg = config(
+        node.url(),
+        Plan::constant(20.0, ms(500), Duration::ZERO).unwrap(),
+        2,
+        100,
+    );
+    let report = gen::run(cfg, |_| {}, std::future::pending()).await.unwrap();
+    assert_eq!(report.counts.status_204, 10);
+    assert!(report.targets.is_empty());
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains("\"targets\""), "{json}");
 }
 
 #[tokio::test]

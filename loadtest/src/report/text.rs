@@ -113,6 +113,21 @@ pub fn render_table(r: &RunReport) -> String {
         "  bids         {} bids in {} answers, {} no-bids",
         c.bids, c.status_200, c.no_bids
     );
+    for t in &r.targets {
+        let _ = writeln!(
+            out,
+            "  target       {}: {} answered, p50 {}, p99 {}, 200: {}, 204: {}, errors {}, timeouts {}, dropped {}",
+            t.url,
+            fmt_rate(t.achieved_rate),
+            fmt_ms(t.latency.p50_us),
+            fmt_ms(t.latency.p99_us),
+            t.counts.status_200,
+            t.counts.status_204,
+            t.counts.errors,
+            t.counts.timeouts,
+            t.counts.dropped,
+        );
+    }
     out
 }
 

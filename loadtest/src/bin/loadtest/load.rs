@@ -14,10 +14,12 @@ use loadtest::target::Target;
 
 #[derive(Args, Debug)]
 pub(crate) struct LoadArgs {
-    /// Where to send bid requests. Loopback only unless --allow-remote.
-    #[arg(long, default_value = "http://127.0.0.1:8080/openrtb2/auction")]
-    url: String,
-    /// Keep-alive connections to the target.
+    /// Where to send bid requests. Loopback only unless --allow-remote. Repeat it for a fleet:
+    /// the schedule is spread over the targets in turn, each with its own connections, and
+    /// the report shows each target and the total.
+    #[arg(long = "url", default_value = "http://127.0.0.1:8080/openrtb2/auction")]
+    urls: Vec<String>,
+    /// Keep-alive connections to each target.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connections: u32,
     /// Requests that may wait for a free connection; past it they are dropped by the generator.
@@ -104,7 +106,12 @@ pub(crate) async fn surge(args: SurgeArgs) -> anyhow::Result<()> {
 }
 
 async fn execute(load: LoadArgs, plan: Plan, mode: &str) -> anyhow::Result<()> {
-    let target = Target::parse(&load.url, load.allow_remote)?;
+    let targets = load
+        .urls
+        .iter()
+        .map(|url| Target::parse(url, load.allow_remote))
+        .collect::<Result<Vec<_>, _>>()?;
+    let urls = load.urls.join(" ");
     // Installed before anything is announced, so a Ctrl-C is never lost (see stop_signal).
     let stop = crate::stop_signal()?;
     let mix = match (&load.requests, &load.mix) {
@@ -113,14 +120,14 @@ async fn execute(load: LoadArgs, plan: Plan, mode: &str) -> anyhow::Result<()> {
         (None, None) => Mix::standard(),
     };
     let config = RunConfig {
-        target,
+        targets,
         plan: plan.clone(),
         mix: Arc::new(mix),
         // Bounded by clap to 1..=10 000 and 1..=1 000 000: both fit any usize.
         connections: load.connections as usize,
         queue: load.queue as usize,
         timeout: Duration::from_millis(load.timeout_ms),
-        label: load.label.clone().unwrap_or_else(|| load.url.clone()),
+        label: load.label.clone().unwrap_or_else(|| urls.clone()),
         mode: mode.to_owned(),
     };
     if !load.quiet {
@@ -128,7 +135,7 @@ async fn execute(load: LoadArgs, plan: Plan, mode: &str) -> anyhow::Result<()> {
         eprintln!(
             "loadtest {mode}: {} requests to {} over {:.1} s ({} connections){}",
             plan.total_requests(),
-            load.url,
+            urls,
             plan.total_duration().as_secs_f64(),
             load.connections,
             if warmup.is_zero() {
