@@ -230,6 +230,8 @@ pub struct Call<'d> {
     /// breaker with it.
     pub admission: Admission,
     pub outcome: CallOutcome,
+    /// From sending to the answer, the failure or the end of the wait; zero when not called.
+    pub latency: Duration,
 }
 
 /// What became of one DSP call, as far as the auction is concerned.
@@ -362,11 +364,11 @@ impl FanOut {
                         if skip == Skip::InFlight {
                             dsp.metrics.throttled.increment(1);
                         }
-                        return CallOutcome::Skipped(skip);
+                        return (CallOutcome::Skipped(skip), Duration::ZERO);
                     }
                     Err(outcome) => {
                         dsp.metrics.timeouts.increment(1);
-                        return outcome;
+                        return (outcome, Duration::ZERO);
                     }
                 };
                 dsp.metrics.requests.increment(1);
@@ -380,8 +382,9 @@ impl FanOut {
                 tokio::select! {
                     result = &mut call => {
                         drop(permit);
-                        dsp.metrics.latency_seconds.record(sent.elapsed().as_secs_f64());
-                        match result {
+                        let took = sent.elapsed();
+                        dsp.metrics.latency_seconds.record(took.as_secs_f64());
+                        let outcome = match result {
                             // Reported to the breaker once read (`pipeline::offers`).
                             Ok((status, body)) => CallOutcome::Answered { status, body },
                             Err(e) => {
@@ -390,7 +393,8 @@ impl FanOut {
                                 tracing::debug!(dsp = %dsp.name, error = %e, "dsp call failed");
                                 CallOutcome::Failed(e)
                             }
-                        }
+                        };
+                        (outcome, took)
                     }
                     _ = tokio::time::sleep_until(wait_until) => {
                         // A failure now, whether it later answers late or is abandoned: a
@@ -407,15 +411,17 @@ impl FanOut {
                         }
                         dsp.metrics.timeouts.increment(1);
                         self.finish_late(dsp.clone(), auction_id, call, wait_until, permit);
-                        CallOutcome::TimedOut
+                        (CallOutcome::TimedOut, wait_until.saturating_duration_since(sent))
                     }
                 }
             };
             async move {
+                let (outcome, latency) = outcome.await;
                 Call {
                     dsp,
                     admission,
-                    outcome: outcome.await,
+                    outcome,
+                    latency,
                 }
             }
         });

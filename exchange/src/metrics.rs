@@ -130,6 +130,14 @@ pub struct ServerMetrics {
     pub in_flight: Gauge,
     pub notices_dropped: Counter,
     pub late_abandoned: Counter,
+    /// `exchange_test_auctions_total`: auctions of requests with `test = 1`, also counted in
+    /// `exchange_auctions_total` by outcome like any other.
+    pub test_auctions: Counter,
+    /// `exchange_debug_answers_total`: answers that carried `ext.debug`.
+    pub debug_answers: Counter,
+    /// `exchange_debug_refused_total`: requests with an `x-exchange-debug` header that did not
+    /// match `debug.token` (or with no token configured), answered as if without it.
+    pub debug_refused: Counter,
 }
 
 impl ServerMetrics {
@@ -141,6 +149,9 @@ impl ServerMetrics {
             in_flight: registry.gauge("exchange_auctions_in_flight", &[]),
             notices_dropped: registry.counter("exchange_notices_dropped_total", &[]),
             late_abandoned: registry.counter("exchange_dsp_late_abandoned_total", &[]),
+            test_auctions: registry.counter("exchange_test_auctions_total", &[]),
+            debug_answers: registry.counter("exchange_debug_answers_total", &[]),
+            debug_refused: registry.counter("exchange_debug_refused_total", &[]),
         }
     }
 

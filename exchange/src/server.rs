@@ -521,6 +521,7 @@ async fn auction(app: &App, start: Instant, req: Request<Incoming>) -> Response<
     };
     // The auction's one load of the live config: a reload from here on does not touch it.
     let live = app.live.load_full();
+    let asked = crate::pipeline::debug::asked(live.config.debug.token.as_deref(), req.headers());
     let body = match read_body(req, live.config.server.max_body_bytes).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
@@ -541,7 +542,7 @@ async fn auction(app: &App, start: Instant, req: Request<Incoming>) -> Response<
             return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &msg, "");
         }
     };
-    let response = crate::pipeline::run_auction(app, &live, start, &body).await;
+    let response = crate::pipeline::run_auction(app, &live, start, &body, asked).await;
     let took = start.elapsed();
     app.metrics.auction_seconds.record(took.as_secs_f64());
     response

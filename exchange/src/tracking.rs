@@ -76,8 +76,8 @@ pub(crate) fn ad_format(mtype: Option<u32>, imp: &openrtb::request::Imp<'_>) -> 
     }
 }
 
-/// `GET /event/imp?...`: 204 whether the impression was billed now, was a duplicate, or was
-/// spooled for later; 403 for a URL that is not ours, tampered or expired.
+/// `GET /event/imp?...`: 204 whether the impression was billed now, was a duplicate, was
+/// spooled for later, or belongs to a test auction (logged, never billed); 403 for a URL that is not ours, tampered or expired.
 pub(crate) async fn impression(
     tracker: &Tracker,
     counts: &TrackingMetrics,
@@ -130,7 +130,15 @@ enum Kind {
     Click,
 }
 
-const RESULTS: [&str; 5] = ["billed", "duplicate", "spooled", "rejected", "error"];
+/// `test`: a test auction's URL, answered and logged, never billed.
+const RESULTS: [&str; 6] = [
+    "billed",
+    "duplicate",
+    "spooled",
+    "rejected",
+    "error",
+    "test",
+];
 
 /// `exchange_tracking_events_total{kind, result}`, registered up front.
 pub(crate) struct TrackingMetrics {
@@ -161,6 +169,7 @@ impl TrackingMetrics {
             Ok(impressions::Outcome::Spooled) => 2,
             Err(impressions::Error::Rejected(_)) => 3,
             Err(_) => 4,
+            Ok(impressions::Outcome::Test(_)) => 5,
         };
         let row = match kind {
             Kind::Impression => 0,

@@ -89,6 +89,9 @@ pub struct Event {
     /// Billed when the spool was replayed after a Redis outage, not when it arrived.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// About a test auction (`BidRequest.test = 1`): nothing in it was charged or billed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 impl Event {
@@ -117,7 +120,13 @@ impl Event {
             loss_reason: None,
             late_ms: None,
             replayed: false,
+            test: false,
         }
+    }
+
+    /// The same event, marked as a test auction's when `test`.
+    pub fn with_test(self, test: bool) -> Self {
+        Self { test, ..self }
     }
 
     /// A won auction (the win, not yet an impression: it bills nothing).

@@ -236,6 +236,11 @@ pub enum Outcome {
     Duplicate,
     /// The dedup store could not answer: kept in the spool, billed (or not) on replay.
     Spooled,
+    /// A test auction's URL: answered as usual and logged (the event carries `"test": true`),
+    /// never billed. It is not claimed in the dedup store (nothing is billed, so there is no
+    /// second billing to prevent) and never spooled, so test traffic costs Redis nothing and
+    /// each hit of the URL is logged.
+    Test(Box<Event>),
 }
 
 /// A recorded click: where to redirect (always the signed landing URL) and what became of it.
@@ -377,6 +382,16 @@ impl Tracker {
         sign::impression_url(&self.inner.imp_base, bid, dsp_burl, &self.inner.key)
     }
 
+    /// [`Self::impression_url`] for a bid of a test auction when `test`: the URL carries the
+    /// signed test flag, so its hits are logged and never billed, and `dsp_burl` never fires.
+    pub fn impression_url_for(&self, bid: &BidRef, dsp_burl: Option<&str>, test: bool) -> String {
+        self.inner
+            .key
+            .bid_signer(bid)
+            .test(test)
+            .impression_url(&self.inner.imp_base, dsp_burl)
+    }
+
     /// The click URL redirecting to `landing` (an absolute http(s) URL).
     pub fn click_url(&self, bid: &BidRef, landing: &str) -> Result<String, Error> {
         sign::click_url(&self.inner.click_base, bid, landing, &self.inner.key)
@@ -391,8 +406,21 @@ impl Tracker {
         adm: &str,
         format: AdFormat,
     ) -> Decorated {
+        self.decorate_for(bid, dsp_burl, adm, format, false)
+    }
+
+    /// [`Self::decorate`], every URL marked as a test auction's when `test` (see
+    /// [`Self::impression_url_for`]).
+    pub fn decorate_for(
+        &self,
+        bid: &BidRef,
+        dsp_burl: Option<&str>,
+        adm: &str,
+        format: AdFormat,
+        test: bool,
+    ) -> Decorated {
         // One pass over the bid's fields signs the impression URL and every click URL.
-        let signer = self.inner.key.bid_signer(bid);
+        let signer = self.inner.key.bid_signer(bid).test(test);
         let burl = signer.impression_url(&self.inner.imp_base, dsp_burl);
         let with_clicks = markup::wrap_clicks(adm, format, |landing| {
             signer.click_url(&self.inner.click_base, landing).ok()
@@ -484,6 +512,10 @@ impl Tracker {
                 return Err(Error::Rejected(rejection));
             }
         };
+        if data.test {
+            let event = inner.log_test(&data, kind, now).await?;
+            return Ok((Outcome::Test(Box::new(event)), data.landing));
+        }
         let token: u128 = rand::random();
         let key = ClaimKey {
             id: EventId::new(&data.bid, inner.time_bucket_ms),
@@ -516,6 +548,21 @@ impl Tracker {
 }
 
 impl Inner {
+    /// Logs a test auction's impression or click as it is: no claim, no cost, no hook. It
+    /// goes through the same waiting append as billing lines, so a test hit is as durable as
+    /// a real one; test traffic is small enough that the room it takes does not matter.
+    async fn log_test(&self, data: &TrackingData, kind: Kind, now: u64) -> Result<Event, Error> {
+        let event_type = match kind {
+            Kind::Impression => EventType::Impression,
+            Kind::Click => EventType::Click,
+        };
+        let mut event = Event::for_bid(event_type, &data.bid, now).with_test(true);
+        event.impression_id = Some(EventId::new(&data.bid, self.time_bucket_ms).to_string());
+        self.log.append(&event).await?;
+        self.metrics.test_event(kind);
+        Ok(event)
+    }
+
     /// Logs a claimed event: billed or duplicate. Returns the hook's argument for a billed
     /// impression; the caller fires it once the event is logged (for a replay: durable).
     async fn settle(

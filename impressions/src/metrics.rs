@@ -27,6 +27,9 @@ pub const REDIS_ERRORS: &str = "impressions_redis_errors_total";
 pub const FILE_IO_ERRORS: &str = "impressions_file_io_errors_total";
 /// Counter: claims refused because the in-memory dedup set was full.
 pub const MEMORY_DEDUP_FULL: &str = "impressions_memory_dedup_full_total";
+/// Counter: impressions and clicks of test auctions, answered and logged but never billed,
+/// labelled `kind`.
+pub const TEST_EVENTS: &str = "impressions_test_events_total";
 /// Counter: events not mirrored to the Redis stream (the file still has them).
 pub const STREAM_DROPPED: &str = "impressions_stream_dropped_total";
 
@@ -57,6 +60,8 @@ pub(crate) struct TrackerMetrics {
     /// `[kind][reason]`, kinds in [`kind_index`] order, reasons in [`REJECTIONS`] order.
     rejected: [[Counter; 6]; 2],
     spooled: [Counter; 2],
+    /// By kind, in [`kind_index`] order.
+    test_events: [Counter; 2],
     /// In [`TRACKED`] order.
     events: [Counter; 4],
     pub redis_timeouts: Counter,
@@ -72,6 +77,7 @@ impl Default for TrackerMetrics {
             recorder: None,
             rejected: std::array::from_fn(|_| std::array::from_fn(|_| Counter::noop())),
             spooled: std::array::from_fn(|_| Counter::noop()),
+            test_events: std::array::from_fn(|_| Counter::noop()),
             events: std::array::from_fn(|_| Counter::noop()),
             redis_timeouts: Counter::noop(),
             redis_failures: Counter::noop(),
@@ -116,6 +122,7 @@ impl TrackerMetrics {
                     .map(|why| counter(REJECTED, &[("kind", k.as_str()), ("reason", why.as_str())]))
             }),
             spooled: kinds.map(|k| counter(SPOOLED, &[("kind", k.as_str())])),
+            test_events: kinds.map(|k| counter(TEST_EVENTS, &[("kind", k.as_str())])),
             events: TRACKED.map(|t| counter(EVENTS, &[("type", t.as_str())])),
             redis_timeouts: counter(REDIS_ERRORS, &[("reason", "timeout")]),
             redis_failures: counter(REDIS_ERRORS, &[("reason", "error")]),
@@ -133,6 +140,10 @@ impl TrackerMetrics {
 
     pub fn spooled(&self, kind: Kind) {
         self.spooled[kind_index(kind)].increment(1);
+    }
+
+    pub fn test_event(&self, kind: Kind) {
+        self.test_events[kind_index(kind)].increment(1);
     }
 
     pub fn event(&self, kind: EventType) {
@@ -158,6 +169,10 @@ fn describe(r: &dyn Recorder) {
             "Events spooled while the dedup store could not answer",
         ),
         (EVENTS, "Impression and click events logged, by type"),
+        (
+            TEST_EVENTS,
+            "Impressions and clicks of test auctions: logged, never billed",
+        ),
         (QUARANTINED, "Spooled records set aside unbilled, by reason"),
         (
             REDIS_ERRORS,

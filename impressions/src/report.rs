@@ -32,6 +32,9 @@ pub struct Report {
     pub wins: u64,
     pub losses: u64,
     pub late_answers: u64,
+    /// Events of test auctions (`"test": true`): charged and billed nothing, so counted here
+    /// and nowhere else.
+    pub test_events: u64,
     /// Billed lines whose impression or click id was already billed earlier in the file (a
     /// spool replay redone after a crash); not counted twice.
     pub repeated_lines_ignored: u64,
@@ -77,6 +80,10 @@ struct Builder {
 impl Builder {
     fn add(&mut self, e: Event) {
         let r = &mut self.report;
+        if e.test {
+            r.test_events += 1;
+            return;
+        }
         match e.kind {
             EventType::Win => r.wins += 1,
             EventType::Loss => r.losses += 1,
@@ -164,6 +171,9 @@ impl fmt::Display for Report {
         writeln!(f, "late DSP answers     {}", self.late_answers)?;
         for (currency, micros) in &self.spend_micros {
             writeln!(f, "spend                {} {currency}", money(*micros))?;
+        }
+        if self.test_events > 0 {
+            writeln!(f, "test auction events  {} (not billed)", self.test_events)?;
         }
         if self.repeated_lines_ignored > 0 {
             writeln!(

@@ -168,6 +168,11 @@ pub struct TrackingData {
     /// be made to call an address an attacker chose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burl: Option<String>,
+    /// The URL of a test auction (`BidRequest.test = 1`): answered as usual, billed never.
+    /// Signed, so it can be neither added to a real URL nor stripped from a test one; absent
+    /// from every URL signed before the flag existed, which stay real.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 impl TrackingData {
@@ -177,6 +182,7 @@ impl TrackingData {
             kind: Kind::Impression,
             landing: None,
             burl,
+            test: false,
         }
     }
 
@@ -186,7 +192,13 @@ impl TrackingData {
             kind: Kind::Click,
             landing: Some(landing),
             burl: None,
+            test: false,
         }
+    }
+
+    /// The same URL's data, marked as a test auction's.
+    pub fn for_test(self) -> Self {
+        Self { test: true, ..self }
     }
 }
 
@@ -283,7 +295,7 @@ pub fn click_url(
 
 /// `base_url` with `data` and its signature as query parameters.
 pub fn encode(base_url: &str, data: &TrackingData, key: &TrackingKey) -> String {
-    key.bid_signer(&data.bid).url(
+    key.bid_signer(&data.bid).test(data.test).url(
         base_url,
         data.kind,
         data.landing.as_deref(),
@@ -298,6 +310,8 @@ pub struct BidSigner {
     mac: HmacSha256,
     /// `a=..&i=..&...&t=..&`: the bid's fields, percent-encoded.
     query: String,
+    /// The bid won a test auction: its URLs say so, under the MAC.
+    test: bool,
 }
 
 impl fmt::Debug for BidSigner {
@@ -330,7 +344,18 @@ impl BidSigner {
         for (name, value) in fields {
             push_param(&mut query, name, value);
         }
-        Self { mac, query }
+        Self {
+            mac,
+            query,
+            test: false,
+        }
+    }
+
+    /// Marks every URL this signer makes as a test auction's when `test` (see
+    /// [`TrackingData::test`]).
+    pub fn test(mut self, test: bool) -> Self {
+        self.test = test;
+        self
     }
 
     /// The impression URL; `burl` is the DSP's own billing URL, fired once it is billed.
@@ -352,6 +377,7 @@ impl BidSigner {
     fn url(&self, base_url: &str, kind: Kind, landing: Option<&str>, burl: Option<&str>) -> String {
         let mut mac = self.mac.clone();
         feed_tail(&mut mac, kind, landing, burl);
+        feed_test(&mut mac, self.test);
         let sig: [u8; 32] = mac.finalize().into_bytes().into();
         let extra = landing.or(burl).map_or(0, |s| s.len() * 3 + 3);
         let mut out = String::with_capacity(base_url.len() + self.query.len() + extra + 64);
@@ -364,6 +390,9 @@ impl BidSigner {
         }
         if let Some(burl) = burl {
             push_param(&mut out, "u", burl);
+        }
+        if self.test {
+            push_param(&mut out, "test", "1");
         }
         out.push_str("sig=");
         URL_SAFE_NO_PAD.encode_string(sig, &mut out);
@@ -411,6 +440,18 @@ fn feed_tail(mac: &mut HmacSha256, kind: Kind, landing: Option<&str>, burl: Opti
     feed_opts(mac, landing, burl);
 }
 
+/// The test flag, after everything else and only when set: a real URL's MAC is the one it
+/// always was, so URLs signed before the flag existed still verify. The encoding before it is
+/// self-delimiting, so the trailing tag cannot be read as part of another message.
+fn feed_test(mac: &mut HmacSha256, test: bool) {
+    if test {
+        mac.update(TEST_TAG);
+    }
+}
+
+/// Appended to the MAC input of a test auction's URL.
+const TEST_TAG: &[u8] = b"\x01test";
+
 fn feed_opts(mac: &mut HmacSha256, landing: Option<&str>, burl: Option<&str>) {
     for opt in [landing, burl] {
         match opt {
@@ -448,8 +489,13 @@ fn signature_matches(data: &TrackingData, key: &TrackingKey, sig: &[u8]) -> bool
         data.landing.as_deref(),
         data.burl.as_deref(),
     );
+    feed_test(&mut mac, data.test);
     if bool::from(mac.finalize().into_bytes().as_slice().ct_eq(sig)) {
         return true;
+    }
+    // v1 predates the test flag: it cannot vouch for one.
+    if data.test {
+        return false;
     }
     let mut v1 = key.keyed.clone();
     feed_v1(&mut v1, data);
@@ -496,12 +542,12 @@ pub fn verify(
 
 #[derive(Default)]
 struct Query {
-    fields: [Option<String>; 13],
+    fields: [Option<String>; 14],
     sig: Option<String>,
 }
 
-const NAMES: [&str; 13] = [
-    "a", "i", "b", "d", "s", "c", "cr", "p", "cur", "t", "k", "l", "u",
+const NAMES: [&str; 14] = [
+    "a", "i", "b", "d", "s", "c", "cr", "p", "cur", "t", "k", "l", "u", "test",
 ];
 
 impl Query {
@@ -532,7 +578,7 @@ impl Query {
     }
 
     fn into_data(self) -> Result<TrackingData, Rejection> {
-        let [a, i, b, d, s, c, cr, p, cur, t, k, l, u] = self.fields;
+        let [a, i, b, d, s, c, cr, p, cur, t, k, l, u, test] = self.fields;
         let req = |v: Option<String>| v.ok_or(Rejection::Malformed);
         let num = |v: Option<String>| -> Result<u64, Rejection> {
             let v = v.ok_or(Rejection::Malformed)?;
@@ -545,6 +591,12 @@ impl Query {
             Some("imp") => Kind::Impression,
             Some("click") => Kind::Click,
             _ => return Err(Rejection::Malformed),
+        };
+        // Only the signer's one spelling: two spellings of one flag would be two URLs.
+        let test = match test.as_deref() {
+            None => false,
+            Some("1") => true,
+            Some(_) => return Err(Rejection::Malformed),
         };
         Ok(TrackingData {
             bid: BidRef {
@@ -562,6 +614,7 @@ impl Query {
             kind,
             landing: l,
             burl: u,
+            test,
         })
     }
 }
@@ -908,6 +961,63 @@ mod tests {
         let old = replace_param(&url, "sig", &v1);
         assert_ne!(old, url);
         assert_eq!(check(&old, Kind::Impression), Ok(data));
+    }
+
+    #[test]
+    fn the_test_flag_is_signed_and_old_urls_stay_real() {
+        let real = impression_url(
+            "https://x.test/i",
+            &bid(),
+            Some("https://dsp.test/b"),
+            &key(),
+        );
+        let test = key()
+            .bid_signer(&bid())
+            .test(true)
+            .impression_url("https://x.test/i", Some("https://dsp.test/b"));
+        assert!(!real.contains("test="), "{real}");
+        assert!(test.contains("&test=1&sig="), "{test}");
+        assert!(!check(&real, Kind::Impression).unwrap().test);
+        let data = check(&test, Kind::Impression).unwrap();
+        assert!(data.test);
+        assert_eq!(data.bid, bid());
+        assert_eq!(
+            encode("https://x.test/i", &data, &key()),
+            test,
+            "encode keeps the flag"
+        );
+        // Adding the flag to a real URL, or stripping it from a test one, breaks the MAC.
+        let added = real.replace("&sig=", "&test=1&sig=");
+        assert_eq!(
+            check(&added, Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
+        let stripped = test.replace("&test=1", "");
+        assert_eq!(
+            check(&stripped, Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            check(&test.replace("test=1", "test=true"), Kind::Impression),
+            Err(Rejection::Malformed)
+        );
+        // A v1 signature predates the flag, so it never vouches for one.
+        let plain = TrackingData::impression(bid(), Some("https://dsp.test/b".into()));
+        let mut mac = key().keyed.clone();
+        feed_v1(&mut mac, &plain);
+        let v1 = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(
+            check(&replace_param(&test, "sig", &v1), Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
+        assert!(check(&replace_param(&real, "sig", &v1), Kind::Impression).is_ok());
+        // Clicks carry it the same way.
+        let click = key()
+            .bid_signer(&bid())
+            .test(true)
+            .click_url("https://x.test/c", "https://shop.test/")
+            .unwrap();
+        assert!(check(&click, Kind::Click).unwrap().test);
     }
 
     #[test]

@@ -130,6 +130,7 @@ async fn hundred_concurrent_sightings_on_two_nodes_bill_once() {
             Outcome::Billed(_) => billed += 1,
             Outcome::Duplicate => duplicates += 1,
             Outcome::Spooled => panic!("redis is up; nothing should be spooled"),
+            Outcome::Test(_) => panic!("not a test auction's URL"),
         }
     }
     assert_eq!((billed, duplicates), (1, 99));

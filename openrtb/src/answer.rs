@@ -23,6 +23,17 @@ pub fn write(id: &str, currency: &str, winners: &[Winning<'_>]) -> Option<Vec<u8
     if winners.is_empty() {
         return None;
     }
+    Some(write_answer(id, currency, winners, None))
+}
+
+/// As [`write`], with `ext` (the bytes of one JSON object, e.g. `{"debug":{...}}`, written
+/// as given) as the answer's `ext`, and an answer even when nothing won: `"seatbid":[]`.
+/// For answers that must say something about an auction that sold nothing (debugging).
+pub fn write_with_ext(id: &str, currency: &str, winners: &[Winning<'_>], ext: &[u8]) -> Vec<u8> {
+    write_answer(id, currency, winners, Some(ext))
+}
+
+fn write_answer(id: &str, currency: &str, winners: &[Winning<'_>], ext: Option<&[u8]>) -> Vec<u8> {
     let mut order: Vec<&Winning<'_>> = winners.iter().collect();
     order.sort_by(|a, b| (a.bidder, a.seat).cmp(&(b.bidder, b.seat)));
 
@@ -30,7 +41,8 @@ pub fn write(id: &str, currency: &str, winners: &[Winning<'_>]) -> Option<Vec<u8
         .iter()
         .map(|w| w.bid.raw().len() + w.edits.adm.map_or(0, str::len) + 512)
         .sum();
-    let mut out = Vec::with_capacity(64 + id.len() + markup);
+    let extra = ext.map_or(0, |e| e.len() + 8);
+    let mut out = Vec::with_capacity(64 + id.len() + markup + extra);
     out.extend_from_slice(b"{\"id\":");
     json::write_str(&mut out, id);
     out.extend_from_slice(b",\"seatbid\":[");
@@ -50,10 +62,17 @@ pub fn write(id: &str, currency: &str, winners: &[Winning<'_>]) -> Option<Vec<u8
         }
         w.bid.rewrite(&w.edits, &mut out);
     }
-    out.extend_from_slice(b"]}],\"cur\":");
+    if current.is_some() {
+        out.extend_from_slice(b"]}");
+    }
+    out.extend_from_slice(b"],\"cur\":");
     json::write_str(&mut out, currency);
+    if let Some(ext) = ext {
+        out.extend_from_slice(b",\"ext\":");
+        out.extend_from_slice(ext);
+    }
     out.push(b'}');
-    Some(out)
+    out
 }
 
 #[cfg(test)]
@@ -88,6 +107,35 @@ mod tests {
     #[test]
     fn nothing_won_is_no_answer() {
         assert_eq!(write("req-1", "USD", &[]), None);
+    }
+
+    #[test]
+    fn an_ext_is_written_as_given_even_when_nothing_won() {
+        let out = write_with_ext("req-1", "USD", &[], br#"{"debug":{"x":[1]}}"#);
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            r#"{"id":"req-1","seatbid":[],"cur":"USD","ext":{"debug":{"x":[1]}}}"#
+        );
+        let a = accepted(
+            r#"{"id":"req-1","seatbid":[{"seat":"s","bid":[{"id":"x","impid":"imp-1","price":2,"adm":"<b>"}]}]}"#,
+        );
+        let winners = [Winning {
+            bidder: 0,
+            seat: "s",
+            bid: &a[0].bid,
+            edits: edits(1_000_000),
+        }];
+        let out = write_with_ext("req-1", "USD", &winners, b"{}");
+        let got: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(got["ext"], serde_json::json!({}));
+        assert_eq!(got["seatbid"][0]["bid"][0]["id"], "x");
+        let plain = write("req-1", "USD", &winners).expect("an answer");
+        let mut without: serde_json::Value = got.clone();
+        without.as_object_mut().expect("an object").remove("ext");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&plain).expect("valid JSON"),
+            without
+        );
     }
 
     #[test]

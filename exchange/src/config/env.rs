@@ -8,6 +8,7 @@ pub const ENV_LISTEN: &str = "EXCHANGE_LISTEN";
 pub const ENV_REDIS_URL: &str = "EXCHANGE_REDIS_URL";
 pub const ENV_ADMIN_TOKEN: &str = "EXCHANGE_ADMIN_TOKEN";
 pub const ENV_TRACKING_SECRET: &str = "EXCHANGE_TRACKING_SECRET";
+pub const ENV_DEBUG_TOKEN: &str = "EXCHANGE_DEBUG_TOKEN";
 
 impl Config {
     /// Applies environment overrides read through `var` (a parameter so tests need not touch
@@ -26,6 +27,9 @@ impl Config {
         }
         if let Some(secret) = var(ENV_TRACKING_SECRET).filter(|t| !t.is_empty()) {
             self.tracking.secret = Some(secret);
+        }
+        if let Some(token) = var(ENV_DEBUG_TOKEN).filter(|t| !t.is_empty()) {
+            self.debug.token = Some(token);
         }
         Ok(())
     }

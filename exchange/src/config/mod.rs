@@ -14,7 +14,7 @@ use crate::Error;
 mod env;
 mod validate;
 
-pub use env::{ENV_ADMIN_TOKEN, ENV_LISTEN, ENV_REDIS_URL, ENV_TRACKING_SECRET};
+pub use env::{ENV_ADMIN_TOKEN, ENV_DEBUG_TOKEN, ENV_LISTEN, ENV_REDIS_URL, ENV_TRACKING_SECRET};
 
 /// The whole configuration of one exchange node. Every field has a default, so an empty
 /// file is a valid configuration (an exchange with no DSPs, which answers 204 to everything).
@@ -38,6 +38,27 @@ pub struct Config {
     pub overload: OverloadConfig,
     pub tls: TlsConfig,
     pub dns: DnsConfig,
+    pub debug: DebugConfig,
+}
+
+/// Debugging one auction: who may see `ext.debug` in an answer besides test auctions.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    /// A request whose `x-exchange-debug` header equals this token (compared in constant time)
+    /// gets `ext.debug` in its answer; any other value is ignored and counted. At least 16
+    /// characters. Absent (the default): only test auctions (`test = 1`) get it. Also
+    /// EXCHANGE_DEBUG_TOKEN. A reload may change it.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for DebugConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a credential: never in logs.
+        f.debug_struct("DebugConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Name resolution of outbound calls (`crate::dns`): DSP hosts are looked up at start and

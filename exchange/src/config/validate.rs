@@ -16,6 +16,7 @@ impl Config {
         self.validate_events_and_overload(&mut errors);
         self.validate_dns(&mut errors);
         self.validate_pool(&mut errors);
+        self.validate_debug(&mut errors);
         errors.extend(crate::tls::validate(&self.tls, self.server.tls.as_ref()));
         if errors.is_empty() {
             Ok(())
@@ -36,6 +37,21 @@ impl Config {
                      ({idle}), or the warm connections close before they are used again",
                     dsp.name, dsp.rewarm_ms
                 ));
+            }
+        }
+    }
+
+    /// The debug token travels in a request header, so it must be one a header can carry.
+    fn validate_debug(&self, errors: &mut Vec<String>) {
+        if let Some(token) = &self.debug.token {
+            if token.len() < 16 {
+                errors.push("debug.token must be at least 16 characters".to_owned());
+            }
+            if !token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                errors.push(
+                    "debug.token must be printable ASCII without spaces (it is sent as a header)"
+                        .to_owned(),
+                );
             }
         }
     }
@@ -312,6 +328,19 @@ mod tests {
                   or the warm connections close before they are used again"
             ]
         );
+    }
+
+    #[test]
+    fn the_debug_token_must_be_long_and_fit_a_header() {
+        assert_eq!(
+            errors("[debug]\ntoken = \"short tok\""),
+            [
+                "debug.token must be at least 16 characters",
+                "debug.token must be printable ASCII without spaces (it is sent as a header)",
+            ]
+        );
+        let ok = Config::from_toml("[debug]\ntoken = \"debug-token-0123456789\"").unwrap();
+        assert!(ok.validate().is_ok());
     }
 
     #[test]

@@ -44,6 +44,10 @@ impl<'v> Spend<'v> {
 pub(crate) struct BudgetLedger<'v> {
     pub budgets: &'v Budgets,
     pub auction_ts_ms: u64,
+    /// A test auction (`test = 1`): campaigns are asked whether they are active and could pay,
+    /// as in a real auction, so its answer is the one a real auction would give; the winner
+    /// is then charged nothing and nothing is counted for the reconciliation.
+    pub test: bool,
 }
 
 impl<'v> auction::Ledger for BudgetLedger<'v> {
@@ -70,6 +74,10 @@ impl<'v> auction::Ledger for BudgetLedger<'v> {
         let Spend::Budget(c) = campaign else {
             return false;
         };
+        if self.test {
+            // `can_cover` said yes a moment ago; a test win takes nothing from the lease.
+            return true;
+        }
         // Covered a moment ago, but a concurrent auction may have emptied the lease since: the
         // budgets count that as a `charge_race`, and the auction moves on to the next bid.
         if !self.budgets.try_charge(c, cost.get()) {

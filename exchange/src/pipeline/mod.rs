@@ -2,6 +2,7 @@
 //! planned, fanned out, bids read, auctioned (and charged), settled, written. Each stage takes
 //! what the one before produced; none finds a bid again by position or by string.
 
+pub(crate) mod debug;
 mod ledger;
 mod notify;
 mod offers;
@@ -26,12 +27,13 @@ use ledger::BudgetLedger;
 use settle::Auctioned;
 
 /// Runs the auction for `body` and builds the answer. The auction clock started at `start`,
-/// when the request head arrived.
+/// when the request head arrived; `asked` is what its debug header asked for.
 pub(crate) async fn run_auction(
     app: &App,
     live: &Live,
     start: Instant,
     body: &[u8],
+    asked: debug::Asked,
 ) -> Response<Body> {
     // Parsed.
     let req = match openrtb::request::parse(body) {
@@ -42,6 +44,11 @@ pub(crate) async fn run_auction(
         }
     };
     let cfg = &live.config.auction;
+    let test = req.is_test();
+    if test {
+        app.metrics.test_auctions.increment(1);
+    }
+    let debug = debug::start(&app.metrics, test, asked);
     // Planned: one deadline per auction, computed once, from when the request is estimated
     // to have arrived: a busy node polls a request that became readable only after its lag.
     let arrival = start
@@ -89,6 +96,7 @@ pub(crate) async fn run_auction(
     let ledger = BudgetLedger {
         budgets: &app.budgets,
         auction_ts_ms,
+        test,
     };
     let outcome = auction::run(&sale, &offers, &live.rules, &ledger);
     let auctioned = Auctioned { offers, outcome };
@@ -100,6 +108,7 @@ pub(crate) async fn run_auction(
         &req,
         &auctioned,
         auction_ts_ms,
+        test,
         &mut notices,
         &mut events,
     );
@@ -111,17 +120,28 @@ pub(crate) async fn run_auction(
 
     // Written.
     let winning: Vec<_> = wins.iter().map(settle::Win::winning).collect();
-    let answer = openrtb::answer::write(&req.id, &cfg.currency, &winning);
+    let answer = match debug {
+        None => openrtb::answer::write(&req.id, &cfg.currency, &winning),
+        Some(log) => {
+            let stages = debug::Stages {
+                calls: &calls,
+                answers: &answers,
+                sale: &sale,
+                auctioned: &auctioned,
+                rules: &live.rules,
+            };
+            Some(log.write(&req.id, &cfg.currency, &winning, &stages))
+        }
+    };
     app.notifier.fire(notices);
     app.events.emit(events);
+    app.metrics.outcome(if winning.is_empty() {
+        AuctionOutcome::NoBid
+    } else {
+        AuctionOutcome::Won
+    });
     match answer {
-        Some(body) => {
-            app.metrics.outcome(AuctionOutcome::Won);
-            json_response(StatusCode::OK, body)
-        }
-        None => {
-            app.metrics.outcome(AuctionOutcome::NoBid);
-            no_bid()
-        }
+        Some(body) => json_response(StatusCode::OK, body),
+        None => no_bid(),
     }
 }

@@ -26,7 +26,7 @@ pub(crate) struct Auctioned<'o> {
 impl<'o> Auctioned<'o> {
     /// Each offer with its result. `auction::run` answers per bid in the order it was given
     /// the offers; this is the one place that order is relied on.
-    fn results(&self) -> impl Iterator<Item = (&Offer<'o>, BidResult)> + '_ {
+    pub(super) fn results(&self) -> impl Iterator<Item = (&Offer<'o>, BidResult)> + '_ {
         debug_assert_eq!(self.offers.len(), self.outcome.bids.len());
         self.offers.iter().zip(self.outcome.bids.iter().copied())
     }
@@ -64,12 +64,16 @@ impl Win<'_> {
 
 /// Settles every bid of `auctioned` for the auction at `auction_ts_ms`: counts wins and
 /// losses per DSP, queues loss and win notices and events, and returns the winners. Charges
-/// were made by the auction's ledger; nothing here touches money.
+/// were made by the auction's ledger; nothing here touches money. In a `test` auction the
+/// tracking URLs carry the signed test flag (their hits bill nothing and fire no `burl`) and
+/// every event says `"test": true`; win and loss notices go out as usual, since the DSP was
+/// told `test = 1` in the request it bid on.
 pub(crate) fn settle<'o>(
     app: &App,
     req: &BidRequest<'_>,
     auctioned: &'o Auctioned<'o>,
     auction_ts_ms: u64,
+    test: bool,
     notices: &mut Vec<Notice>,
     events: &mut Vec<Event>,
 ) -> Vec<Win<'o>> {
@@ -85,9 +89,12 @@ pub(crate) fn settle<'o>(
                     app,
                     req,
                     offer,
-                    clearing,
-                    min_to_win,
-                    auction_ts_ms,
+                    Priced {
+                        clearing,
+                        min_to_win,
+                        auction_ts_ms,
+                        test,
+                    },
                     notices,
                     events,
                 ));
@@ -107,11 +114,10 @@ pub(crate) fn settle<'o>(
                         currency,
                         auction_ts_ms,
                     );
-                    events.push(Event::loss(
-                        &bid,
-                        u32::from(result.loss_code()),
-                        auction_ts_ms,
-                    ));
+                    events.push(
+                        Event::loss(&bid, u32::from(result.loss_code()), auction_ts_ms)
+                            .with_test(test),
+                    );
                 }
             }
         }
@@ -119,21 +125,32 @@ pub(crate) fn settle<'o>(
     wins
 }
 
+/// How a winner came out of its auction.
+struct Priced {
+    clearing: CpmMicros,
+    min_to_win: Option<CpmMicros>,
+    auction_ts_ms: u64,
+    test: bool,
+}
+
 /// One winner: macros substituted, tracking added (the bid's `burl` becomes the exchange's
 /// signed impression URL, which carries the DSP's own `burl` to fire once billed; the markup
 /// gets the same URL as a pixel or tracker, its clicks sent through the exchange), the win
 /// notice and event queued.
-#[allow(clippy::too_many_arguments)]
 fn win<'o>(
     app: &App,
     req: &BidRequest<'_>,
     offer: &'o Offer<'o>,
-    clearing: CpmMicros,
-    min_to_win: Option<CpmMicros>,
-    auction_ts_ms: u64,
+    priced: Priced,
     notices: &mut Vec<Notice>,
     events: &mut Vec<Event>,
 ) -> Win<'o> {
+    let Priced {
+        clearing,
+        min_to_win,
+        auction_ts_ms,
+        test,
+    } = priced;
     let currency = app.config.auction.currency.as_str();
     let values = MacroValues {
         price: Some(clearing),
@@ -152,18 +169,19 @@ fn win<'o>(
     let (burl, adm) = match (adm, req.imp.get(offer.candidate.imp)) {
         (Some(markup), Some(imp)) => {
             let format = tracking::ad_format(bid.mtype, imp);
-            let decorated = app
-                .tracker
-                .decorate(&billing, burl.as_deref(), &markup, format);
+            let decorated =
+                app.tracker
+                    .decorate_for(&billing, burl.as_deref(), &markup, format, test);
             let adm = decorated.adm.unwrap_or_else(|| markup.into_owned());
             (decorated.burl, Some(adm))
         }
         (adm, _) => (
-            app.tracker.impression_url(&billing, burl.as_deref()),
+            app.tracker
+                .impression_url_for(&billing, burl.as_deref(), test),
             adm.map(Cow::into_owned),
         ),
     };
-    events.push(Event::for_owned_bid(EventType::Win, billing, auction_ts_ms));
+    events.push(Event::for_owned_bid(EventType::Win, billing, auction_ts_ms).with_test(test));
     // With markup in hand the exchange fires the win notice itself and keeps it from the
     // publisher, so the win is not notified twice; without markup, the publisher fetches it
     // from the nurl, and that fetch is the win notice.
