@@ -96,16 +96,19 @@ pub enum AuctionOutcome {
     TooLarge,
     Overloaded,
     NoTime,
+    /// Screened by `[fraud]` before the fan-out (`crate::screen`).
+    Screened,
 }
 
 impl AuctionOutcome {
-    const ALL: [AuctionOutcome; 6] = [
+    const ALL: [AuctionOutcome; 7] = [
         Self::Won,
         Self::NoBid,
         Self::Invalid,
         Self::TooLarge,
         Self::Overloaded,
         Self::NoTime,
+        Self::Screened,
     ];
 
     fn label(self) -> &'static str {
@@ -116,13 +119,16 @@ impl AuctionOutcome {
             Self::TooLarge => "too_large",
             Self::Overloaded => "overloaded",
             Self::NoTime => "no_time",
+            Self::Screened => "screened",
         }
     }
 }
 
 /// Exchange-wide handles.
 pub struct ServerMetrics {
-    outcomes: [Counter; 6],
+    outcomes: [Counter; 7],
+    /// `exchange_screened_total{reason}`, in the order of `screen::Reason::ALL`.
+    screened: [Counter; 8],
     pub auction_seconds: Histogram,
     pub in_flight: Gauge,
     pub notices_dropped: Counter,
@@ -134,11 +140,21 @@ impl ServerMetrics {
         Self {
             outcomes: AuctionOutcome::ALL
                 .map(|o| registry.counter("exchange_auctions_total", &[("outcome", o.label())])),
+            screened: crate::screen::Reason::ALL
+                .map(|r| registry.counter("exchange_screened_total", &[("reason", r.label())])),
             auction_seconds: registry.histogram("exchange_auction_duration_seconds", &[]),
             in_flight: registry.gauge("exchange_auctions_in_flight", &[]),
             notices_dropped: registry.counter("exchange_notices_dropped_total", &[]),
             late_abandoned: registry.counter("exchange_dsp_late_abandoned_total", &[]),
         }
+    }
+
+    /// A request screened before the fan-out, by reason (also counted as outcome `screened`).
+    pub fn screened(&self, reason: crate::screen::Reason) {
+        if let Some(i) = crate::screen::Reason::ALL.iter().position(|r| *r == reason) {
+            self.screened[i].increment(1);
+        }
+        self.outcome(AuctionOutcome::Screened);
     }
 
     pub fn outcome(&self, outcome: AuctionOutcome) {

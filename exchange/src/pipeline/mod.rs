@@ -51,6 +51,12 @@ pub(crate) async fn run_auction(
         }
     };
 
+    // Screened: fraud rules, before any DSP is called.
+    if let Some(reason) = live.screen.check(&req, start.into_std()) {
+        app.metrics.screened(reason);
+        return no_bid();
+    }
+
     // Fanned out: each DSP's body is the publisher's bytes with the exchange's fields.
     let outbound = Outbound::new(body, &req, plan.at.to_openrtb() as u8, &cfg.currency);
     let traits = RequestTraits::of(&req);
