@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod breaker;
+pub mod client_ip;
 pub mod config;
 pub mod dns;
 pub mod dsp_filter;
@@ -19,6 +20,7 @@ mod overload;
 mod pipeline;
 pub mod readiness;
 pub mod reload;
+pub mod screen;
 pub mod server;
 pub mod tls;
 mod tracking;

@@ -4,6 +4,7 @@
 //! yardstick the exchange is measured against accepts and serves exactly as it does.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -50,6 +51,27 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_with_peer(listener, limits, tls, shutdown, move |_| new_service()).await
+}
+
+/// As [`serve`], handing `new_service` each connection's peer address (the exchange's
+/// tracking endpoints need the client's IP).
+pub async fn serve_with_peer<F, S, B>(
+    listener: TcpListener,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+    mut new_service: F,
+) -> GracefulShutdown
+where
+    F: FnMut(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let connections = std::sync::Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -61,7 +83,7 @@ where
             },
             () = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -77,7 +99,7 @@ where
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .keep_alive(true);
-        let service = new_service();
+        let service = new_service(peer);
         match &tls {
             None => {
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));

@@ -97,10 +97,12 @@ pub enum AuctionOutcome {
     Overloaded,
     NoTime,
     Late,
+    /// Screened by `[fraud]` before the fan-out (`crate::screen`).
+    Screened,
 }
 
 impl AuctionOutcome {
-    const ALL: [AuctionOutcome; 7] = [
+    const ALL: [AuctionOutcome; 8] = [
         Self::Won,
         Self::NoBid,
         Self::Invalid,
@@ -108,6 +110,7 @@ impl AuctionOutcome {
         Self::Overloaded,
         Self::NoTime,
         Self::Late,
+        Self::Screened,
     ];
 
     fn label(self) -> &'static str {
@@ -119,13 +122,16 @@ impl AuctionOutcome {
             Self::Overloaded => "overloaded",
             Self::NoTime => "no_time",
             Self::Late => "late",
+            Self::Screened => "screened",
         }
     }
 }
 
 /// Exchange-wide handles.
 pub struct ServerMetrics {
-    outcomes: [Counter; 7],
+    outcomes: [Counter; 8],
+    /// `exchange_screened_total{reason}`, in the order of `screen::Reason::ALL`.
+    screened: [Counter; 8],
     pub auction_seconds: Histogram,
     pub in_flight: Gauge,
     pub notices_dropped: Counter,
@@ -145,6 +151,8 @@ impl ServerMetrics {
         Self {
             outcomes: AuctionOutcome::ALL
                 .map(|o| registry.counter("exchange_auctions_total", &[("outcome", o.label())])),
+            screened: crate::screen::Reason::ALL
+                .map(|r| registry.counter("exchange_screened_total", &[("reason", r.label())])),
             auction_seconds: registry.histogram("exchange_auction_duration_seconds", &[]),
             in_flight: registry.gauge("exchange_auctions_in_flight", &[]),
             notices_dropped: registry.counter("exchange_notices_dropped_total", &[]),
@@ -153,6 +161,14 @@ impl ServerMetrics {
             debug_answers: registry.counter("exchange_debug_answers_total", &[]),
             debug_refused: registry.counter("exchange_debug_refused_total", &[]),
         }
+    }
+
+    /// A request screened before the fan-out, by reason (also counted as outcome `screened`).
+    pub fn screened(&self, reason: crate::screen::Reason) {
+        if let Some(i) = crate::screen::Reason::ALL.iter().position(|r| *r == reason) {
+            self.screened[i].increment(1);
+        }
+        self.outcome(AuctionOutcome::Screened);
     }
 
     pub fn outcome(&self, outcome: AuctionOutcome) {

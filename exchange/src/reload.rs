@@ -19,6 +19,10 @@ pub(crate) struct Live {
     pub dsps: Vec<Arc<Dsp>>,
     pub fanout: FanOut,
     pub rules: auction::Rules,
+    /// The `[fraud]` rules, lists loaded: a reload swaps them with the rest.
+    pub screen: crate::screen::Screen,
+    /// `server.trusted_proxies`.
+    pub trusted: crate::client_ip::TrustedProxies,
 }
 
 type Request = (Result<Config, Error>, oneshot::Sender<Result<(), Error>>);

@@ -69,6 +69,7 @@ impl App {
     /// sends impressions to the spool.
     async fn start(
         config: Config,
+        screen: crate::screen::Screen,
         local: SocketAddr,
         registry: Registry,
     ) -> Result<(App, budget::SyncTask), Error> {
@@ -154,10 +155,12 @@ impl App {
             governor.stress(),
         );
         let live = ArcSwap::from_pointee(Live {
+            trusted: trusted_proxies(&config),
             config: config.clone(),
             dsps,
             fanout,
             rules: rules(&config),
+            screen,
         });
         let readiness = Readiness::new(
             config.redis.url.as_deref(),
@@ -226,7 +229,7 @@ impl App {
 
     async fn try_reload(&self, new: Result<Config, Error>) -> Result<(), Error> {
         let new = new?;
-        new.validate()?;
+        let screen = new.validate_with_screen()?;
         let changed = restart_only_changes(&self.config, &new);
         if !changed.is_empty() {
             return Err(Error::Config(vec![format!(
@@ -259,6 +262,8 @@ impl App {
             .set_dsp_hosts(dsps.iter().filter_map(|d| d.uri.host()));
         self.live.store(Arc::new(Live {
             rules: rules(&new),
+            trusted: trusted_proxies(&new),
+            screen,
             config: new,
             dsps,
             fanout,
@@ -293,6 +298,11 @@ fn rules(config: &Config) -> auction::Rules {
         increment: money::CpmMicros::from_cpm(config.auction.price_increment)
             .unwrap_or(money::CpmMicros::ZERO),
     }
+}
+
+/// Validated with the rest of the config, so an error here cannot happen.
+fn trusted_proxies(config: &Config) -> crate::client_ip::TrustedProxies {
+    crate::client_ip::TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default()
 }
 
 /// Runs exactly once per billed impression, on arrival or on spool replay: counts the billing
@@ -370,7 +380,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
     mut reloads: Reloads,
 ) -> Result<(), Error> {
-    config.validate()?;
+    let screen = config.validate_with_screen()?;
     let registry = Registry::new()?;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let limits = crate::listen::Limits {
@@ -383,7 +393,7 @@ pub async fn run_with(
         .as_ref()
         .map(crate::tls::acceptor)
         .transpose()?;
-    let (app, budget_sync) = App::start(config, listener.local_addr()?, registry).await?;
+    let (app, budget_sync) = App::start(config, screen, listener.local_addr()?, registry).await?;
     let app = Arc::new(app);
     let overload_probe = app.config.overload.enabled.then(|| {
         let in_flight = app.in_flight.clone();
@@ -416,9 +426,12 @@ pub async fn run_with(
     // Start-up is over. Warming the DSP pools, when it runs, ends before this.
     app.readiness.mark_started();
     let serving = app.clone();
-    let graceful = crate::listen::serve(listener, limits, tls, shutdown, move || {
+    let graceful = crate::listen::serve_with_peer(listener, limits, tls, shutdown, move |peer| {
         let app = serving.clone();
-        let conn_state = Arc::new(Connection::default());
+        let conn_state = Arc::new(Connection {
+            last_answer_us: AtomicU64::new(0),
+            peer: peer.ip(),
+        });
         service_fn(move |req| {
             let app = app.clone();
             let conn_state = conn_state.clone();
@@ -455,10 +468,11 @@ pub async fn run_with(
 }
 
 /// What the server remembers of one client connection.
-#[derive(Default)]
 struct Connection {
     /// When its last auction answer left, µs after `App::epoch`; 0 before the first.
     last_answer_us: AtomicU64,
+    /// The socket's peer: the client of a tracking hit unless a trusted proxy says otherwise.
+    peer: std::net::IpAddr,
 }
 
 async fn handle(app: &App, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
@@ -478,10 +492,12 @@ async fn handle(app: &App, conn: &Connection, req: Request<Incoming>) -> Respons
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => ready(app).await,
         (&Method::GET, "/event/imp") => {
-            crate::tracking::impression(&app.tracker, &app.tracking_metrics, &req).await
+            let invalid = crate::tracking::invalid_hit(&app.live.load(), conn.peer, &req);
+            crate::tracking::impression(&app.tracker, &app.tracking_metrics, &req, invalid).await
         }
         (&Method::GET, "/event/click") => {
-            crate::tracking::click(&app.tracker, &app.tracking_metrics, &req).await
+            let invalid = crate::tracking::invalid_hit(&app.live.load(), conn.peer, &req);
+            crate::tracking::click(&app.tracker, &app.tracking_metrics, &req, invalid).await
         }
         (_, path) if path.starts_with("/admin/") => crate::admin::handle(app, req).await,
         (&Method::GET, "/metrics") => {

@@ -1,6 +1,7 @@
 //! The tracking side of the server: `GET /event/imp` and `GET /event/click`, the markup and
 //! `burl` of winning bids, and the non-billing events (wins, losses, late answers).
 
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -10,6 +11,7 @@ use money::CpmMicros;
 
 use crate::metrics::Registry;
 use crate::pipeline::Offer;
+use crate::reload::Live;
 
 use crate::server::{error, Body};
 
@@ -76,14 +78,62 @@ pub(crate) fn ad_format(mtype: Option<u32>, imp: &openrtb::request::Imp<'_>) -> 
     }
 }
 
+/// Whether a tracking hit is invalid traffic: its client (the peer, or what a trusted proxy
+/// reports) is on the IP blocklist, or its `User-Agent` is a known bot.
+pub(crate) fn invalid_hit(
+    live: &Live,
+    peer: IpAddr,
+    req: &Request<Incoming>,
+) -> Option<crate::screen::Reason> {
+    let client = live.trusted.client_ip(peer, req.headers());
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    live.screen.invalid_hit(client, ua)
+}
+
+/// An invalid hit: logged as `invalid_impression` / `invalid_click`, never billed, its `burl`
+/// never fired, and the impression id left unclaimed for a valid hit.
+async fn record_invalid(
+    tracker: &Tracker,
+    counts: &TrackingMetrics,
+    query: &str,
+    kind: Kind,
+    reason: crate::screen::Reason,
+) -> Result<impressions::InvalidHit, impressions::Error> {
+    let tracked = match kind {
+        Kind::Impression => impressions::Kind::Impression,
+        Kind::Click => impressions::Kind::Click,
+    };
+    let hit = tracker.record_invalid(query, tracked, reason.label()).await;
+    match &hit {
+        Ok(_) => counts.invalid(kind),
+        Err(e) => counts.count(kind, Err(e)),
+    }
+    hit
+}
+
 /// `GET /event/imp?...`: 204 whether the impression was billed now, was a duplicate, was
-/// spooled for later, or belongs to a test auction (logged, never billed); 403 for a URL that is not ours, tampered or expired.
+/// spooled for later, was invalid traffic, or belongs to a test auction (both logged, never
+/// billed); 403 for a URL that is not ours, tampered or expired.
 pub(crate) async fn impression(
     tracker: &Tracker,
     counts: &TrackingMetrics,
     req: &Request<Incoming>,
+    invalid: Option<crate::screen::Reason>,
 ) -> Response<Body> {
     let query = req.uri().query().unwrap_or("");
+    if let Some(reason) = invalid {
+        return match record_invalid(tracker, counts, query, Kind::Impression, reason).await {
+            Ok(_) => {
+                let mut r = Response::new(Body::default());
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                no_store(r)
+            }
+            Err(e) => refusal(&e),
+        };
+    }
     let outcome = tracker.record_impression(query).await;
     counts.count(Kind::Impression, outcome.as_ref());
     match outcome {
@@ -102,12 +152,21 @@ pub(crate) async fn click(
     tracker: &Tracker,
     counts: &TrackingMetrics,
     req: &Request<Incoming>,
+    invalid: Option<crate::screen::Reason>,
 ) -> Response<Body> {
     let query = req.uri().query().unwrap_or("");
-    let outcome = tracker.record_click(query).await;
-    counts.count(Kind::Click, outcome.as_ref().map(|c| &c.outcome));
-    match outcome {
-        Ok(click) => match HeaderValue::from_str(&click.landing) {
+    let landing = match invalid {
+        Some(reason) => record_invalid(tracker, counts, query, Kind::Click, reason)
+            .await
+            .map(|hit| hit.landing.unwrap_or_default()),
+        None => {
+            let outcome = tracker.record_click(query).await;
+            counts.count(Kind::Click, outcome.as_ref().map(|c| &c.outcome));
+            outcome.map(|c| c.landing)
+        }
+    };
+    match landing {
+        Ok(landing) => match HeaderValue::from_str(&landing) {
             Ok(location) => {
                 let mut r = Response::new(Body::default());
                 *r.status_mut() = StatusCode::FOUND;
@@ -131,13 +190,14 @@ enum Kind {
 }
 
 /// `test`: a test auction's URL, answered and logged, never billed.
-const RESULTS: [&str; 6] = [
+const RESULTS: [&str; 7] = [
     "billed",
     "duplicate",
     "spooled",
     "rejected",
     "error",
     "test",
+    "invalid",
 ];
 
 /// `exchange_tracking_events_total{kind, result}`, registered up front.
@@ -162,6 +222,21 @@ impl TrackingMetrics {
         Self { counters }
     }
 
+    /// A hit from a blocklisted IP or a bot, logged and not billed.
+    fn invalid(&self, kind: Kind) {
+        self.increment(kind, 5);
+    }
+
+    fn increment(&self, kind: Kind, result: usize) {
+        let row = match kind {
+            Kind::Impression => 0,
+            Kind::Click => RESULTS.len(),
+        };
+        if let Some(counter) = self.counters.get(row + result) {
+            counter.increment(1);
+        }
+    }
+
     fn count(&self, kind: Kind, outcome: Result<&impressions::Outcome, &impressions::Error>) {
         let result = match outcome {
             Ok(impressions::Outcome::Billed(_)) => 0,
@@ -171,13 +246,7 @@ impl TrackingMetrics {
             Err(_) => 4,
             Ok(impressions::Outcome::Test(_)) => 5,
         };
-        let row = match kind {
-            Kind::Impression => 0,
-            Kind::Click => RESULTS.len(),
-        };
-        if let Some(counter) = self.counters.get(row + result) {
-            counter.increment(1);
-        }
+        self.increment(kind, result);
     }
 }
 

@@ -149,7 +149,7 @@ async fn the_debug_header_and_test_auctions_explain_the_auction() {
             "test": false,
             "dsps": dsps_won_by_high(2),
             "imps": imps_won_by_high(2),
-            "screening": null,
+            "screening": {"screened": false},
             "scrubbing": null,
         })
     );
@@ -163,7 +163,7 @@ async fn the_debug_header_and_test_auctions_explain_the_auction() {
             "test": true,
             "dsps": dsps_won_by_high(3),
             "imps": imps_won_by_high(3),
-            "screening": null,
+            "screening": {"screened": false},
             "scrubbing": null,
         })
     );
@@ -217,7 +217,7 @@ async fn a_debugged_auction_nothing_won_is_a_200_with_an_empty_seatbid() {
                 "second_price": null, "increment": 0.01, "clearing": null,
                 "charged_micros": 0, "winner": null
             }],
-            "screening": null,
+            "screening": {"screened": false},
             "scrubbing": null,
         })
     );

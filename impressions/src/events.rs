@@ -38,6 +38,11 @@ pub enum EventType {
     Loss,
     /// A DSP answer that arrived after the auction deadline.
     Late,
+    /// An impression hit from a blocklisted client IP or a known bot: logged, never billed,
+    /// and it does not claim the impression id.
+    InvalidImpression,
+    /// A click hit from a blocklisted client IP or a known bot: redirected, never billed.
+    InvalidClick,
 }
 
 impl EventType {
@@ -50,6 +55,8 @@ impl EventType {
             EventType::Win => "win",
             EventType::Loss => "loss",
             EventType::Late => "late",
+            EventType::InvalidImpression => "invalid_impression",
+            EventType::InvalidClick => "invalid_click",
         }
     }
 }
@@ -92,6 +99,9 @@ pub struct Event {
     /// About a test auction (`BidRequest.test = 1`): nothing in it was charged or billed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub test: bool,
+    /// Why an invalid impression or click was not billed (e.g. `ip_blocklist`, `bot_ua`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_reason: Option<String>,
 }
 
 impl Event {
@@ -121,6 +131,7 @@ impl Event {
             late_ms: None,
             replayed: false,
             test: false,
+            invalid_reason: None,
         }
     }
 

@@ -250,6 +250,17 @@ pub struct ClickOutcome {
     pub outcome: Outcome,
 }
 
+/// An impression or click hit the exchange judged invalid (a blocklisted client IP, a known
+/// bot): its signature was checked and it was logged, but it bills nothing, fires no `burl` and
+/// leaves the impression id unclaimed, so a later valid hit of the same impression still bills.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidHit {
+    /// The `invalid_impression` or `invalid_click` event that was logged.
+    pub event: Event,
+    /// For a click, where to redirect all the same.
+    pub landing: Option<String>,
+}
+
 /// A winning bid's tracking: the URL that replaces its `burl`, and its markup with the
 /// impression tracker and click redirects added (`None` when the markup could not carry them
 /// and is left as it was).
@@ -443,6 +454,47 @@ impl Tracker {
             // `verify` accepts no click URL without a landing.
             (_, None) => Err(Error::Rejected(Rejection::Malformed)),
         }
+    }
+
+    /// Verifies an impression or click judged invalid by the caller and logs it as
+    /// `invalid_impression` / `invalid_click` with `reason`. Nothing is claimed or billed and
+    /// no hook runs: for finance the safe rule is that an invalid hit neither bills nor uses up
+    /// the impression id. A forged or expired URL is refused as in [`Self::record_impression`].
+    pub async fn record_invalid(
+        &self,
+        query: &str,
+        kind: Kind,
+        reason: &str,
+    ) -> Result<InvalidHit, Error> {
+        let inner = &self.inner;
+        let _in_flight = inner.in_flight.read().await;
+        if inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let now = (inner.clock)();
+        let data = match sign::verify(query, &inner.key, kind, now, &inner.validity) {
+            Ok(data) => data,
+            Err(rejection) => {
+                inner.metrics.rejected(kind, rejection);
+                return Err(Error::Rejected(rejection));
+            }
+        };
+        if kind == Kind::Click && data.landing.is_none() {
+            return Err(Error::Rejected(Rejection::Malformed));
+        }
+        let event_type = match kind {
+            Kind::Impression => EventType::InvalidImpression,
+            Kind::Click => EventType::InvalidClick,
+        };
+        let mut event = Event::for_bid(event_type, &data.bid, now);
+        event.impression_id = Some(EventId::new(&data.bid, inner.time_bucket_ms).to_string());
+        event.invalid_reason = Some(reason.to_owned());
+        inner.log.append(&event).await?;
+        inner.metrics.event(event_type);
+        Ok(InvalidHit {
+            event,
+            landing: data.landing,
+        })
     }
 
     /// Logs a win, loss or late-answer event (or any other event) as it is.

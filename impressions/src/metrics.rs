@@ -43,11 +43,13 @@ const REJECTIONS: [Rejection; 6] = [
 ];
 
 /// The event types an impression or click URL ends in (see `Inner::settle`).
-const TRACKED: [EventType; 4] = [
+const TRACKED: [EventType; 6] = [
     EventType::Impression,
     EventType::Click,
     EventType::DuplicateImpression,
     EventType::DuplicateClick,
+    EventType::InvalidImpression,
+    EventType::InvalidClick,
 ];
 
 static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
@@ -63,7 +65,7 @@ pub(crate) struct TrackerMetrics {
     /// By kind, in [`kind_index`] order.
     test_events: [Counter; 2],
     /// In [`TRACKED`] order.
-    events: [Counter; 4],
+    events: [Counter; 6],
     pub redis_timeouts: Counter,
     pub redis_failures: Counter,
     pub file_io_errors: Counter,

@@ -29,6 +29,8 @@ pub struct Report {
     pub clicks: u64,
     /// Impression and click repeats that were counted and not billed.
     pub duplicates_dropped: u64,
+    /// Impression and click hits from blocklisted IPs or known bots: logged, not billed.
+    pub invalid_hits: u64,
     pub wins: u64,
     pub losses: u64,
     pub late_answers: u64,
@@ -89,6 +91,7 @@ impl Builder {
             EventType::Loss => r.losses += 1,
             EventType::Late => r.late_answers += 1,
             EventType::DuplicateImpression | EventType::DuplicateClick => r.duplicates_dropped += 1,
+            EventType::InvalidImpression | EventType::InvalidClick => r.invalid_hits += 1,
             EventType::Impression | EventType::Click => {
                 // Without an id a line cannot be matched to a repeat; it counts as its own.
                 let id = e
@@ -166,6 +169,7 @@ impl fmt::Display for Report {
         writeln!(f, "clicks               {}", self.clicks)?;
         writeln!(f, "CTR                  {}", percent(self.ctr_bp))?;
         writeln!(f, "duplicates dropped   {}", self.duplicates_dropped)?;
+        writeln!(f, "invalid, not billed  {}", self.invalid_hits)?;
         writeln!(f, "wins                 {}", self.wins)?;
         writeln!(f, "losses               {}", self.losses)?;
         writeln!(f, "late DSP answers     {}", self.late_answers)?;

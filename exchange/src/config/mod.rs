@@ -39,6 +39,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub dns: DnsConfig,
     pub debug: DebugConfig,
+    /// Fraud screening before the fan-out (`crate::screen`) and of tracking hits.
+    pub fraud: FraudConfig,
 }
 
 /// Debugging one auction: who may see `ext.debug` in an answer besides test auctions.
@@ -58,6 +60,57 @@ impl std::fmt::Debug for DebugConfig {
         f.debug_struct("DebugConfig")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
+    }
+}
+
+/// `[fraud]`: which bid requests are answered 204 without calling any DSP, and which tracking
+/// hits are logged as invalid instead of billed. Every list is loaded at start and on each
+/// reload; a bad line stops the start (or refuses the reload) naming its file and line.
+#[derive(Clone, PartialEq, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FraudConfig {
+    /// Files of IPv4/IPv6 addresses and CIDR ranges, one per line, `#` comments (e.g. data
+    /// centre ranges). A request whose `device.ip` or `device.ipv6` is in one is screened
+    /// (`ip_blocklist`); so is a tracking hit from such a client IP. Default none.
+    pub ip_blocklist_files: Vec<std::path::PathBuf>,
+    /// Screen requests (and tracking hits) whose user agent is a known bot, crawler, HTTP
+    /// library or headless browser (`bot_ua`; the `isbot` list). Default true.
+    pub bot_user_agents: bool,
+    /// Files of domains, one per line: a request whose `site.domain` or `site.page` host is
+    /// a listed domain or a subdomain of one is screened (`domain_blocklist`). Default none.
+    pub domain_blocklist_files: Vec<std::path::PathBuf>,
+    /// Files of app bundles, one per line: a request whose `app.bundle` is listed (whole,
+    /// ignoring case) is screened (`app_blocklist`). Default none.
+    pub app_blocklist_files: Vec<std::path::PathBuf>,
+    /// More requests than this from one `device.ip` (IPv6: one /64) within a second are
+    /// screened (`ip_rate`). Default none (off).
+    pub max_requests_per_ip: Option<u32>,
+    /// More requests than this from one `device.ifa` within a second are screened
+    /// (`device_rate`); the all-zero IFA is never counted. Default none (off).
+    pub max_requests_per_device: Option<u32>,
+    /// Counter cells of each rate limit (rounded up to a power of two), 8 bytes each: the
+    /// memory bound whatever the number of IPs or devices. Default 262 144 (2 MiB).
+    pub rate_table_slots: usize,
+    /// Screen site and app requests without a parsable `device.ip` or `device.ipv6`
+    /// (`missing_ip`). Default false.
+    pub require_ip: bool,
+    /// Screen site and app requests without a `device.ua` (`missing_ua`). Default false.
+    pub require_ua: bool,
+}
+
+impl Default for FraudConfig {
+    fn default() -> Self {
+        Self {
+            ip_blocklist_files: Vec::new(),
+            bot_user_agents: true,
+            domain_blocklist_files: Vec::new(),
+            app_blocklist_files: Vec::new(),
+            max_requests_per_ip: None,
+            max_requests_per_device: None,
+            rate_table_slots: 262_144,
+            require_ip: false,
+            require_ua: false,
+        }
     }
 }
 
@@ -308,6 +361,10 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Serve publishers over HTTPS with this certificate. Default none: plain HTTP.
     pub tls: Option<ServerTlsConfig>,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client of a
+    /// tracking hit: the right-most address in it that is not itself a trusted proxy. From
+    /// any other peer the header is ignored and the peer is the client. Default none.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -320,6 +377,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
             tls: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -18,10 +18,55 @@ impl Config {
         self.validate_pool(&mut errors);
         self.validate_debug(&mut errors);
         errors.extend(crate::tls::validate(&self.tls, self.server.tls.as_ref()));
+        self.validate_fraud(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
             Err(Error::Config(errors))
+        }
+    }
+
+    /// Checks every rule as [`Config::validate`] does and also loads the `[fraud]` lists,
+    /// reporting their bad lines (`file:line: problem`) with the other errors; the screen
+    /// comes back built, so each list is read once.
+    pub fn validate_with_screen(&self) -> Result<crate::screen::Screen, Error> {
+        let mut errors = match self.validate() {
+            Ok(()) => Vec::new(),
+            Err(Error::Config(errors)) => errors,
+            Err(other) => return Err(other),
+        };
+        match crate::screen::Screen::from_config(&self.fraud) {
+            Ok(screen) if errors.is_empty() => Ok(screen),
+            Ok(_) => Err(Error::Config(errors)),
+            Err(list_errors) => {
+                errors.extend(list_errors.into_iter().map(|e| format!("fraud: {e}")));
+                Err(Error::Config(errors))
+            }
+        }
+    }
+
+    /// The `[fraud]` keys that need no file to check, and `server.trusted_proxies`.
+    fn validate_fraud(&self, errors: &mut Vec<String>) {
+        let f = &self.fraud;
+        for (key, limit) in [
+            ("max_requests_per_ip", f.max_requests_per_ip),
+            ("max_requests_per_device", f.max_requests_per_device),
+        ] {
+            if limit == Some(0) {
+                errors.push(format!(
+                    "fraud.{key} must be above 0 (leave it out to turn the limit off)"
+                ));
+            }
+        }
+        if f.rate_table_slots == 0 || f.rate_table_slots > 1 << 26 {
+            errors.push(format!(
+                "fraud.rate_table_slots must be between 1 and 67108864, not {}",
+                f.rate_table_slots
+            ));
+        }
+        if let Err(problems) = crate::client_ip::TrustedProxies::parse(&self.server.trusted_proxies)
+        {
+            errors.extend(problems);
         }
     }
 

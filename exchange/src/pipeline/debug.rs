@@ -100,6 +100,24 @@ impl DebugLog {
         openrtb::answer::write_with_ext(id, currency, winners, &ext)
     }
 
+    /// The answer to a request the fraud screen stopped: 200, `"seatbid":[]`, and
+    /// `ext.debug.screening` naming the rule; no DSP was called.
+    pub fn write_screened(mut self, id: &str, currency: &str, reason: &str) -> Vec<u8> {
+        self.screening = serde_json::json!({ "screened": true, "reason": reason });
+        let ext = Ext {
+            debug: Report {
+                test: self.test,
+                dsps: Vec::new(),
+                imps: Vec::new(),
+                screening: self.screening,
+                scrubbing: self.scrubbing,
+            },
+        };
+        let ext = serde_json::to_vec(&ext)
+            .unwrap_or_else(|_| br#"{"debug":{"error":"not serializable"}}"#.to_vec());
+        openrtb::answer::write_with_ext(id, currency, &[], &ext)
+    }
+
     fn report<'s>(self, stages: &Stages<'s, '_>) -> Report<'s> {
         let Stages {
             calls,

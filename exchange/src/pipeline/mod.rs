@@ -63,6 +63,22 @@ pub(crate) async fn run_auction(
         }
     };
 
+    // Screened: fraud rules, before any DSP is called.
+    let mut debug = debug;
+    if let Some(reason) = live.screen.check(&req, start.into_std()) {
+        app.metrics.screened(reason);
+        return match debug {
+            Some(log) => json_response(
+                StatusCode::OK,
+                log.write_screened(&req.id, &cfg.currency, reason.label()),
+            ),
+            None => no_bid(),
+        };
+    }
+    if let Some(log) = &mut debug {
+        log.screening = serde_json::json!({ "screened": false });
+    }
+
     // Fanned out: each DSP's body is the publisher's bytes with the exchange's fields.
     let outbound = Outbound::new(body, &req, plan.at.to_openrtb() as u8, &cfg.currency);
     let traits = RequestTraits::of(&req);
