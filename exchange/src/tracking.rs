@@ -189,20 +189,47 @@ enum Kind {
     Click,
 }
 
-/// `test`: a test auction's URL, answered and logged, never billed.
-const RESULTS: [&str; 7] = [
-    "billed",
-    "duplicate",
-    "spooled",
-    "rejected",
-    "error",
-    "test",
-    "invalid",
-];
+/// What became of one tracking hit, as `exchange_tracking_events_total{result}` counts it.
+#[derive(Clone, Copy)]
+enum HitResult {
+    Billed,
+    Duplicate,
+    Spooled,
+    Rejected,
+    Error,
+    /// A test auction's URL: answered and logged, never billed.
+    Test,
+    /// A blocklisted client IP or a bot: answered and logged, never billed.
+    Invalid,
+}
+
+impl HitResult {
+    const ALL: [HitResult; 7] = [
+        Self::Billed,
+        Self::Duplicate,
+        Self::Spooled,
+        Self::Rejected,
+        Self::Error,
+        Self::Test,
+        Self::Invalid,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Billed => "billed",
+            Self::Duplicate => "duplicate",
+            Self::Spooled => "spooled",
+            Self::Rejected => "rejected",
+            Self::Error => "error",
+            Self::Test => "test",
+            Self::Invalid => "invalid",
+        }
+    }
+}
 
 /// `exchange_tracking_events_total{kind, result}`, registered up front.
 pub(crate) struct TrackingMetrics {
-    /// Impressions then clicks, each in the order of [`RESULTS`].
+    /// Impressions then clicks, each in the order of [`HitResult::ALL`].
     counters: Vec<metrics::Counter>,
 }
 
@@ -211,10 +238,10 @@ impl TrackingMetrics {
         let counters = ["imp", "click"]
             .iter()
             .flat_map(|kind| {
-                RESULTS.iter().map(move |result| {
+                HitResult::ALL.iter().map(move |result| {
                     registry.counter(
                         "exchange_tracking_events_total",
-                        &[("kind", kind), ("result", result)],
+                        &[("kind", kind), ("result", result.label())],
                     )
                 })
             })
@@ -224,27 +251,27 @@ impl TrackingMetrics {
 
     /// A hit from a blocklisted IP or a bot, logged and not billed.
     fn invalid(&self, kind: Kind) {
-        self.increment(kind, 5);
+        self.increment(kind, HitResult::Invalid);
     }
 
-    fn increment(&self, kind: Kind, result: usize) {
+    fn increment(&self, kind: Kind, result: HitResult) {
         let row = match kind {
             Kind::Impression => 0,
-            Kind::Click => RESULTS.len(),
+            Kind::Click => HitResult::ALL.len(),
         };
-        if let Some(counter) = self.counters.get(row + result) {
+        if let Some(counter) = self.counters.get(row + result as usize) {
             counter.increment(1);
         }
     }
 
     fn count(&self, kind: Kind, outcome: Result<&impressions::Outcome, &impressions::Error>) {
         let result = match outcome {
-            Ok(impressions::Outcome::Billed(_)) => 0,
-            Ok(impressions::Outcome::Duplicate) => 1,
-            Ok(impressions::Outcome::Spooled) => 2,
-            Err(impressions::Error::Rejected(_)) => 3,
-            Err(_) => 4,
-            Ok(impressions::Outcome::Test(_)) => 5,
+            Ok(impressions::Outcome::Billed(_)) => HitResult::Billed,
+            Ok(impressions::Outcome::Duplicate) => HitResult::Duplicate,
+            Ok(impressions::Outcome::Spooled) => HitResult::Spooled,
+            Err(impressions::Error::Rejected(_)) => HitResult::Rejected,
+            Err(_) => HitResult::Error,
+            Ok(impressions::Outcome::Test(_)) => HitResult::Test,
         };
         self.increment(kind, result);
     }
