@@ -54,6 +54,9 @@ async fn send(ex: &TestExchange, dsps: &[MockDspHandle; 3], request: &Value) -> 
     dsps.each_ref().map(|d| {
         let received = d.received_json();
         assert_eq!(received.len(), 1, "{} got {received:?}", d.name());
+        // Scrubbed or not, each DSP gets its own remaining time.
+        let tmax = received[0]["tmax"].as_u64().unwrap();
+        assert!((1..=500).contains(&tmax), "{} got tmax {tmax}", d.name());
         without_owned(received[0].clone())
     })
 }

@@ -136,6 +136,31 @@ mod tests {
     }
 
     #[test]
+    fn gdpr_consent_is_per_vendor_from_the_tc_string_or_the_gpp_one() {
+        let tc = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA";
+        for regs_user in [
+            format!(r#""regs":{{"gdpr":1}},"user":{{"consent":"{tc}"}}"#),
+            format!(r#""regs":{{"ext":{{"gdpr":1}}}},"user":{{"ext":{{"consent":"{tc}"}}}}"#),
+            format!(r#""regs":{{"gdpr":1,"gpp":"DBABMA~{tc}","gpp_sid":[2]}}"#),
+        ] {
+            let d = decision(&regs_user);
+            assert_eq!(d.for_dsp(Some(8)), None, "{regs_user}");
+            assert_eq!(d.for_dsp(Some(9)), Some((Scrub::Restricted, Rule::Gdpr)));
+            assert_eq!(d.for_dsp(None), Some((Scrub::Restricted, Rule::Gdpr)));
+        }
+        // The GPP string's TCF section counts only when `gpp_sid` lists it...
+        let d = decision(&format!(
+            r#""regs":{{"gdpr":1,"gpp":"DBABMA~{tc}","gpp_sid":[]}}"#
+        ));
+        assert_eq!(d.for_dsp(Some(8)), Some((Scrub::Restricted, Rule::Gdpr)));
+        // ...and a listed US section it lacks is an opt-out for everyone.
+        let d = decision(&format!(
+            r#""regs":{{"gdpr":1,"gpp":"DBABMA~{tc}","gpp_sid":[2,6]}}"#
+        ));
+        assert_eq!(d.for_dsp(Some(8)), Some((Scrub::Restricted, Rule::Gpp)));
+    }
+
+    #[test]
     fn gdpr_without_a_readable_consent_scrubs_everyone() {
         let d = decision(r#""regs":{"gdpr":1},"user":{"consent":"there-is-a-real-cs-in-it"}"#);
         assert_eq!(d.for_dsp(Some(1)), Some((Scrub::Restricted, Rule::Gdpr)));
