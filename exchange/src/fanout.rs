@@ -149,6 +149,8 @@ pub struct Dsp {
     pub timeout: Duration,
     pub loss_notices: bool,
     pub loss_notice_sample: f64,
+    /// Its IAB Global Vendor List id, for the GDPR consent check (`crate::privacy`).
+    pub gvl_id: Option<u16>,
     in_flight: Arc<Semaphore>,
     /// Targeting and the QPS cap.
     gate: Gate,
@@ -184,6 +186,7 @@ impl Dsp {
             timeout: Duration::from_millis(config.dsp_timeout_ms(dsp)),
             loss_notices: dsp.loss_notices,
             loss_notice_sample: dsp.loss_notice_sample,
+            gvl_id: dsp.gvl_id,
             in_flight: Arc::new(Semaphore::new(dsp.max_in_flight)),
             gate,
             source: dsp.clone(),
@@ -315,8 +318,8 @@ impl FanOut {
 
     /// Calls every DSP in `dsps` that admits a request with these `traits` at once and returns
     /// what each one did by its deadline: `min(auction_deadline, start + dsp.timeout)`.
-    /// `render(tmax_ms)` builds the body a DSP receives; `tmax_ms` is that DSP's own remaining
-    /// time.
+    /// `render(dsp, tmax_ms)` builds the body `dsp` receives; `tmax_ms` is that DSP's own
+    /// remaining time. It is called only for DSPs actually called.
     pub async fn call_all<'d>(
         &self,
         auction_id: &str,
@@ -324,7 +327,7 @@ impl FanOut {
         traits: &RequestTraits<'_>,
         start: Instant,
         auction_deadline: Instant,
-        render: impl Fn(u32) -> Bytes,
+        render: impl Fn(&Dsp, u32) -> Bytes,
     ) -> Vec<Call<'d>> {
         let now = Instant::now();
         let calls = dsps.iter().map(|dsp| {
@@ -353,7 +356,7 @@ impl FanOut {
                     let tmax = u32::try_from(remaining.as_millis())
                         .unwrap_or(u32::MAX)
                         .max(1);
-                    Ok((permit, render(tmax)))
+                    Ok((permit, render(dsp, tmax)))
                 }
             };
             let outcome = async move {

@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::dsp_filter::Skip;
+use crate::privacy::Rule;
 use crate::Error;
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -189,6 +190,8 @@ pub struct DspMetrics {
     pub throttled: Counter,
     /// `exchange_dsp_skipped_total{reason}`, in the order of `Skip::ALL`.
     skipped: [Counter; 4],
+    /// `exchange_scrubbed_total{rule}`, in the order of `Rule::ALL`.
+    scrubbed: [Counter; 4],
     /// `exchange_dsp_circuit_open`: 1 while the breaker lets only probes through.
     pub circuit_open: Gauge,
     pub late_answers: Counter,
@@ -218,6 +221,12 @@ impl DspMetrics {
                 registry.counter(
                     "exchange_dsp_skipped_total",
                     &[("dsp", name), ("reason", r.label())],
+                )
+            }),
+            scrubbed: Rule::ALL.map(|r| {
+                registry.counter(
+                    "exchange_scrubbed_total",
+                    &[("dsp", name), ("rule", r.label())],
                 )
             }),
             circuit_open: {
@@ -269,6 +278,14 @@ impl DspMetrics {
         // `skipped` is built from Skip::ALL in the same order, so the position always exists.
         if let Some(i) = Skip::ALL.iter().position(|r| *r == reason) {
             self.skipped[i].increment(1);
+        }
+    }
+
+    /// A body this DSP received scrubbed, by the rule that asked for it.
+    pub fn scrubbed(&self, rule: Rule) {
+        // `scrubbed` is built from Rule::ALL in the same order, so the position always exists.
+        if let Some(i) = Rule::ALL.iter().position(|r| *r == rule) {
+            self.scrubbed[i].increment(1);
         }
     }
 

@@ -119,6 +119,16 @@ fn dsps_won_by_high(n: u32) -> serde_json::Value {
     ])
 }
 
+/// `ext.debug.scrubbing` for a request without privacy signals: no DSP's body is scrubbed,
+/// and no supply-chain node is configured.
+fn no_scrubbing() -> serde_json::Value {
+    let dsp = |name: &str| json!({"dsp": name, "scrub": null, "rule": null});
+    json!({
+        "schain_node": false,
+        "dsps": [dsp("dbg-video"), dsp("dbg-none"), dsp("dbg-high"), dsp("dbg-low")],
+    })
+}
+
 /// The second-price computation: runner-up 1.50 over a 1.00 floor, plus 0.01.
 fn imps_won_by_high(n: u32) -> serde_json::Value {
     json!([{
@@ -150,7 +160,7 @@ async fn the_debug_header_and_test_auctions_explain_the_auction() {
             "dsps": dsps_won_by_high(2),
             "imps": imps_won_by_high(2),
             "screening": {"screened": false},
-            "scrubbing": null,
+            "scrubbing": no_scrubbing(),
         })
     );
 
@@ -164,7 +174,7 @@ async fn the_debug_header_and_test_auctions_explain_the_auction() {
             "dsps": dsps_won_by_high(3),
             "imps": imps_won_by_high(3),
             "screening": {"screened": false},
-            "scrubbing": null,
+            "scrubbing": no_scrubbing(),
         })
     );
 
@@ -218,7 +228,7 @@ async fn a_debugged_auction_nothing_won_is_a_200_with_an_empty_seatbid() {
                 "charged_micros": 0, "winner": null
             }],
             "screening": {"screened": false},
-            "scrubbing": null,
+            "scrubbing": no_scrubbing(),
         })
     );
     // Without debugging the same auction is the usual 204.

@@ -41,6 +41,9 @@ pub struct Config {
     pub debug: DebugConfig,
     /// Fraud screening before the fan-out (`crate::screen`) and of tracking hits.
     pub fraud: FraudConfig,
+    /// The exchange's node in `source.schain`. Absent (the default): the chain is forwarded
+    /// as the publisher sent it.
+    pub supply_chain: Option<SupplyChainConfig>,
 }
 
 /// Debugging one auction: who may see `ext.debug` in an answer besides test auctions.
@@ -112,6 +115,15 @@ impl Default for FraudConfig {
             require_ua: false,
         }
     }
+}
+
+/// `[supply_chain]`: the node the exchange appends to every request's supply chain.
+#[derive(Clone, PartialEq, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupplyChainConfig {
+    /// The exchange's canonical domain, as in the publishers' ads.txt and its sellers.json,
+    /// e.g. `"your-exchange.example"`.
+    pub asi: String,
 }
 
 /// Name resolution of outbound calls (`crate::dns`): DSP hosts are looked up at start and
@@ -513,6 +525,11 @@ pub struct DspConfig {
     /// request without one does not match. Default empty: any.
     #[serde(default)]
     pub device_types: Vec<i32>,
+    /// The DSP's vendor id in the IAB Global Vendor List. Where GDPR applies, the DSP gets the
+    /// user's and device's identifiers and precise geo only when the TCF v2 consent string
+    /// gives purpose 1 and this vendor consent. Default none: treated as without consent.
+    #[serde(default)]
+    pub gvl_id: Option<u16>,
     /// The circuit breaker: past `breaker_failure_ratio` failed calls (timeouts, transport
     /// errors, statuses other than 200/204, unreadable answers) among at least
     /// `breaker_min_calls` over the last `breaker_window_ms`, the DSP gets only probe calls.
@@ -604,6 +621,7 @@ impl DspConfig {
             channels: Vec::new(),
             countries: Vec::new(),
             device_types: Vec::new(),
+            gvl_id: None,
             breaker: true,
             breaker_window_ms: default_breaker_window_ms(),
             breaker_min_calls: default_breaker_min_calls(),

@@ -17,6 +17,7 @@ impl Config {
         self.validate_dns(&mut errors);
         self.validate_pool(&mut errors);
         self.validate_debug(&mut errors);
+        self.validate_supply_chain(&mut errors);
         errors.extend(crate::tls::validate(&self.tls, self.server.tls.as_ref()));
         self.validate_fraud(&mut errors);
         if errors.is_empty() {
@@ -98,6 +99,30 @@ impl Config {
                         .to_owned(),
                 );
             }
+        }
+    }
+
+    fn validate_supply_chain(&self, errors: &mut Vec<String>) {
+        let Some(sc) = &self.supply_chain else {
+            return;
+        };
+        let asi = sc.asi.as_str();
+        // A domain name: what buyers look up in sellers.json and ads.txt.
+        let domain = !asi.is_empty()
+            && asi.len() <= 253
+            && asi.split('.').count() >= 2
+            && asi.split('.').all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !domain {
+            errors.push(format!(
+                "supply_chain.asi must be the exchange's domain name, like \"exchange.example\", not {asi:?}"
+            ));
         }
     }
 
@@ -386,6 +411,36 @@ mod tests {
         );
         let ok = Config::from_toml("[debug]\ntoken = \"debug-token-0123456789\"").unwrap();
         assert!(ok.validate().is_ok());
+    }
+
+    #[test]
+    fn the_supply_chain_asi_is_a_domain_name() {
+        let e = errors(
+            r#"
+            [supply_chain]
+            asi = "not a domain"
+            "#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                r#"supply_chain.asi must be the exchange's domain name, like "exchange.example", not "not a domain""#
+            ]
+        );
+        let c = Config::from_toml(
+            r#"
+            [supply_chain]
+            asi = "your-exchange.example"
+            [[dsp]]
+            name = "a"
+            url = "http://127.0.0.1:1/bid"
+            gvl_id = 755
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.supply_chain.unwrap().asi, "your-exchange.example");
+        assert_eq!(c.dsps[0].gvl_id, Some(755));
     }
 
     #[test]

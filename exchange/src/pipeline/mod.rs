@@ -12,14 +12,13 @@ mod settle;
 
 pub(crate) use offers::Offer;
 
-use bytes::Bytes;
 use http::{Response, StatusCode};
-use openrtb::forward::Outbound;
 use openrtb::response::Expect;
 use tokio::time::Instant;
 
 use crate::dsp_filter::RequestTraits;
 use crate::metrics::AuctionOutcome;
+use crate::privacy::Bodies;
 use crate::reload::Live;
 use crate::server::{error, json as json_response, no_bid, App, Body};
 use crate::tracking;
@@ -79,16 +78,29 @@ pub(crate) async fn run_auction(
         log.screening = serde_json::json!({ "screened": false });
     }
 
-    // Fanned out: each DSP's body is the publisher's bytes with the exchange's fields.
-    let outbound = Outbound::new(body, &req, plan.at.to_openrtb() as u8, &cfg.currency);
+    // Fanned out: each DSP's body is the publisher's bytes with the exchange's fields, its
+    // supply-chain node, and what the privacy rules let that DSP see.
+    let bodies = Bodies::new(
+        body,
+        &req,
+        plan.at.to_openrtb() as u8,
+        &cfg.currency,
+        live.config.supply_chain.as_ref(),
+    );
+    if let Some(log) = &mut debug {
+        log.scrubbing = bodies.debug(&live.dsps);
+    }
     let traits = RequestTraits::of(&req);
     let calls = live
         .fanout
-        .call_all(&req.id, &live.dsps, &traits, start, plan.deadline, |tmax| {
-            let mut out = Vec::with_capacity(outbound.len_hint() + 8);
-            outbound.render(tmax, &mut out);
-            Bytes::from(out)
-        })
+        .call_all(
+            &req.id,
+            &live.dsps,
+            &traits,
+            start,
+            plan.deadline,
+            |dsp, tmax| bodies.render(dsp, tmax),
+        )
         .await;
 
     // Bids read.

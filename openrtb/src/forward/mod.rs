@@ -1,13 +1,23 @@
 //! The body each DSP receives: the publisher's bytes, with only the exchange-owned
-//! top-level fields (`tmax`, `at`, `cur`) rewritten.
+//! top-level fields (`tmax`, `at`, `cur`) rewritten, and, where the exchange must, its own
+//! supply-chain node added (`schain`) or the user's identifiers scrubbed (`scrub`).
 //!
 //! Everything else (unknown fields, every `ext`, whitespace, key order, number spelling)
 //! passes through byte for byte, because the output is spliced from the input instead of
-//! re-serialised. The splice is prepared once per auction; since only `tmax` differs per
-//! DSP, rendering is two copies around a formatted integer.
+//! re-serialised: a scrub or a supply chain rebuilds only the objects it changes (`device`,
+//! `user`, `source`) from their members' own bytes (`object`). The splice is prepared once per
+//! auction and kind of body; since only `tmax` differs per DSP, rendering is two copies
+//! around a formatted integer.
+
+mod object;
+pub mod schain;
+pub mod scrub;
 
 use crate::request::BidRequest;
 use crate::span::Span;
+
+pub use schain::Node;
+pub use scrub::Scrub;
 
 /// A prepared outbound body. Owns its bytes, so it can be shared across fan-out tasks.
 #[derive(Clone, Debug)]
@@ -18,6 +28,68 @@ pub struct Outbound {
     split: Option<usize>,
 }
 
+/// One replaced stretch of the publisher's bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct Edit {
+    pub span: Span,
+    pub text: Vec<u8>,
+}
+
+/// Changes to a body beyond the exchange-owned fields: replaced values of top-level members
+/// and whole top-level members added. Splices of different kinds combine with [`Splice::and`]
+/// as long as they touch different members, which `scrub` (`device`, `user`) and `schain`
+/// (`source`) do.
+#[derive(Clone, Debug, Default)]
+pub struct Splice {
+    pub(crate) edits: Vec<Edit>,
+    /// `"key":value` texts inserted after the opening brace.
+    pub(crate) members: Vec<Vec<u8>>,
+}
+
+impl Splice {
+    /// Whether this splice changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty() && self.members.is_empty()
+    }
+
+    /// Both splices.
+    pub fn and(mut self, other: &Splice) -> Splice {
+        self.edits.extend(other.edits.iter().cloned());
+        self.members.extend(other.members.iter().cloned());
+        self
+    }
+}
+
+/// A body's top-level members, read once per auction when a splice is needed (never on the
+/// plain path).
+pub struct Document<'b> {
+    body: &'b [u8],
+    top: Vec<object::Member<'b>>,
+}
+
+impl<'b> Document<'b> {
+    /// `None` when `body` is not one JSON object, which parsing refuses anyway.
+    pub fn read(body: &'b [u8]) -> Option<Document<'b>> {
+        Some(Document {
+            body,
+            top: object::top_level(body)?,
+        })
+    }
+
+    /// The splice that appends `node` to the supply chain (see [`schain::splice`]).
+    pub fn schain(&self, node: Node<'_>) -> Splice {
+        schain::splice(self.body, &self.top, node)
+    }
+
+    /// The splice that scrubs the body at `level` (see [`Scrub`]).
+    pub fn scrub(&self, level: Scrub) -> Splice {
+        Splice {
+            edits: scrub::edits(self.body, &self.top, level),
+            members: Vec::new(),
+        }
+    }
+}
+
 /// The three fields the exchange owns, in the order they are inserted when absent.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Owned {
@@ -26,21 +98,45 @@ enum Owned {
     Cur,
 }
 
+/// What goes in place of a value.
+enum Replace<'s> {
+    Owned(Owned),
+    Text(&'s [u8]),
+}
+
 impl Outbound {
     /// Prepares the body for `req`, which must have been parsed from `body`: the values of
     /// `at` and `cur` become `at` and `[cur]`, and `tmax` is left for [`Outbound::render`].
     /// A field the publisher left out is inserted right after the opening `{`.
     pub fn new(body: &[u8], req: &BidRequest<'_>, at: u8, cur: &str) -> Outbound {
+        Self::with_splice(body, req, at, cur, &Splice::default())
+    }
+
+    /// As [`Outbound::new`], with `splice` applied too. `splice` must come from a
+    /// [`Document`] of `body`.
+    pub fn with_splice(
+        body: &[u8],
+        req: &BidRequest<'_>,
+        at: u8,
+        cur: &str,
+        splice: &Splice,
+    ) -> Outbound {
         let spans = match located_spans(body, req) {
             Some(spans) => spans,
             // `req` came from other bytes than `body` (a caller bug): find the fields in
             // `body` itself rather than splice at wrong offsets.
             None => reparse_spans(body),
         };
-        Self::from_spans(body, spans, at, cur)
+        Self::from_spans(body, spans, at, cur, splice)
     }
 
-    fn from_spans(body: &[u8], spans: [Option<Span>; 3], at: u8, cur: &str) -> Outbound {
+    fn from_spans(
+        body: &[u8],
+        spans: [Option<Span>; 3],
+        at: u8,
+        cur: &str,
+        splice: &Splice,
+    ) -> Outbound {
         let mut at_text = itoa::Buffer::new();
         let at_text = at_text.format(at).as_bytes();
         let mut cur_text = Vec::with_capacity(cur.len() + 4);
@@ -49,7 +145,9 @@ impl Outbound {
         let _ = serde_json::to_writer(&mut cur_text, cur);
         cur_text.push(b']');
 
-        let mut bytes = Vec::with_capacity(body.len() + 48);
+        let extra: usize = splice.edits.iter().map(|e| e.text.len()).sum::<usize>()
+            + splice.members.iter().map(|m| m.len() + 1).sum::<usize>();
+        let mut bytes = Vec::with_capacity(body.len() + 48 + extra);
         let mut split = None;
         let open = body
             .iter()
@@ -89,6 +187,13 @@ impl Outbound {
                 }
             }
         }
+        for member in &splice.members {
+            if inserted {
+                bytes.push(b',');
+            }
+            inserted = true;
+            bytes.extend_from_slice(member);
+        }
         let rest = &body[open + 1..];
         let empty_object = rest
             .iter()
@@ -98,25 +203,32 @@ impl Outbound {
             bytes.push(b',');
         }
 
-        // Replace the present values, in body order.
-        let mut present: Vec<(Span, Owned)> = [Owned::Tmax, Owned::At, Owned::Cur]
+        // Replace the present values and the splice's, in body order.
+        let mut present: Vec<(Span, Replace<'_>)> = [Owned::Tmax, Owned::At, Owned::Cur]
             .into_iter()
             .zip(spans)
-            .filter_map(|(field, span)| Some((span?, field)))
+            .filter_map(|(field, span)| Some((span?, Replace::Owned(field))))
+            .chain(
+                splice
+                    .edits
+                    .iter()
+                    .map(|e| (e.span, Replace::Text(&e.text))),
+            )
             .filter(|(span, _)| span.start > open && span.end <= body.len())
             .collect();
         present.sort_unstable_by_key(|(span, _)| span.start);
         let mut pos = open + 1;
-        for (span, field) in present {
+        for (span, replace) in present {
             if span.start < pos {
                 // Values of distinct keys of one object never overlap.
                 continue;
             }
             bytes.extend_from_slice(&body[pos..span.start]);
-            match field {
-                Owned::Tmax => split = Some(bytes.len()),
-                Owned::At => bytes.extend_from_slice(at_text),
-                Owned::Cur => bytes.extend_from_slice(&cur_text),
+            match replace {
+                Replace::Owned(Owned::Tmax) => split = Some(bytes.len()),
+                Replace::Owned(Owned::At) => bytes.extend_from_slice(at_text),
+                Replace::Owned(Owned::Cur) => bytes.extend_from_slice(&cur_text),
+                Replace::Text(text) => bytes.extend_from_slice(text),
             }
             pos = span.end;
         }
@@ -270,7 +382,7 @@ mod tests {
     #[test]
     fn a_body_that_is_not_an_object_passes_through_untouched() {
         let body = br#" [{"tmax":1}]"#;
-        let out = Outbound::from_spans(body, reparse_spans(body), 1, "USD");
+        let out = Outbound::from_spans(body, reparse_spans(body), 1, "USD", &Splice::default());
         let mut rendered = Vec::new();
         out.render(5, &mut rendered);
         assert_eq!(rendered, body);
@@ -279,7 +391,7 @@ mod tests {
     #[test]
     fn an_empty_object_gets_no_dangling_comma() {
         let spans = reparse_spans(b"{ }");
-        let out = Outbound::from_spans(b"{ }", spans, 1, "USD");
+        let out = Outbound::from_spans(b"{ }", spans, 1, "USD", &Splice::default());
         let mut rendered = Vec::new();
         out.render(5, &mut rendered);
         assert_eq!(rendered, br#"{"tmax":5,"at":1,"cur":["USD"] }"#);
