@@ -132,7 +132,11 @@ impl Budgets {
     }
 
     /// Creates the config's campaigns in the store where absent; returns how many were created.
+    /// Refused while the store is found to have lost its data ([`Budgets::store_lost`]).
     pub async fn seed(&self) -> Result<usize, Error> {
+        if self.store_lost() {
+            return Err(Error::StoreLost("never seeded from the config".to_owned()));
+        }
         let mut created = 0;
         for seed in &self.cfg.campaigns {
             let key = CampaignKey::new(&seed.dsp, &seed.cid);

@@ -163,15 +163,12 @@ impl Budgets {
                     }
                 };
                 tracing::info!(identity = %held, "budget store initialised");
-                self.remember(&held).await;
+                self.remember(known.as_deref(), &held, false).await;
                 self.resume();
             }
             Verdict::Accept { id, reset } => {
-                if reset {
-                    self.start_afresh();
-                }
                 tracing::info!(identity = %id, "budget store identity remembered");
-                self.remember(&id).await;
+                self.remember(known.as_deref(), &id, reset).await;
                 self.resume();
             }
             Verdict::Lost(why) => {
@@ -246,12 +243,18 @@ impl Budgets {
         })
     }
 
-    /// Remembers `id` in memory and in the state file.
-    async fn remember(&self, id: &str) {
+    /// Remembers `id` in memory and in the state file, if this node still remembers `was`
+    /// (the identity the verdict was reached against); with `reset`, its books start afresh in
+    /// the same step. A sync round and an adoption may check at once: only the first changes
+    /// anything, so books that already synced with the adopted store are never thrown away.
+    async fn remember(&self, was: Option<&str>, id: &str, reset: bool) {
         {
             let mut known = crate::budgets::lock(&self.identity.known);
-            if known.as_deref() == Some(id) {
+            if known.as_deref() != was || known.as_deref() == Some(id) {
                 return;
+            }
+            if reset {
+                self.start_afresh();
             }
             *known = Some(id.to_owned());
         }

@@ -291,4 +291,34 @@ mod tests {
         assert_eq!(percent_decode("%C3%A9t%C3%A9").as_deref(), Some("été"));
         assert_eq!(percent_decode("%FF"), None);
     }
+
+    #[test]
+    fn an_adoption_body_states_spend_per_campaign() {
+        let body = Bytes::from_static(
+            br#"{"campaigns":[{"dsp":"acme","cid":"c1","spent_micros":50000},
+                {"dsp":"acme","cid":"c2","spent_micros":0,"budget_micros":7,"paused":true}]}"#,
+        );
+        let stated = parse_body::<AdoptStore>(&body).unwrap().campaigns;
+        assert_eq!(stated.len(), 2);
+        assert_eq!(
+            (
+                stated[0].spent_micros,
+                stated[0].budget_micros,
+                stated[0].paused
+            ),
+            (50_000, None, false)
+        );
+        assert_eq!(
+            (
+                stated[1].spent_micros,
+                stated[1].budget_micros,
+                stated[1].paused
+            ),
+            (0, Some(7), true)
+        );
+        let typo = Bytes::from_static(br#"{"campaigns":[{"dsp":"a","cid":"c","spent":1}]}"#);
+        let (message, field) = parse_body::<AdoptStore>(&typo).unwrap_err();
+        assert!(message.contains("unknown field"), "{message}");
+        assert_eq!(field, "campaigns[0].spent");
+    }
 }
