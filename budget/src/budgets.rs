@@ -9,6 +9,7 @@
 //! property.
 
 use crate::config::{BudgetConfig, UnknownPolicy};
+use crate::identity::Identity;
 use crate::index::{Index, Pending, RECENT_UNKNOWN_SLOTS};
 use crate::key::CampaignKey;
 use crate::lease::LeasePolicy;
@@ -43,6 +44,8 @@ pub struct Budgets {
     pub(crate) recon: Recorder,
     /// This node's metric handles, on the recorder it was handed.
     pub(crate) metrics: BudgetMetrics,
+    /// The store identity this node knows, and whether the store lost its data.
+    pub(crate) identity: Identity,
 }
 
 impl std::fmt::Debug for Budgets {
@@ -89,23 +92,37 @@ impl Budgets {
             failing: AtomicBool::new(false),
             recon: Recorder::new(cfg.reconcile_bucket_ms),
             metrics: BudgetMetrics::new(recorder, cfg.per_campaign_metrics),
+            identity: Identity::default(),
             cfg,
         });
         budgets.insert(&seeds);
         Ok(budgets)
     }
 
-    /// The usual startup: [`Budgets::new`], create the config's campaigns in the store if
-    /// absent, one sync round, then the sync loop. Store failures are logged, not fatal: the
-    /// node starts with empty leases (failing closed) and the loop keeps trying.
+    /// The usual startup: [`Budgets::new`], the store's identity checked against the one
+    /// this node remembers (`state_file`, see `identity.rs`), the config's campaigns created
+    /// in the store if absent (only when the identity check passed: a store that lost its data
+    /// is never re-seeded with nothing spent), one sync round, then the sync loop. Store
+    /// failures are logged, not fatal: the node starts with empty leases (failing closed) and
+    /// the loop keeps trying.
     pub async fn start(
         cfg: BudgetConfig,
         store: Arc<dyn Store>,
         recorder: SharedRecorder,
     ) -> Result<(Arc<Self>, SyncTask), Error> {
         let budgets = Budgets::new(cfg, store, recorder)?;
-        if let Err(e) = budgets.seed().await {
-            tracing::warn!(error = %e, "could not seed campaign budgets; will sync what the store has");
+        budgets.load_identity().await;
+        match budgets.check_identity().await {
+            Ok(()) => {
+                if let Err(e) = budgets.seed().await {
+                    tracing::warn!(error = %e, "could not seed campaign budgets; will sync what the store has");
+                }
+            }
+            // Logged at error, counted and fenced inside.
+            Err(Error::StoreLost(_)) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check the budget store's identity; campaigns are not seeded, will sync what the store has");
+            }
         }
         if let Err(e) = budgets.sync_once().await {
             tracing::warn!(error = %e, "first budget sync failed; leases stay empty until one succeeds");
@@ -115,7 +132,11 @@ impl Budgets {
     }
 
     /// Creates the config's campaigns in the store where absent; returns how many were created.
+    /// Refused while the store is found to have lost its data ([`Budgets::store_lost`]).
     pub async fn seed(&self) -> Result<usize, Error> {
+        if self.store_lost() {
+            return Err(Error::StoreLost("never seeded from the config".to_owned()));
+        }
         let mut created = 0;
         for seed in &self.cfg.campaigns {
             let key = CampaignKey::new(&seed.dsp, &seed.cid);

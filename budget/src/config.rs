@@ -90,6 +90,12 @@ pub struct BudgetConfig {
     pub reconcile_retain_ms: u64,
     /// Buckets settled per round trip, at most; more wait for the next one. Default 1000.
     pub reconcile_max_settle: usize,
+    /// Where this node remembers the identity of the budget store it last saw, so a store
+    /// that lost its data (restarted empty, failed over to an empty replica) is recognised
+    /// after a restart of the node too. Absent: remembered in memory only (a restarted node
+    /// trusts the store it finds). The exchange defaults it to
+    /// `{tracking.spool_dir}/budget-store-identity` when Redis is configured. One per node.
+    pub state_file: Option<std::path::PathBuf>,
     /// Budgets created in the store when absent.
     pub campaigns: Vec<CampaignSeed>,
 }
@@ -116,6 +122,7 @@ impl Default for BudgetConfig {
             settle_after_ms: 7_260_000,
             reconcile_retain_ms: 86_400_000,
             reconcile_max_settle: 1000,
+            state_file: None,
             campaigns: Vec::new(),
         }
     }

@@ -22,6 +22,7 @@ mod admin;
 mod budgets;
 mod campaign;
 mod config;
+mod identity;
 mod index;
 mod key;
 mod lease;
@@ -35,6 +36,7 @@ pub use admin::LocalState;
 pub use budgets::Budgets;
 pub use campaign::{Campaign, CampaignHandle};
 pub use config::{BudgetConfig, CampaignSeed, UnknownPolicy};
+pub use identity::{AdoptReport, StatedSpend};
 pub use index::{BudgetView, Lookup};
 pub use key::CampaignKey;
 pub use reconcile::{ReconcileReport, Reconciliation};
@@ -44,7 +46,10 @@ pub use store::recon::{
     SettleReply,
 };
 pub use store::redis::RedisStore;
-pub use store::{open_store, CampaignState, Grant, NodeHold, Store, SyncItem, MAX_MICROS};
+pub use store::{
+    open_store, CampaignState, Grant, NodeHold, StatedCampaign, Store, StoreIdentity, SyncItem,
+    MAX_MICROS,
+};
 pub use sync::{ReleaseReport, SyncReport, SyncTask};
 
 use std::time::Duration;
@@ -81,4 +86,12 @@ pub enum Error {
     /// The node has released its leases and takes no new ones.
     #[error("budgets are closed: leases were released")]
     Closed,
+    /// The store lost its data (its identity vanished or changed, or a node fenced it): no
+    /// node spends until an operator adopts it with the spend so far
+    /// ([`Budgets::adopt_store`]).
+    #[error("the budget store lost its data ({0}); spending stops until an operator adopts it")]
+    StoreLost(String),
+    /// An adoption that does not state every campaign it must.
+    #[error("adoption refused: {0}")]
+    Adopt(String),
 }

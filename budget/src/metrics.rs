@@ -33,6 +33,9 @@ pub const RECONCILE_LATE: &str = "budget_reconcile_late_items_total";
 pub const RECONCILE_UNREPORTED: &str = "budget_reconcile_unreported_micros";
 /// Histogram: seconds per reconcile round trip.
 pub const RECONCILE_SECONDS: &str = "budget_reconcile_seconds";
+/// Gauge: 1 while this node finds the budget store's data lost (its identity vanished or
+/// changed, or the store is fenced) and spends nothing; 0 otherwise.
+pub const STORE_IDENTITY_LOST: &str = "budget_store_identity_lost";
 
 /// The recorder a [`crate::Budgets`] registers its metrics on, e.g. one
 /// `metrics_exporter_prometheus::PrometheusRecorder` per exchange instance.
@@ -79,6 +82,7 @@ pub(crate) struct BudgetMetrics {
     pub reconcile_late: Counter,
     pub reconcile_unreported_charged: Gauge,
     pub reconcile_unreported_billed: Gauge,
+    pub identity_lost: Gauge,
 }
 
 impl BudgetMetrics {
@@ -106,6 +110,7 @@ impl BudgetMetrics {
                 &Key::from_parts(RECONCILE_UNREPORTED, side("billed")),
                 &METADATA,
             ),
+            identity_lost: r.register_gauge(&Key::from_static_name(STORE_IDENTITY_LOST), &METADATA),
             per_campaign,
             recorder,
         }
@@ -202,4 +207,8 @@ fn describe(r: &dyn Recorder) {
         "Reconciliation micros recorded on this node, not yet in the store",
     );
     histogram(RECONCILE_SECONDS, "Budget reconcile round-trip time");
+    gauge(
+        STORE_IDENTITY_LOST,
+        "1 while the budget store lost its data and this node spends nothing",
+    );
 }

@@ -278,6 +278,14 @@ impl Recorder {
         self.live.entry(slot).or_default().add(side, micros);
     }
 
+    /// Drops every count and unconfirmed batch (the store they were meant for lost its
+    /// data). Batch numbers keep rising.
+    pub(crate) fn clear(&self) {
+        let mut outbox = lock(&self.outbox);
+        outbox.batches.clear();
+        self.live.clear();
+    }
+
     /// The batches a round sends: those still waiting for the store's confirmation, or when
     /// none wait, everything recorded since the last cut as new batches.
     pub(crate) fn outgoing(&self) -> Vec<ReconBatch> {

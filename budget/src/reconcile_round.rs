@@ -38,6 +38,9 @@ impl Budgets {
     /// `settle_after_ms` before `now_ms`, in one store call. A failed round keeps every count
     /// for the next one; a resent batch counts once.
     pub async fn reconcile_at(&self, now_ms: u64) -> Result<ReconcileReport, Error> {
+        if self.identity.lost() {
+            return Err(Error::StoreLost("no reconciliation into it".to_owned()));
+        }
         let batches = self.recon.outgoing();
         let args = self.cfg.recon_args(now_ms);
         let started = Instant::now();
@@ -96,6 +99,9 @@ impl Budgets {
     ) -> Result<ReconcileReport, Error> {
         let mut total = ReconcileReport::default();
         while !self.recon.is_idle() {
+            if self.identity.lost() {
+                return Err(Error::StoreLost("no reconciliation into it".to_owned()));
+            }
             let failure = match self.reconcile_once().await {
                 Ok(report) => {
                     total.add(&report);

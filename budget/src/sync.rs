@@ -129,6 +129,8 @@ impl Budgets {
                 match budgets.sync_once().await {
                     Ok(_) => {}
                     Err(Error::Closed) => break,
+                    // Logged on the transition inside; the loop keeps checking for an adoption.
+                    Err(Error::StoreLost(_)) => {}
                     // Counted and logged (on the transition) inside sync_once.
                     Err(e) => tracing::debug!(error = %e, "budget sync round failed"),
                 }
@@ -151,6 +153,8 @@ impl Budgets {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        // Before anything is written: a store that lost its data gets no report and no seed.
+        self.check_identity().await?;
         let round = self.round.fetch_add(1, Ordering::Relaxed);
         let full = round.is_multiple_of(self.full_every);
         let mut report = SyncReport::default();
@@ -242,6 +246,10 @@ impl Budgets {
             let taken = c.take_above(0);
             book.returned += taken;
             report.returned += taken;
+        }
+        if self.identity.lost() {
+            // Nothing to report to: the store that granted these leases is gone.
+            return Err(Error::StoreLost("at release".to_owned()));
         }
         let touched: Vec<&CampaignHandle> = index.all.iter().filter(|c| c.book().sent).collect();
         let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown_timeout_ms);

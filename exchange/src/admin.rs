@@ -1,4 +1,5 @@
-//! The admin API: campaign budgets over HTTP, behind a bearer token.
+//! The admin API: campaign budgets over HTTP, behind a bearer token, and the adoption of a
+//! budget store that lost its data.
 //!
 //! Amounts cross this API in currency units, the way operators and finance think of them, and
 //! are kept in integer micros inside; every answer carries both.
@@ -40,6 +41,7 @@ pub(crate) async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> 
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["admin", "campaigns"]) => list(app).await,
+        (Method::POST, ["admin", "store", "adopt"]) => adopt(app, req).await,
         (method, ["admin", "campaigns", dsp, cid]) => {
             let (Some(dsp), Some(cid)) = (percent_decode(dsp), percent_decode(cid)) else {
                 return error(
@@ -125,7 +127,7 @@ async fn put(app: &App, dsp: &str, cid: &str, req: Request<Incoming>) -> Respons
         Ok(b) => b.to_bytes(),
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body over 64 KiB", ""),
     };
-    let change = match parse_put(&body) {
+    let change = match parse_body::<PutCampaign>(&body) {
         Ok(c) => c,
         Err((message, field)) => return error(StatusCode::BAD_REQUEST, &message, &field),
     };
@@ -162,10 +164,39 @@ async fn put(app: &App, dsp: &str, cid: &str, req: Request<Incoming>) -> Respons
     }
 }
 
+/// The body of `POST /admin/store/adopt`: what the fleet has spent of every campaign, after
+/// the budget store lost its data.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdoptStore {
+    campaigns: Vec<budget::StatedSpend>,
+}
+
+async fn adopt(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body over 64 KiB", ""),
+    };
+    let stated: AdoptStore = match parse_body(&body) {
+        Ok(s) => s,
+        Err((message, field)) => return error(StatusCode::BAD_REQUEST, &message, &field),
+    };
+    match app.budgets.adopt_store(&stated.campaigns).await {
+        Ok(report) => json_value(
+            StatusCode::OK,
+            &serde_json::to_value(report).unwrap_or_default(),
+        ),
+        Err(e) => store_error(&e),
+    }
+}
+
 /// The body, or what is wrong with it: `(message, field)`.
-fn parse_put(body: &Bytes) -> Result<PutCampaign, (String, String)> {
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, (String, String)> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let put: PutCampaign = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." || field == "?" {
             String::new()
@@ -176,7 +207,7 @@ fn parse_put(body: &Bytes) -> Result<PutCampaign, (String, String)> {
     })?;
     de.end()
         .map_err(|e| (format!("malformed body: {e}"), String::new()))?;
-    Ok(put)
+    Ok(parsed)
 }
 
 fn describe(app: &App, state: &budget::CampaignState) -> serde_json::Value {
@@ -208,8 +239,10 @@ fn store_error(e: &budget::Error) -> Response<Body> {
     let status = match e {
         budget::Error::NotFound(_) => StatusCode::NOT_FOUND,
         budget::Error::BelowCommitted { .. } => StatusCode::CONFLICT,
-        budget::Error::TooLarge(_) => StatusCode::BAD_REQUEST,
-        budget::Error::Timeout(_) | budget::Error::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
+        budget::Error::TooLarge(_) | budget::Error::Adopt(_) => StatusCode::BAD_REQUEST,
+        budget::Error::Timeout(_) | budget::Error::Redis(_) | budget::Error::StoreLost(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, &e.to_string(), "")
@@ -257,5 +290,35 @@ mod tests {
         assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
         assert_eq!(percent_decode("%C3%A9t%C3%A9").as_deref(), Some("été"));
         assert_eq!(percent_decode("%FF"), None);
+    }
+
+    #[test]
+    fn an_adoption_body_states_spend_per_campaign() {
+        let body = Bytes::from_static(
+            br#"{"campaigns":[{"dsp":"acme","cid":"c1","spent_micros":50000},
+                {"dsp":"acme","cid":"c2","spent_micros":0,"budget_micros":7,"paused":true}]}"#,
+        );
+        let stated = parse_body::<AdoptStore>(&body).unwrap().campaigns;
+        assert_eq!(stated.len(), 2);
+        assert_eq!(
+            (
+                stated[0].spent_micros,
+                stated[0].budget_micros,
+                stated[0].paused
+            ),
+            (50_000, None, false)
+        );
+        assert_eq!(
+            (
+                stated[1].spent_micros,
+                stated[1].budget_micros,
+                stated[1].paused
+            ),
+            (0, Some(7), true)
+        );
+        let typo = Bytes::from_static(br#"{"campaigns":[{"dsp":"a","cid":"c","spent":1}]}"#);
+        let (message, field) = parse_body::<AdoptStore>(&typo).unwrap_err();
+        assert!(message.contains("unknown field"), "{message}");
+        assert_eq!(field, "campaigns[0].spent");
     }
 }

@@ -4,7 +4,10 @@ use super::recon::{
     bucket_mismatch, gate, settle_bucket, BatchOutcome, BatchReply, ReconArgs, ReconBatch,
     ReconReply, ReconTotals, SettleReply,
 };
-use super::{apply_sync, CampaignState, Grant, NodeHold, Session, Store, SyncItem, Totals};
+use super::{
+    apply_sync, CampaignState, Grant, NodeHold, Session, StatedCampaign, Store, StoreIdentity,
+    SyncItem, Totals,
+};
 use crate::key::CampaignKey;
 use crate::store::MAX_MICROS;
 use crate::Error;
@@ -38,6 +41,9 @@ struct Inner {
     batches: HashMap<String, (u64, u64)>,
     /// The bucket size of the first batch applied.
     bucket_ms: Option<u64>,
+    /// The store's identity and fence (see `identity.rs`).
+    identity: Option<String>,
+    fence: Option<String>,
 }
 
 /// Budgets kept in this process. The mutex is held only for plain arithmetic, never across
@@ -391,5 +397,47 @@ impl Store for MemoryStore {
     ) -> BoxFuture<'a, Result<Option<ReconTotals>, Error>> {
         let totals = self.lock().campaigns.get(key).map(|r| r.recon);
         future::ready(Ok(totals)).boxed()
+    }
+
+    fn identity(&self) -> BoxFuture<'_, Result<StoreIdentity, Error>> {
+        let inner = self.lock();
+        let identity = StoreIdentity {
+            id: inner.identity.clone(),
+            fenced: inner.fence.is_some(),
+        };
+        future::ready(Ok(identity)).boxed()
+    }
+
+    fn init_identity<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, Error>> {
+        let mut inner = self.lock();
+        let held = inner.identity.get_or_insert_with(|| id.to_owned()).clone();
+        future::ready(Ok(held)).boxed()
+    }
+
+    fn fence<'a>(&'a self, reason: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        let mut inner = self.lock();
+        inner.fence.get_or_insert_with(|| reason.to_owned());
+        future::ready(Ok(())).boxed()
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        id: &'a str,
+        campaigns: &'a [StatedCampaign],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let mut inner = self.lock();
+        inner.campaigns.clear();
+        for c in campaigns {
+            let record = inner.campaigns.entry(c.key.clone()).or_default();
+            record.totals = Totals {
+                budget: c.budget,
+                spent: c.spent,
+                held: 0,
+                paused: c.paused,
+            };
+        }
+        inner.identity = Some(id.to_owned());
+        inner.fence = None;
+        future::ready(Ok(())).boxed()
     }
 }

@@ -171,6 +171,49 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         key: &'a CampaignKey,
     ) -> BoxFuture<'a, Result<Option<ReconTotals>, Error>>;
+
+    /// The store's identity and fence, in one call.
+    fn identity(&self) -> BoxFuture<'_, Result<StoreIdentity, Error>>;
+
+    /// Writes `id` as the store's identity unless it has one; answers the identity the store
+    /// holds afterwards (`id`, or the one another node wrote first).
+    fn init_identity<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, Error>>;
+
+    /// Fences the store (see [`StoreIdentity::fenced`]); `reason` is kept for an operator.
+    fn fence<'a>(&'a self, reason: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// The operator's word after a data loss, atomically: every campaign in the store is
+    /// replaced by exactly the stated ones (budget, spent, nothing held, no sessions), the
+    /// identity becomes `id` and the fence is lifted.
+    fn adopt<'a>(
+        &'a self,
+        id: &'a str,
+        campaigns: &'a [StatedCampaign],
+    ) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+/// The store's identity as a node reads it each round (see `identity.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreIdentity {
+    /// The id written when the store was first initialised (or last adopted); `None` in a
+    /// store that has never been initialised, or that lost its data.
+    pub id: Option<String>,
+    /// A node found the store's data lost and fenced it: no node spends until an operator
+    /// adopts the store ([`Store::adopt`]).
+    pub fenced: bool,
+}
+
+/// One campaign as an operator states it when adopting a store that lost its data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatedCampaign {
+    /// The campaign.
+    pub key: CampaignKey,
+    /// Its total budget.
+    pub budget: u64,
+    /// What the fleet has already spent of it (may exceed `budget`: then nothing is left).
+    pub spent: u64,
+    /// Created paused.
+    pub paused: bool,
 }
 
 /// The store the config asks for: Redis when `redis_url` is set, else in process. Call it

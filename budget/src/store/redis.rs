@@ -14,12 +14,18 @@
 //! `budget:recon:seq:{session}` (last batch applied, expires after `retain_ms`) and
 //! `budget:recon:conf:bucket_ms`. Campaign totals are `rc:*` fields of the campaign hash, so
 //! the credit to `spent` and the totals change in one script.
+//!
+//! The store's identity (see `identity.rs`) is `budget:store:id:current` (a random id and the
+//! creation time, written once with `SET NX`), and `budget:store:id:fence` is set by the first
+//! node that finds the data lost; `adopt.lua` rewrites both with the stated campaigns.
 
 use super::recon::{
     bucket_mismatch, BatchOutcome, BatchReply, ReconArgs, ReconBatch, ReconReply, ReconTotals,
     SettleReply,
 };
-use super::{CampaignState, Grant, NodeHold, Store, SyncItem, MAX_MICROS};
+use super::{
+    CampaignState, Grant, NodeHold, StatedCampaign, Store, StoreIdentity, SyncItem, MAX_MICROS,
+};
 use crate::key::CampaignKey;
 use crate::Error;
 use futures::future::{BoxFuture, FutureExt};
@@ -63,6 +69,9 @@ pub struct RedisStore {
     recon_settle: Script,
     recon_open: String,
     recon_size: String,
+    adopt: Script,
+    identity_key: String,
+    fence_key: String,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -108,6 +117,9 @@ impl RedisStore {
             recon_settle: Script::new(include_str!("lua/recon_settle.lua")),
             recon_open: format!("{key_prefix}:recon:open:buckets"),
             recon_size: format!("{key_prefix}:recon:conf:bucket_ms"),
+            adopt: Script::new(include_str!("lua/adopt.lua")),
+            identity_key: format!("{key_prefix}:store:id:current"),
+            fence_key: format!("{key_prefix}:store:id:fence"),
         })
     }
 
@@ -599,6 +611,88 @@ impl Store for RedisStore {
                 Some((None, _)) => Ok(None),
                 None => Err(Error::Protocol("HMGET answered nothing".to_owned())),
             }
+        })
+        .boxed()
+    }
+
+    fn identity(&self) -> BoxFuture<'_, Result<StoreIdentity, Error>> {
+        self.timed(async move {
+            let mut conn = self.conn.clone();
+            let (id, fence): (Option<String>, Option<String>) = redis::cmd("MGET")
+                .arg(&self.identity_key)
+                .arg(&self.fence_key)
+                .query_async(&mut conn)
+                .await?;
+            Ok(StoreIdentity {
+                id,
+                fenced: fence.is_some(),
+            })
+        })
+        .boxed()
+    }
+
+    fn init_identity<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, Error>> {
+        self.timed(async move {
+            let mut conn = self.conn.clone();
+            let (held,): (Option<String>,) = redis::pipe()
+                .cmd("SET")
+                .arg(&self.identity_key)
+                .arg(id)
+                .arg("NX")
+                .ignore()
+                .cmd("GET")
+                .arg(&self.identity_key)
+                .query_async(&mut conn)
+                .await?;
+            held.ok_or_else(|| Error::Protocol("the identity vanished as it was written".into()))
+        })
+        .boxed()
+    }
+
+    fn fence<'a>(&'a self, reason: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        self.timed(async move {
+            let mut conn = self.conn.clone();
+            let _: Option<String> = redis::cmd("SET")
+                .arg(&self.fence_key)
+                .arg(reason)
+                .arg("NX")
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+        .boxed()
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        id: &'a str,
+        campaigns: &'a [StatedCampaign],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        self.timed(async move {
+            let mut conn = self.conn.clone();
+            let mut call = self.adopt.prepare_invoke();
+            call.key(&self.identity_key)
+                .key(&self.fence_key)
+                .key(&self.catalog)
+                .key(&self.recon_open)
+                .arg(id);
+            for c in campaigns {
+                if c.budget > MAX_MICROS || c.spent > MAX_MICROS {
+                    return Err(Error::TooLarge(c.budget.max(c.spent)));
+                }
+                call.key(c.key.redis_key(&self.prefix))
+                    .arg(c.budget)
+                    .arg(c.spent)
+                    .arg(if c.paused { "1" } else { "0" });
+            }
+            let written: i64 = call.invoke_async(&mut conn).await?;
+            if usize::try_from(written).ok() != Some(campaigns.len()) {
+                return Err(Error::Protocol(format!(
+                    "adopt wrote {written} of {} campaigns",
+                    campaigns.len()
+                )));
+            }
+            Ok(())
         })
         .boxed()
     }

@@ -713,11 +713,16 @@ impl Config {
         Ok((config, random_key))
     }
 
-    /// The budget crate's configuration: `[budget]` plus the shared Redis URL and the
-    /// `[[campaign]]` seeds in micros.
+    /// The budget crate's configuration: `[budget]` plus the shared Redis URL, the
+    /// `[[campaign]]` seeds in micros and, with Redis, `state_file` defaulting to
+    /// `{tracking.spool_dir}/budget-store-identity`.
     pub fn budget_config(&self) -> budget::BudgetConfig {
         let mut cfg = self.budget.clone();
         cfg.redis_url = self.redis.url.clone();
+        // Beside the tracking spool: already one per node and kept across restarts.
+        if cfg.redis_url.is_some() && cfg.state_file.is_none() {
+            cfg.state_file = Some(self.tracking.spool_dir.join("budget-store-identity"));
+        }
         cfg.campaigns = self
             .campaigns
             .iter()
