@@ -197,8 +197,9 @@ pub struct DspMetrics {
     pub late_answers: Counter,
     /// Late calls that had not answered when their grace period ended.
     pub late_unanswered: Counter,
-    /// Timeouts not held against the DSP's breaker: this node's timer fired past the deadline.
-    pub timeouts_excused: Counter,
+    /// Failed or timed-out calls not held against the DSP's breaker: every DSP of the auction
+    /// failed at once, or this node's timer fired late while it was overloaded.
+    pub failures_excused: Counter,
     pub late_seconds: Histogram,
     pub latency_seconds: Histogram,
     pub wins: Counter,
@@ -236,7 +237,7 @@ impl DspMetrics {
             },
             late_answers: registry.counter("exchange_dsp_late_answers_total", &dsp),
             late_unanswered: registry.counter("exchange_dsp_late_unanswered_total", &dsp),
-            timeouts_excused: registry.counter("exchange_dsp_timeouts_excused_total", &dsp),
+            failures_excused: registry.counter("exchange_dsp_failures_excused_total", &dsp),
             late_seconds: registry.histogram("exchange_dsp_late_by_seconds", &dsp),
             latency_seconds: registry.histogram("exchange_dsp_duration_seconds", &dsp),
             wins: registry.counter("exchange_wins_total", &dsp),

@@ -221,6 +221,66 @@ async fn a_reload_keeps_the_circuit_of_a_dsp_it_leaves_alone() {
     ex.stop().await;
 }
 
+#[tokio::test]
+async fn a_failure_every_dsp_shares_opens_no_breaker() {
+    // Two DSPs nobody listens for: every call fails at once, for both.
+    let ports = [testkit::free_port().unwrap(), testkit::free_port().unwrap()];
+    let mut config = exchange::Config::default();
+    config.auction.dsp_timeout_ms = 500;
+    config.dsps = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            exchange::config::DspConfig::new(
+                &format!("down-{i}"),
+                &format!("http://127.0.0.1:{port}/bid"),
+            )
+        })
+        .collect();
+    breaker(&mut config, 0, 60_000);
+    breaker(&mut config, 1, 60_000);
+    let ex = TestExchange::start(config).await;
+    for i in 0..8 {
+        let answer = ex.auction(banner_request(&format!("down-{i}"), 0.0)).await;
+        assert_eq!(answer.status, 204);
+    }
+    for dsp in ["down-0", "down-1"] {
+        // Called every time, never cut off: the failure is not one DSP's.
+        assert_eq!(dsp_counts(&ex, dsp).await, (8.0, 0.0, 0.0), "{dsp}");
+        assert_eq!(
+            ex.metric("exchange_dsp_failures_excused_total", &[("dsp", dsp)])
+                .await,
+            8.0,
+            "{dsp}"
+        );
+    }
+    ex.stop().await;
+}
+
+#[tokio::test]
+async fn one_dsp_failing_beside_a_healthy_one_is_cut_off() {
+    let port = testkit::free_port().unwrap();
+    let good = healthy().await;
+    let mut config = config_for(&[&good]);
+    config.dsps.insert(
+        0,
+        exchange::config::DspConfig::new("down", &format!("http://127.0.0.1:{port}/bid")),
+    );
+    breaker(&mut config, 0, 60_000);
+    let ex = TestExchange::start(config).await;
+    for i in 0..8 {
+        auction(&ex, &format!("one-down-{i}")).await;
+    }
+    // Opened after five failures; the other three auctions skipped it.
+    assert_eq!(dsp_counts(&ex, "down").await, (5.0, 3.0, 1.0));
+    assert_eq!(
+        ex.metric("exchange_dsp_failures_excused_total", &[("dsp", "down")])
+            .await,
+        0.0
+    );
+    ex.stop().await;
+}
+
 #[test]
 fn a_status_the_mock_cannot_send_is_refused_at_runtime_too() {
     let rt = tokio::runtime::Runtime::new().unwrap();
