@@ -232,8 +232,8 @@ async fn a_failure_every_dsp_shares_opens_no_breaker() {
         .enumerate()
         .map(|(i, port)| {
             exchange::config::DspConfig::new(
-                &format!("down-{i}"),
-                &format!("http://127.0.0.1:{port}/bid"),
+                format!("down-{i}"),
+                format!("http://127.0.0.1:{port}/bid"),
             )
         })
         .collect();
@@ -264,7 +264,7 @@ async fn one_dsp_failing_beside_a_healthy_one_is_cut_off() {
     let mut config = config_for(&[&good]);
     config.dsps.insert(
         0,
-        exchange::config::DspConfig::new("down", &format!("http://127.0.0.1:{port}/bid")),
+        exchange::config::DspConfig::new("down", format!("http://127.0.0.1:{port}/bid")),
     );
     breaker(&mut config, 0, 60_000);
     let ex = TestExchange::start(config).await;
