@@ -136,7 +136,7 @@ impl Screen {
                 return Some(Reason::BotUa);
             }
         }
-        if let Some(site) = req.site.as_deref() {
+        if let Some(site) = req.site.as_deref().filter(|_| !self.domains.is_empty()) {
             let domain = site.domain.as_deref();
             let page = site.page.as_deref().and_then(page_host);
             if [domain, page]
