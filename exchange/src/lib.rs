@@ -23,6 +23,7 @@ pub mod readiness;
 pub mod reload;
 pub mod screen;
 pub mod server;
+mod side;
 pub mod tls;
 mod tracking;
 pub mod warm;

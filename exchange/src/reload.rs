@@ -90,6 +90,8 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
             old.server.max_in_flight_auctions != new.server.max_in_flight_auctions,
         ),
         ("redis.url", old.redis.url != new.redis.url),
+        ("admin.listen", old.admin.listen != new.admin.listen),
+        ("metrics.listen", old.metrics.listen != new.metrics.listen),
         (
             "budget or campaigns",
             old.budget_config() != new.budget_config(),

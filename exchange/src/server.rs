@@ -393,6 +393,8 @@ pub async fn run_with(
         .as_ref()
         .map(crate::tls::acceptor)
         .transpose()?;
+    // Bound before anything starts, so a taken address stops the start at once.
+    let side = crate::side::bind(&config).await?;
     let (app, budget_sync) = App::start(config, screen, listener.local_addr()?, registry).await?;
     let app = Arc::new(app);
     let overload_probe = app.config.overload.enabled.then(|| {
@@ -425,6 +427,7 @@ pub async fn run_with(
 
     // Start-up is over. Warming the DSP pools, when it runs, ends before this.
     app.readiness.mark_started();
+    let side = crate::side::serve(side, &app, limits);
     let serving = app.clone();
     let graceful = crate::listen::serve_with_peer(listener, limits, tls, shutdown, move |peer| {
         let app = serving.clone();
@@ -448,6 +451,7 @@ pub async fn run_with(
     for task in lock(&app.rewarm).drain(..) {
         task.abort();
     }
+    side.shutdown(grace).await;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
@@ -499,21 +503,30 @@ async fn handle(app: &App, conn: &Connection, req: Request<Incoming>) -> Respons
             let invalid = crate::tracking::invalid_hit(&app.live.load(), conn.peer, &req);
             crate::tracking::click(&app.tracker, &app.tracking_metrics, &req, invalid).await
         }
-        (_, path) if path.starts_with("/admin/") => crate::admin::handle(app, req).await,
-        (&Method::GET, "/metrics") => {
-            let mut r = text(StatusCode::OK, app.registry.render());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
+        // With an address of their own, the admin API and `/metrics` are not here at all.
+        (_, path) if path.starts_with("/admin/") && app.config.admin.listen.is_none() => {
+            crate::admin::handle(app, req).await
         }
+        (&Method::GET, "/metrics") if app.config.metrics.listen.is_none() => metrics(app),
         (_, "/openrtb2/auction") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST", ""),
+        (_, "/metrics") if app.config.metrics.listen.is_some() => {
+            error(StatusCode::NOT_FOUND, "no such endpoint", "")
+        }
         (_, "/healthz" | "/readyz" | "/metrics") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "use GET", "")
         }
         _ => error(StatusCode::NOT_FOUND, "no such endpoint", ""),
     }
+}
+
+/// The Prometheus text of this instance's metrics.
+pub(crate) fn metrics(app: &App) -> Response<Body> {
+    let mut r = text(StatusCode::OK, app.registry.render());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
 }
 
 /// 200 `{"ready":true}`, or 503 `{"ready":false,"not_ready":[...]}` naming what is not.

@@ -30,6 +30,8 @@ pub struct Config {
     /// Budget sync and policy; see the `budget` crate for each key.
     pub budget: budget::BudgetConfig,
     pub admin: AdminConfig,
+    /// Where `/metrics` is served.
+    pub metrics: MetricsConfig,
     /// Campaign budgets seeded at start (in Redis only where the campaign is absent there).
     #[serde(rename = "campaign")]
     pub campaigns: Vec<CampaignConfig>,
@@ -329,6 +331,9 @@ pub struct AdminConfig {
     /// Bearer token of the admin API; absent (the default) turns the API off. Also
     /// EXCHANGE_ADMIN_TOKEN.
     pub token: Option<String>,
+    /// Serve the admin API on this address of its own, and not on `server.listen`. Absent
+    /// (the default): on `server.listen`. A restart changes it.
+    pub listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -336,8 +341,19 @@ impl std::fmt::Debug for AdminConfig {
         // The token is a credential: never in logs.
         f.debug_struct("AdminConfig")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("listen", &self.listen)
             .finish()
     }
+}
+
+/// `[metrics]`: where the Prometheus scrape endpoint listens.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` on this address of its own, and not on `server.listen`. It may be
+    /// the same as `admin.listen`. Absent (the default): on `server.listen`. A restart changes
+    /// it.
+    pub listen: Option<SocketAddr>,
 }
 
 /// A campaign budget from the config file.
