@@ -30,6 +30,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     persistent: bool,
+    /// More `redis-server` arguments (a cluster node's, for one).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -50,7 +52,16 @@ impl RedisServer {
         Self::launch(Some(port), false)
     }
 
+    /// A throwaway server with more arguments, e.g. `["--cluster-enabled", "yes"]`.
+    pub fn start_with(extra: &[&str]) -> io::Result<Self> {
+        Self::launch_with(None, false, extra.iter().map(|a| (*a).to_owned()).collect())
+    }
+
     fn launch(port: Option<u16>, persistent: bool) -> io::Result<Self> {
+        Self::launch_with(port, persistent, Vec::new())
+    }
+
+    fn launch_with(port: Option<u16>, persistent: bool, extra: Vec<String>) -> io::Result<Self> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "rtb-redis-{}-{}",
@@ -63,6 +74,7 @@ impl RedisServer {
             port: 0,
             dir,
             persistent,
+            extra,
         };
         let attempts = if port.is_some() { 1 } else { PORT_ATTEMPTS };
         let mut last = None;
@@ -98,6 +110,7 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        cmd.args(&self.extra);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
