@@ -258,11 +258,8 @@ enum Blame {
 /// start into 2 000/s timed out all three mock DSPs together and opened every breaker, so the
 /// node answered 204 for a second); one DSP failing while the others answer is that DSP's.
 fn report_failures(calls: &[Call<'_>]) {
-    let sent: Vec<&Call<'_>> = calls
-        .iter()
-        .filter(|c| c.blame != Blame::None || c.answered())
-        .collect();
-    let shared = sent.len() >= 2 && sent.iter().all(|c| c.blame != Blame::None);
+    let mut sent = calls.iter().filter(|c| c.went_out());
+    let shared = sent.clone().nth(1).is_some() && sent.all(|c| c.blame != Blame::None);
     for call in calls {
         match call.blame {
             Blame::None => {}
@@ -291,9 +288,10 @@ impl Call<'_> {
         matches!(self.outcome, CallOutcome::Answered { .. })
     }
 
-    /// Whether a request went out to the DSP (answered, failed or timed out).
+    /// Whether a request went out to the DSP and answered, failed or timed out (not a skip,
+    /// nor a call whose deadline had passed before it could be sent).
     pub fn went_out(&self) -> bool {
-        !matches!(self.outcome, CallOutcome::Skipped(_))
+        self.answered() || self.blame != Blame::None
     }
 }
 

@@ -467,18 +467,7 @@ impl Tracker {
         reason: &str,
     ) -> Result<InvalidHit, Error> {
         let inner = &self.inner;
-        let _in_flight = inner.in_flight.read().await;
-        if inner.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed);
-        }
-        let now = (inner.clock)();
-        let data = match sign::verify(query, &inner.key, kind, now, &inner.validity) {
-            Ok(data) => data,
-            Err(rejection) => {
-                inner.metrics.rejected(kind, rejection);
-                return Err(Error::Rejected(rejection));
-            }
-        };
+        let (_in_flight, now, data) = self.open_hit(query, kind).await?;
         if kind == Kind::Click && data.landing.is_none() {
             return Err(Error::Rejected(Rejection::Malformed));
         }
@@ -550,20 +539,39 @@ impl Tracker {
         self.inner.log.shutdown().await
     }
 
-    async fn record(&self, query: &str, kind: Kind) -> Result<(Outcome, Option<String>), Error> {
+    /// Opens one tracking hit: holds off shutdown while it runs (the guard), refuses it once
+    /// the tracker is closed, and verifies its URL at the tracker's time (a forged, tampered or
+    /// expired one is counted and refused).
+    async fn open_hit(
+        &self,
+        query: &str,
+        kind: Kind,
+    ) -> Result<
+        (
+            tokio::sync::RwLockReadGuard<'_, ()>,
+            u64,
+            sign::TrackingData,
+        ),
+        Error,
+    > {
         let inner = &self.inner;
-        let _in_flight = inner.in_flight.read().await;
+        let in_flight = inner.in_flight.read().await;
         if inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
         let now = (inner.clock)();
-        let data = match sign::verify(query, &inner.key, kind, now, &inner.validity) {
-            Ok(data) => data,
+        match sign::verify(query, &inner.key, kind, now, &inner.validity) {
+            Ok(data) => Ok((in_flight, now, data)),
             Err(rejection) => {
                 inner.metrics.rejected(kind, rejection);
-                return Err(Error::Rejected(rejection));
+                Err(Error::Rejected(rejection))
             }
-        };
+        }
+    }
+
+    async fn record(&self, query: &str, kind: Kind) -> Result<(Outcome, Option<String>), Error> {
+        let inner = &self.inner;
+        let (_in_flight, now, data) = self.open_hit(query, kind).await?;
         if data.test {
             let event = inner.log_test(&data, kind, now).await?;
             return Ok((Outcome::Test(Box::new(event)), data.landing));

@@ -90,32 +90,21 @@ impl DebugLog {
         winners: &[Winning<'_>],
         stages: &Stages<'_, '_>,
     ) -> Vec<u8> {
-        let ext = Ext {
-            debug: self.report(stages),
-        };
-        // Plain structs of strings and finite numbers always serialize; should one not, the
-        // answer still goes out, saying so.
-        let ext = serde_json::to_vec(&ext)
-            .unwrap_or_else(|_| br#"{"debug":{"error":"not serializable"}}"#.to_vec());
-        openrtb::answer::write_with_ext(id, currency, winners, &ext)
+        answer(id, currency, winners, self.report(stages))
     }
 
     /// The answer to a request the fraud screen stopped: 200, `"seatbid":[]`, and
     /// `ext.debug.screening` naming the rule; no DSP was called.
     pub fn write_screened(mut self, id: &str, currency: &str, reason: &str) -> Vec<u8> {
         self.screening = serde_json::json!({ "screened": true, "reason": reason });
-        let ext = Ext {
-            debug: Report {
-                test: self.test,
-                dsps: Vec::new(),
-                imps: Vec::new(),
-                screening: self.screening,
-                scrubbing: self.scrubbing,
-            },
+        let report = Report {
+            test: self.test,
+            dsps: Vec::new(),
+            imps: Vec::new(),
+            screening: self.screening,
+            scrubbing: self.scrubbing,
         };
-        let ext = serde_json::to_vec(&ext)
-            .unwrap_or_else(|_| br#"{"debug":{"error":"not serializable"}}"#.to_vec());
-        openrtb::answer::write_with_ext(id, currency, &[], &ext)
+        answer(id, currency, &[], report)
     }
 
     fn report<'s>(self, stages: &Stages<'s, '_>) -> Report<'s> {
@@ -151,6 +140,15 @@ impl DebugLog {
             scrubbing: self.scrubbing,
         }
     }
+}
+
+/// The publisher's answer with `report` as its `ext.debug`.
+fn answer(id: &str, currency: &str, winners: &[Winning<'_>], report: Report<'_>) -> Vec<u8> {
+    // Plain structs of strings and finite numbers always serialize; should one not, the
+    // answer still goes out, saying so.
+    let ext = serde_json::to_vec(&Ext { debug: report })
+        .unwrap_or_else(|_| br#"{"debug":{"error":"not serializable"}}"#.to_vec());
+    openrtb::answer::write_with_ext(id, currency, winners, &ext)
 }
 
 fn dsp_call<'s>(
