@@ -19,6 +19,7 @@ pub mod notices;
 mod overload;
 mod pipeline;
 pub mod privacy;
+pub mod publishers;
 pub mod readiness;
 pub mod reload;
 pub mod screen;

@@ -100,10 +100,12 @@ pub enum AuctionOutcome {
     Late,
     /// Screened by `[fraud]` before the fan-out (`crate::screen`).
     Screened,
+    /// Refused by the publisher check (`crate::publishers`): 401 or 403.
+    Refused,
 }
 
 impl AuctionOutcome {
-    const ALL: [AuctionOutcome; 8] = [
+    const ALL: [AuctionOutcome; 9] = [
         Self::Won,
         Self::NoBid,
         Self::Invalid,
@@ -112,6 +114,7 @@ impl AuctionOutcome {
         Self::NoTime,
         Self::Late,
         Self::Screened,
+        Self::Refused,
     ];
 
     fn label(self) -> &'static str {
@@ -124,13 +127,14 @@ impl AuctionOutcome {
             Self::NoTime => "no_time",
             Self::Late => "late",
             Self::Screened => "screened",
+            Self::Refused => "refused",
         }
     }
 }
 
 /// Exchange-wide handles.
 pub struct ServerMetrics {
-    outcomes: [Counter; 8],
+    outcomes: [Counter; 9],
     /// `exchange_screened_total{reason}`, in the order of `screen::Reason::ALL`.
     screened: [Counter; 8],
     pub auction_seconds: Histogram,
@@ -145,6 +149,8 @@ pub struct ServerMetrics {
     /// `exchange_debug_refused_total`: requests with an `x-exchange-debug` header that did not
     /// match `debug.token` (or with no token configured), answered as if without it.
     pub debug_refused: Counter,
+    /// `exchange_auth_refused_total{reason}`: requests refused by the publisher check.
+    pub auth: crate::publishers::AuthMetrics,
 }
 
 impl ServerMetrics {
@@ -161,6 +167,7 @@ impl ServerMetrics {
             test_auctions: registry.counter("exchange_test_auctions_total", &[]),
             debug_answers: registry.counter("exchange_debug_answers_total", &[]),
             debug_refused: registry.counter("exchange_debug_refused_total", &[]),
+            auth: crate::publishers::AuthMetrics::new(registry),
         }
     }
 
@@ -170,6 +177,13 @@ impl ServerMetrics {
             self.screened[i].increment(1);
         }
         self.outcome(AuctionOutcome::Screened);
+    }
+
+    /// A request refused by the publisher check, by reason (also counted as outcome
+    /// `refused`).
+    pub fn refused(&self, reason: crate::publishers::Refusal) {
+        self.auth.refused(reason);
+        self.outcome(AuctionOutcome::Refused);
     }
 
     pub fn outcome(&self, outcome: AuctionOutcome) {

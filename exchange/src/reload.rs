@@ -23,6 +23,9 @@ pub(crate) struct Live {
     pub screen: crate::screen::Screen,
     /// `server.trusted_proxies`.
     pub trusted: crate::client_ip::TrustedProxies,
+    /// `[[publisher]]`, `[auction] unknown_publisher` and the sellers.json they make: a
+    /// reload swaps them with the rest.
+    pub publishers: crate::publishers::Publishers,
 }
 
 type Request = (Result<Config, Error>, oneshot::Sender<Result<(), Error>>);

@@ -161,6 +161,7 @@ impl App {
             fanout,
             rules: rules(&config),
             screen,
+            publishers: crate::publishers::Publishers::from_config(&config),
         });
         let readiness = Readiness::new(
             config.redis.url.as_deref(),
@@ -264,6 +265,7 @@ impl App {
             rules: rules(&new),
             trusted: trusted_proxies(&new),
             screen,
+            publishers: crate::publishers::Publishers::from_config(&new),
             config: new,
             dsps,
             fanout,
@@ -495,6 +497,8 @@ async fn handle(app: &App, conn: &Connection, req: Request<Incoming>) -> Respons
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => ready(app).await,
+        // Public by design: buyers fetch it to learn who sells through the exchange.
+        (&Method::GET, "/sellers.json") => app.live.load().publishers.sellers_json(),
         (&Method::GET, "/event/imp") => {
             let invalid = crate::tracking::invalid_hit(&app.live.load(), conn.peer, &req);
             crate::tracking::impression(&app.tracker, &app.tracking_metrics, &req, invalid).await
@@ -512,7 +516,7 @@ async fn handle(app: &App, conn: &Connection, req: Request<Incoming>) -> Respons
         (_, "/metrics") if app.config.metrics.listen.is_some() => {
             error(StatusCode::NOT_FOUND, "no such endpoint", "")
         }
-        (_, "/healthz" | "/readyz" | "/metrics") => {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/sellers.json") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "use GET", "")
         }
         _ => error(StatusCode::NOT_FOUND, "no such endpoint", ""),
@@ -551,6 +555,8 @@ async fn auction(app: &App, start: Instant, req: Request<Incoming>) -> Response<
     // The auction's one load of the live config: a reload from here on does not touch it.
     let live = app.live.load_full();
     let asked = crate::pipeline::debug::asked(live.config.debug.token.as_deref(), req.headers());
+    // Kept past the body read for the publisher check; a clone shares the header's bytes.
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
     let body = match read_body(req, live.config.server.max_body_bytes).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
@@ -571,7 +577,8 @@ async fn auction(app: &App, start: Instant, req: Request<Incoming>) -> Response<
             return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &msg, "");
         }
     };
-    let response = crate::pipeline::run_auction(app, &live, start, &body, asked).await;
+    let response =
+        crate::pipeline::run_auction(app, &live, start, &body, asked, authorization.as_ref()).await;
     let took = start.elapsed();
     app.metrics.auction_seconds.record(took.as_secs_f64());
     response

@@ -31,6 +31,7 @@ impl Config {
         if let Some(token) = var(ENV_DEBUG_TOKEN).filter(|t| !t.is_empty()) {
             self.debug.token = Some(token);
         }
+        self.apply_publisher_env(&var);
         Ok(())
     }
 }

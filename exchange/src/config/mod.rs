@@ -12,9 +12,13 @@ use serde::Deserialize;
 use crate::Error;
 
 mod env;
+mod publisher;
 mod validate;
 
 pub use env::{ENV_ADMIN_TOKEN, ENV_DEBUG_TOKEN, ENV_LISTEN, ENV_REDIS_URL, ENV_TRACKING_SECRET};
+pub use publisher::{
+    PublisherConfig, SellerType, SellersConfig, SellersIdentifier, UnknownPublisher,
+};
 
 /// The whole configuration of one exchange node. Every field has a default, so an empty
 /// file is a valid configuration (an exchange with no DSPs, which answers 204 to everything).
@@ -46,6 +50,11 @@ pub struct Config {
     /// The exchange's node in `source.schain`. Absent (the default): the chain is forwarded
     /// as the publisher sent it.
     pub supply_chain: Option<SupplyChainConfig>,
+    /// The publishers the exchange sells for (`crate::publishers`). Default none.
+    #[serde(rename = "publisher")]
+    pub publishers: Vec<PublisherConfig>,
+    /// The exchange's own fields of `GET /sellers.json`.
+    pub sellers: SellersConfig,
 }
 
 /// Debugging one auction: who may see `ext.debug` in an answer besides test auctions.
@@ -441,6 +450,9 @@ pub struct AuctionConfig {
     pub timer_slack_ms: u64,
     /// How long a pooled DSP connection may stay idle before it is closed. Default 90 000 ms.
     pub pool_idle_timeout_ms: u64,
+    /// A request whose publisher id is no `[[publisher]]` (or that has none): `allow`
+    /// (default) runs it, `reject` answers 403 naming the field.
+    pub unknown_publisher: UnknownPublisher,
 }
 
 impl Default for AuctionConfig {
@@ -457,6 +469,7 @@ impl Default for AuctionConfig {
             max_late_in_flight: 10_000,
             timer_slack_ms: 2,
             pool_idle_timeout_ms: 90_000,
+            unknown_publisher: UnknownPublisher::Allow,
         }
     }
 }

@@ -26,13 +26,15 @@ use ledger::BudgetLedger;
 use settle::Auctioned;
 
 /// Runs the auction for `body` and builds the answer. The auction clock started at `start`,
-/// when the request head arrived; `asked` is what its debug header asked for.
+/// when the request head arrived; `asked` is what its debug header asked for, and
+/// `authorization` its `Authorization` header.
 pub(crate) async fn run_auction(
     app: &App,
     live: &Live,
     start: Instant,
     body: &[u8],
     asked: debug::Asked,
+    authorization: Option<&http::HeaderValue>,
 ) -> Response<Body> {
     // Parsed.
     let req = match openrtb::request::parse(body) {
@@ -40,6 +42,18 @@ pub(crate) async fn run_auction(
         Err(e) => {
             app.metrics.outcome(AuctionOutcome::Invalid);
             return error(StatusCode::BAD_REQUEST, &e.message, &e.field);
+        }
+    };
+    // Admitted: the publisher the request claims, its token checked, before anything else
+    // is spent on it and long before any DSP is called. `publisher` is the auction's
+    // account (`None`: not a configured one) for the stages below, e.g. its `margin`.
+    // Nothing reads it yet: the margin split is wired in after issue 12's pricing lands.
+    #[allow(unused_variables)]
+    let publisher = match live.publishers.admit(&req, authorization) {
+        Ok(publisher) => publisher,
+        Err(refused) => {
+            app.metrics.refused(refused.reason);
+            return refused.response();
         }
     };
     let cfg = &live.config.auction;
