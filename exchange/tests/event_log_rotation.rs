@@ -224,6 +224,12 @@ async fn sigkill_during_rotation_under_load_loses_no_answered_billing_line() {
         })
         .count();
     assert!(closed >= 30, "only {closed} closed files");
+    eprintln!(
+        "{} hits sent, {} answered, {} billing lines logged, {closed} closed files",
+        sent.len(),
+        answered.len(),
+        logged.len()
+    );
 
     // The report reads the same, rotated and compressed files included.
     let out = Command::new(env!("CARGO_BIN_EXE_exchange"))

@@ -178,6 +178,35 @@ async fn age_rotation_closes_on_the_clock_and_keeps_an_empty_file() {
     log.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn an_idle_file_is_closed_on_time_without_a_write() {
+    let dir = TempDir::new("rotate-idle");
+    let path = dir.path().join("events.jsonl");
+    let log = EventLog::open_file(EventLogConfig {
+        file: Some(path.clone()),
+        rotate_interval: Duration::from_millis(50),
+        compress: false,
+        ..EventLogConfig::default()
+    })
+    .unwrap();
+    log.append(&billed(0)).await.unwrap();
+    // Nothing more is written: the writer's own timer closes the file.
+    let closed = testkit::eventually(Duration::from_secs(5), || {
+        std::future::ready(names(dir.path()).len() == 2)
+    })
+    .await;
+    assert!(closed, "{:?}", names(dir.path()));
+    let names = names(dir.path());
+    assert!(
+        names[0].starts_with("events.") && names[0].ends_with(".0001.jsonl"),
+        "{names:?}"
+    );
+    assert_eq!(names[1], "events.jsonl");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    assert_eq!(auction_ids(&path), ["auction-0000"]);
+    log.shutdown().await.unwrap();
+}
+
 fn write_closed(dir: &Path, at_ms: u64, n: u32, gz: bool) -> String {
     let stamp = {
         let t = time_stamp(at_ms);
