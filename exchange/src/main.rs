@@ -1,5 +1,6 @@
 //! The `exchange` binary: reads the config (or uses the embedded default with demo DSPs),
-//! binds the listener, and serves until Ctrl-C or SIGTERM; SIGHUP reloads the config file.
+//! binds the listener, and serves until Ctrl-C or SIGTERM; SIGHUP reloads the config file,
+//! SIGUSR1 reopens the event log file (after `logrotate` moved it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,7 +41,9 @@ enum Command {
     /// campaign and per DSP, and CTR. A torn last line (a crash mid-write) is skipped and
     /// reported, never read as an event.
     Report {
-        /// The JSON-lines event log (`events.file`).
+        /// The JSON-lines event log (`events.file`): its rotated files beside it
+        /// (`events.<time>.<seq>.jsonl`, plain or `.gz`) are read first, in order. A rotated
+        /// or `.gz` file given here is read alone.
         #[arg(long)]
         events: PathBuf,
         /// Print the report as JSON instead of a table.
@@ -86,9 +89,11 @@ async fn main() -> anyhow::Result<()> {
     println!("listening on http://{}", listener.local_addr()?);
 
     let (reload, reloads) = exchange::reload::reload_channel();
+    let on_usr1 = tokio::spawn(reopen_on_usr1(reload.clone()));
     let on_hup = tokio::spawn(reload_on_hangup(args.config.clone(), args.listen, reload));
     exchange::run_with(listener, config, shutdown_signal(), reloads).await?;
     on_hup.abort();
+    on_usr1.abort();
     if let Some(fleet) = demo {
         fleet.shutdown().await;
     }
@@ -202,6 +207,33 @@ async fn reload_on_hangup(
     #[cfg(not(unix))]
     {
         let _ = (path, listen, reload);
+    }
+}
+
+/// Reopens the event log file on each SIGUSR1: `logrotate` (or any tool) moves the file away,
+/// then signals; events written before the signal are in the moved file, the rest in a new
+/// one at `events.file`. The outcome is logged (and counted by the tracker).
+async fn reopen_on_usr1(reload: exchange::reload::ReloadHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGUSR1; the event log cannot be reopened on a signal");
+                return;
+            }
+        };
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening the event log");
+            if let Err(e) = reload.reopen_event_log().await {
+                tracing::error!(error = %e, "could not reopen the event log; still writing the old file");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reload;
     }
 }
 

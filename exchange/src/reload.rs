@@ -1,5 +1,6 @@
 //! Live reload: the config and DSP set one auction runs on (`Live`), the handle that asks the
-//! server to swap in a new config, and the keys that only a restart can change.
+//! server to swap in a new config (or to reopen its event log), and the keys that only a
+//! restart can change.
 
 use std::sync::Arc;
 
@@ -28,7 +29,16 @@ pub(crate) struct Live {
     pub publishers: crate::publishers::Publishers,
 }
 
-type Request = (Result<Config, Error>, oneshot::Sender<Result<(), Error>>);
+/// What a [`ReloadHandle`] asks of the server.
+pub(crate) enum Request {
+    /// Swap in this config (boxed: a config is large, and the channel holds a few requests).
+    Config(
+        Box<Result<Config, Error>>,
+        oneshot::Sender<Result<(), Error>>,
+    ),
+    /// Reopen the event log's file (after an external tool moved it; `SIGUSR1`).
+    ReopenEventLog(oneshot::Sender<Result<(), Error>>),
+}
 
 /// Asks a running server ([`crate::server::run_with`]) to reload. Cheap to clone.
 #[derive(Clone)]
@@ -64,7 +74,24 @@ impl ReloadHandle {
     pub async fn reload(&self, config: Result<Config, Error>) -> Result<(), Error> {
         let gone = || Error::Config(vec!["the server is not running".to_owned()]);
         let (done, answer) = oneshot::channel();
-        self.0.send((config, done)).await.map_err(|_| gone())?;
+        self.0
+            .send(Request::Config(Box::new(config), done))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Has the server close its event log file and open `events.file` anew, so a tool that
+    /// moved the file away (`logrotate` without `copytruncate`) gets it whole: every event
+    /// logged before the call is in the moved file, every one after in the new one. Returns
+    /// once done.
+    pub async fn reopen_event_log(&self) -> Result<(), Error> {
+        let gone = || Error::Config(vec!["the server is not running".to_owned()]);
+        let (done, answer) = oneshot::channel();
+        self.0
+            .send(Request::ReopenEventLog(done))
+            .await
+            .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }

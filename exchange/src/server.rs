@@ -421,8 +421,16 @@ pub async fn run_with(
     let reloader = {
         let app = app.clone();
         tokio::spawn(async move {
-            while let Some((config, done)) = reloads.next().await {
-                let _ = done.send(app.reload(config).await);
+            while let Some(request) = reloads.next().await {
+                match request {
+                    crate::reload::Request::Config(config, done) => {
+                        let _ = done.send(app.reload(*config).await);
+                    }
+                    crate::reload::Request::ReopenEventLog(done) => {
+                        let _ =
+                            done.send(app.tracker.reopen_event_log().await.map_err(Error::from));
+                    }
+                }
             }
         })
     };

@@ -7,8 +7,14 @@
 //! in-flight bound) instead of discarding. A failed file write is cut back and retried until it
 //! succeeds. The stream mirrors the file when both are on, so a stream outage only counts
 //! `impressions_stream_dropped_total`; when the stream is the only sink it is retried instead.
+//!
+//! The file is rotated by size and age between batches (`events_rotate`), closed files are
+//! compressed and kept to a retention off the writer's path (`events_housekeep`), and
+//! [`crate::events_files::read_log`] reads a rotated log back whole. A billing event's
+//! `append` returns once its line is written to the file (in the page cache, so a killed
+//! process loses none of them; an OS crash may lose up to `fsync_interval`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +23,16 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::events_files::open_lines;
+use crate::events_housekeep::{Housekeeper, Retention, SweepStats};
+use crate::events_rotate::{RotatePolicy, Rotated, Rotation};
+pub use crate::events_sample::SampleRates;
+use crate::events_sample::Sampler;
 use crate::journal::{retry_blocking, scan_lines, AppendFile, Line};
 use crate::metrics::TrackerMetrics;
 use crate::redis_conn::RedisHandle;
 use crate::sign::BidRef;
-use crate::Error;
+use crate::{Clock, Error};
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -182,6 +193,21 @@ pub struct EventLogConfig {
     /// load this turns one write (and one blocking-pool handoff) per auction into one per
     /// interval; a billing event, a flush or a full batch ends the wait at once. Default 5 ms.
     pub linger: Duration,
+    /// Close the live file once it holds this many bytes (it may pass it by one batch).
+    /// 0 (the default here; the exchange's is 1 GiB): never by size.
+    pub rotate_bytes: u64,
+    /// Close a live file holding anything once it has been open this long. Zero (the default
+    /// here; the exchange's is 1 h): never by age.
+    pub rotate_interval: Duration,
+    /// Gzip closed files (off the writer's path). Default true.
+    pub compress: bool,
+    /// Keep at most this many closed files, deleting the oldest. 0 (the default): no limit.
+    pub retention_files: usize,
+    /// Delete closed files closed longer ago than this. Zero (the default): no limit.
+    pub retention_age: Duration,
+    /// Share of win, loss and late events written; billing events are always written.
+    /// Default: all.
+    pub sample: SampleRates,
 }
 
 impl Default for EventLogConfig {
@@ -194,19 +220,45 @@ impl Default for EventLogConfig {
             batch_max: 4_096,
             fsync_interval: Duration::from_millis(200),
             linger: Duration::from_millis(5),
+            rotate_bytes: 0,
+            rotate_interval: Duration::ZERO,
+            compress: true,
+            retention_files: 0,
+            retention_age: Duration::ZERO,
+            sample: SampleRates::default(),
+        }
+    }
+}
+
+impl EventLogConfig {
+    fn rotate_policy(&self) -> RotatePolicy {
+        RotatePolicy {
+            bytes: self.rotate_bytes,
+            interval: self.rotate_interval,
+        }
+    }
+
+    fn retention(&self) -> Retention {
+        Retention {
+            files: self.retention_files,
+            age: self.retention_age,
         }
     }
 }
 
 enum Cmd {
-    /// Serialized by the caller (billing events, written as they were when accepted).
+    /// Serialized by the caller (billing events, written as they were when accepted);
+    /// `written` is answered once the line is in the file (or, without one, the stream).
     Json {
         kind: EventType,
         json: Vec<u8>,
+        written: oneshot::Sender<()>,
     },
     /// Serialized by the writer, straight into its batch buffer.
     Event(Box<Event>),
     Flush(oneshot::Sender<()>),
+    /// Open the live file's path anew (after an external tool moved the file away).
+    Reopen(oneshot::Sender<Result<(), Error>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -216,6 +268,10 @@ pub struct EventLog {
     tx: mpsc::Sender<Cmd>,
     queue: usize,
     task: Mutex<Option<JoinHandle<()>>>,
+    sampler: Sampler,
+    metrics: TrackerMetrics,
+    /// Compression and retention of closed files, when there is a file.
+    housekeeper: Option<Arc<Housekeeper>>,
 }
 
 impl EventLog {
@@ -224,19 +280,49 @@ impl EventLog {
         config: EventLogConfig,
         redis: Option<RedisHandle>,
         metrics: TrackerMetrics,
+        clock: Clock,
     ) -> Result<Self, Error> {
-        let file = match &config.file {
-            Some(path) => Some(
-                AppendFile::open(path)
+        let problems = config.sample.problems();
+        if !problems.is_empty() {
+            return Err(Error::Config(problems.join("; ")));
+        }
+        let now = clock();
+        let (file, rotation) = match &config.file {
+            Some(path) => {
+                let file = AppendFile::open(path)
                     .map_err(|e| Error::io("opening the event log", e))?
-                    .0,
-            ),
-            None => None,
+                    .0;
+                let policy = config.rotate_policy();
+                let rotation = if policy.is_off() {
+                    None
+                } else {
+                    Some(
+                        Rotation::new(path, policy, now)
+                            .map_err(|e| Error::io("listing the event log's closed files", e))?,
+                    )
+                };
+                (Some(file), rotation)
+            }
+            None => (None, None),
         };
         if file.is_none() && redis.is_none() {
             return Err(Error::Config(
                 "the event log needs a file or a Redis stream".into(),
             ));
+        }
+        let housekeeper = config.file.as_ref().map(|path| {
+            Arc::new(Housekeeper::new(
+                path.clone(),
+                config.compress,
+                config.retention(),
+                clock.clone(),
+                metrics.clone(),
+            ))
+        });
+        // One pending signal is enough: a sweep handles every closed file it finds.
+        let (sweeps, sweep_rx) = mpsc::channel(1);
+        if let Some(keeper) = &housekeeper {
+            tokio::spawn(crate::events_housekeep::run(keeper.clone(), sweep_rx));
         }
         let queue = config.queue.max(1);
         let (tx, rx) = mpsc::channel(queue);
@@ -245,43 +331,76 @@ impl EventLog {
             key: config.stream_key.clone(),
             maxlen: config.stream_maxlen,
         });
+        let sampler = Sampler::new(config.sample);
         let writer = Writer {
             rx,
             file,
             stream,
             config,
-            metrics,
+            metrics: metrics.clone(),
+            rotation,
+            sweeps,
+            clock,
         };
         let task = tokio::spawn(writer.run());
         Ok(Self {
             tx,
             queue,
             task: Mutex::new(Some(task)),
+            sampler,
+            metrics,
+            housekeeper,
         })
     }
 
     /// Opens a file-only log.
     pub fn open_file(config: EventLogConfig) -> Result<Self, Error> {
-        Self::open(config, None, TrackerMetrics::default())
+        Self::open_file_with_clock(config, crate::system_clock())
     }
 
-    /// Queues `event`; waits while the queue is full. Durable at the next fsync (at most
-    /// `fsync_interval` later) or when a later `flush` returns.
+    /// [`Self::open_file`] with a given clock (it dates rotations and ages closed files).
+    pub fn open_file_with_clock(config: EventLogConfig, clock: Clock) -> Result<Self, Error> {
+        Self::open(config, None, TrackerMetrics::default(), clock)
+    }
+
+    /// Whether `event` is written or left out by sampling (counted).
+    fn sampled_in(&self, event: &Event) -> bool {
+        let keep = self.sampler.keep(event.kind, &event.auction_id);
+        if !keep {
+            self.metrics.sampled_out(event.kind);
+        }
+        keep
+    }
+
+    /// Writes `event`: waits while the queue is full, and returns once its line is in the
+    /// file (a killed process loses none), so a billing event is written before the hit is
+    /// answered. Durable against an OS crash at the next fsync (at most `fsync_interval`
+    /// later) or when a later `flush` returns. A win, loss or late event may be left out by
+    /// sampling (then it returns at once).
     pub async fn append(&self, event: &Event) -> Result<(), Error> {
+        if !self.sampled_in(event) {
+            return Ok(());
+        }
         let json = serde_json::to_vec(event).map_err(|e| Error::Encode(e.to_string()))?;
+        let (written, done) = oneshot::channel();
         self.tx
             .send(Cmd::Json {
                 kind: event.kind,
                 json,
+                written,
             })
             .await
-            .map_err(|_| Error::Closed)
+            .map_err(|_| Error::Closed)?;
+        done.await.map_err(|_| Error::Closed)
     }
 
     /// Queues `event` without waiting, for events that inform rather than bill (wins, losses,
     /// late answers): fails with [`Error::Busy`] once `max_pending` events are already
     /// waiting, so they can never take the room billing events need.
     pub fn try_append(&self, event: Event, max_pending: usize) -> Result<(), Error> {
+        if !self.sampled_in(&event) {
+            return Ok(());
+        }
         let pending = self.queue - self.tx.capacity();
         if pending >= max_pending {
             return Err(Error::Busy);
@@ -304,6 +423,28 @@ impl EventLog {
         done.await.map_err(|_| Error::Closed)
     }
 
+    /// Closes the live file and opens its path anew, for an external tool that moved the file
+    /// away (`logrotate` without `copytruncate`, then `SIGUSR1`). Every event appended before
+    /// the call is in the old file, fsynced; every one after it in the new file. Without a
+    /// move it reopens the same file.
+    pub async fn reopen(&self) -> Result<(), Error> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Cmd::Reopen(ack))
+            .await
+            .map_err(|_| Error::Closed)?;
+        done.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Deletes closed files past the retention and compresses the rest now, as happens in
+    /// the background at start and after every rotation; returns once done.
+    pub async fn housekeep(&self) -> SweepStats {
+        match &self.housekeeper {
+            Some(keeper) => keeper.sweep().await,
+            None => SweepStats::default(),
+        }
+    }
+
     /// Writes and fsyncs everything accepted so far and stops the writer. An `append` racing
     /// with it either lands before the final fsync or fails with [`Error::Closed`]; none is
     /// accepted and then dropped.
@@ -315,6 +456,10 @@ impl EventLog {
         let sent = self.tx.send(Cmd::Shutdown(ack)).await.is_ok();
         let acked = sent && done.await.is_ok();
         let _ = task.await;
+        if let Some(keeper) = &self.housekeeper {
+            // A compression cut short leaves its plain file, finished at the next start.
+            keeper.cancel();
+        }
         if acked {
             Ok(())
         } else {
@@ -405,6 +550,19 @@ struct Writer {
     stream: Option<StreamSink>,
     config: EventLogConfig,
     metrics: TrackerMetrics,
+    /// Some when the file rotates by size or age.
+    rotation: Option<Rotation>,
+    /// Asks the housekeeper for a sweep after a rotation.
+    sweeps: mpsc::Sender<()>,
+    clock: Clock,
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Writer {
@@ -412,18 +570,23 @@ impl Writer {
         let mut unsynced_since: Option<Instant> = None;
         let mut closing: Option<oneshot::Sender<()>> = None;
         loop {
-            let first = match unsynced_since {
-                Some(since) if closing.is_none() => {
-                    tokio::select! {
-                        cmd = self.rx.recv() => cmd,
-                        _ = tokio::time::sleep_until(since + self.config.fsync_interval) => {
-                            self.sync_file().await;
-                            unsynced_since = None;
-                            continue;
-                        }
+            let first = if closing.is_none() {
+                let sync_at = unsynced_since.map(|since| since + self.config.fsync_interval);
+                let rotate_at = self.rotation_wait().map(|wait| Instant::now() + wait);
+                tokio::select! {
+                    cmd = self.rx.recv() => cmd,
+                    _ = sleep_until_some(sync_at) => {
+                        self.sync_file().await;
+                        unsynced_since = None;
+                        continue;
+                    }
+                    _ = sleep_until_some(rotate_at) => {
+                        self.rotate_if_due(&mut unsynced_since).await;
+                        continue;
                     }
                 }
-                _ => self.rx.recv().await,
+            } else {
+                self.rx.recv().await
             };
             let Some(first) = first else {
                 // Every handle is gone, or shutdown drained the queue: make what was written
@@ -436,27 +599,39 @@ impl Writer {
             };
             let mut batch = Batch::default();
             let mut acks = Vec::new();
+            let mut written = Vec::new();
+            let mut reopen = None;
             let linger_until = Instant::now() + self.config.linger;
             let mut cmd = Some(first);
             loop {
                 while let Some(c) = cmd.take() {
                     match c {
-                        Cmd::Json { kind, json } => batch.push_json(kind, &json),
+                        Cmd::Json {
+                            kind,
+                            json,
+                            written: ack,
+                        } => {
+                            batch.push_json(kind, &json);
+                            written.push(ack);
+                        }
                         Cmd::Event(event) => batch.push_event(&event),
                         Cmd::Flush(ack) => acks.push(ack),
+                        Cmd::Reopen(ack) => reopen = Some(ack),
                         Cmd::Shutdown(ack) => {
                             // No new events from here on; the ones already queued are still read.
                             self.rx.close();
                             closing = Some(ack);
                         }
                     }
-                    if batch.len() < self.config.batch_max {
+                    // A reopen ends the batch: what came before it goes to the old file.
+                    if batch.len() < self.config.batch_max && reopen.is_none() {
                         cmd = self.rx.try_recv().ok();
                     }
                 }
                 let linger = !batch.urgent
                     && !batch.is_empty()
                     && acks.is_empty()
+                    && reopen.is_none()
                     && closing.is_none()
                     && batch.len() < self.config.batch_max;
                 if !linger {
@@ -471,18 +646,114 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
+                // A file past its age is closed before lines of the new period go in.
+                self.rotate_if_due(&mut unsynced_since).await;
                 let batch = Arc::new(batch);
                 self.write_file(&batch).await;
+                if self.file.is_some() {
+                    for ack in written.drain(..) {
+                        let _ = ack.send(());
+                    }
+                }
                 self.write_stream(&batch).await;
+                for ack in written {
+                    let _ = ack.send(());
+                }
                 unsynced_since.get_or_insert_with(Instant::now);
             }
+            self.rotate_if_due(&mut unsynced_since).await;
             let due = unsynced_since.is_some_and(|s| s.elapsed() >= self.config.fsync_interval);
             if !acks.is_empty() || due {
                 self.sync_file().await;
                 unsynced_since = None;
             }
+            if let Some(ack) = reopen {
+                let _ = ack.send(self.reopen_file(&mut unsynced_since).await);
+            }
             for ack in acks {
                 let _ = ack.send(());
+            }
+        }
+    }
+
+    /// How long until the live file is due by age, when it holds anything.
+    fn rotation_wait(&self) -> Option<Duration> {
+        let (rotation, file) = (self.rotation.as_ref()?, self.file.as_ref()?);
+        if file.len() == 0 {
+            return None;
+        }
+        rotation.wait((self.clock)())
+    }
+
+    /// Closes the live file and opens a new one if it is due by size or age. On an error
+    /// the old file stays live (nothing is lost) and the rotation is tried again later.
+    async fn rotate_if_due(&mut self, unsynced_since: &mut Option<Instant>) {
+        let now = (self.clock)();
+        let (Some(rotation), Some(file)) = (&mut self.rotation, &self.file) else {
+            return;
+        };
+        if !rotation.due(now, file.len()) {
+            return;
+        }
+        let closed = rotation.next_name(file.path(), now);
+        let Some(file) = self.file.take() else { return };
+        let live = file.path().to_owned();
+        let target = closed.clone();
+        let joined =
+            tokio::task::spawn_blocking(move || crate::events_rotate::rotate(file, &target)).await;
+        match joined {
+            Ok(Ok((file, outcome))) => {
+                self.file = Some(file);
+                rotation.opened(now);
+                *unsynced_since = None;
+                self.metrics.rotations.increment(1);
+                if outcome == Rotated::Closed {
+                    tracing::info!(closed = %closed.display(), "rotated the event log");
+                    let _ = self.sweeps.try_send(());
+                }
+            }
+            Ok(Err((file, e))) => {
+                self.file = Some(file);
+                rotation.failed(now);
+                self.metrics.file_io_errors.increment(1);
+                tracing::error!(error = %e, path = %live.display(), "could not rotate the event log; it stays live, retried in a second");
+            }
+            Err(e) => {
+                // Only a panic (there is none) or a runtime going away gets here.
+                tracing::error!(error = %e, path = %live.display(), "the event log rotation did not finish; reopening");
+                self.file = Some(reopen_until_done(&live, &self.metrics).await);
+                rotation.failed(now);
+            }
+        }
+    }
+
+    /// Runs a requested reopen: the old file is fsynced and closed, its path opened anew.
+    async fn reopen_file(&mut self, unsynced_since: &mut Option<Instant>) -> Result<(), Error> {
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        let live = file.path().to_owned();
+        match tokio::task::spawn_blocking(move || crate::events_rotate::reopen(file)).await {
+            Ok(Ok(file)) => {
+                self.file = Some(file);
+                *unsynced_since = None;
+                if let Some(rotation) = &mut self.rotation {
+                    rotation.opened((self.clock)());
+                }
+                self.metrics.reopens.increment(1);
+                tracing::info!(path = %live.display(), "reopened the event log");
+                Ok(())
+            }
+            Ok(Err((file, e))) => {
+                self.file = Some(file);
+                self.metrics.file_io_errors.increment(1);
+                tracing::error!(error = %e, path = %live.display(), "could not reopen the event log; still writing the old file");
+                Err(Error::io("reopening the event log", e))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %live.display(), "the event log reopen did not finish; reopening");
+                self.file = Some(reopen_until_done(&live, &self.metrics).await);
+                Ok(())
             }
         }
     }
@@ -532,6 +803,26 @@ impl Writer {
     }
 }
 
+/// Opens `path` until it works: the writer must have a file to put accepted events in.
+async fn reopen_until_done(path: &Path, errors: &TrackerMetrics) -> AppendFile {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let p = path.to_owned();
+        match tokio::task::spawn_blocking(move || AppendFile::open(&p)).await {
+            Ok(Ok((file, _))) => return file,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, path = %path.display(), "cannot open the event log; retrying")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %path.display(), "cannot open the event log; retrying")
+            }
+        }
+        errors.file_io_errors.increment(1);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// The result of reading an events file.
 #[derive(Debug, Default)]
 pub struct ReadStats {
@@ -541,10 +832,11 @@ pub struct ReadStats {
     pub torn_tail_bytes: u64,
 }
 
-/// Reads every event of `path` in order, calling `f` for each; a torn tail or a line that is
-/// not an event is skipped with a log line and counted.
+/// Reads every event of `path` (a plain or, ending in `.gz`, a gzip file) in order, calling
+/// `f` for each; a torn tail or a line that is not an event is skipped with a log line and
+/// counted. [`crate::events_files::read_log`] reads a rotated log's files together.
 pub fn read_events(path: &std::path::Path, mut f: impl FnMut(Event)) -> Result<ReadStats, Error> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io("opening an events file", e))?;
+    let file = open_lines(path).map_err(|e| Error::io("opening an events file", e))?;
     let mut stats = ReadStats::default();
     let mut line_no = 0u64;
     scan_lines(file, 0, |line| {

@@ -13,6 +13,10 @@
 
 pub mod dedup;
 pub mod events;
+pub mod events_files;
+mod events_housekeep;
+mod events_rotate;
+mod events_sample;
 mod journal;
 pub mod markup;
 pub mod metrics;
@@ -31,6 +35,9 @@ use tokio::task::JoinHandle;
 
 pub use dedup::{Claim, ClaimKey, DedupStore, EventId, MemoryDedup, RedisDedup};
 pub use events::{read_events, Event, EventLog, EventLogConfig, EventType, ReadStats};
+pub use events_files::{log_files, read_log};
+pub use events_housekeep::SweepStats;
+pub use events_sample::SampleRates;
 pub use markup::AdFormat;
 pub use report::Report;
 pub use sign::{BidRef, BidSigner, Kind, Rejection, TrackingData, TrackingKey, Validity};
@@ -358,7 +365,12 @@ impl Tracker {
             _ => None,
         };
         let spool = Spool::open(&config.spool_dir, metrics.clone()).await?;
-        let log = EventLog::open(config.events.clone(), stream, metrics.clone())?;
+        let log = EventLog::open(
+            config.events.clone(),
+            stream,
+            metrics.clone(),
+            clock.clone(),
+        )?;
         let base = config.public_url.trim_end_matches('/');
         let inner = Arc::new(Inner {
             key: config.key.clone(),
@@ -509,6 +521,12 @@ impl Tracker {
     /// Returns once every event logged so far is durable.
     pub async fn flush(&self) -> Result<(), Error> {
         self.inner.log.flush().await
+    }
+
+    /// Reopens the event log's file (see [`EventLog::reopen`]): the exchange does it on
+    /// `SIGUSR1`, after an external tool moved the file away.
+    pub async fn reopen_event_log(&self) -> Result<(), Error> {
+        self.inner.log.reopen().await
     }
 
     /// Spooled events not yet replayed.

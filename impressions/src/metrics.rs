@@ -7,6 +7,7 @@ use std::sync::Arc;
 use metrics::{Counter, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
 
 use crate::events::EventType;
+use crate::events_sample::{Sampler, SAMPLED};
 use crate::sign::{Kind, Rejection};
 
 /// The recorder a [`crate::Tracker`] registers its metrics on, e.g. one
@@ -32,6 +33,18 @@ pub const MEMORY_DEDUP_FULL: &str = "impressions_memory_dedup_full_total";
 pub const TEST_EVENTS: &str = "impressions_test_events_total";
 /// Counter: events not mirrored to the Redis stream (the file still has them).
 pub const STREAM_DROPPED: &str = "impressions_stream_dropped_total";
+/// Counter: live event log files closed and renamed (by size or age).
+pub const ROTATIONS: &str = "impressions_events_rotations_total";
+/// Counter: the live event log file reopened on request (`SIGUSR1`).
+pub const REOPENS: &str = "impressions_events_reopens_total";
+/// Counter: closed event log files gzipped.
+pub const FILES_COMPRESSED: &str = "impressions_events_files_compressed_total";
+/// Counter: closed event log files deleted past the retention.
+pub const FILES_REMOVED: &str = "impressions_events_files_removed_total";
+/// Counter: closed event log files that could not be compressed or deleted (kept, retried).
+pub const HOUSEKEEPING_FAILURES: &str = "impressions_events_housekeeping_failures_total";
+/// Counter: win, loss and late events left out by sampling, labelled `type`.
+pub const SAMPLED_OUT: &str = "impressions_events_sampled_out_total";
 
 const REJECTIONS: [Rejection; 6] = [
     Rejection::MissingSignature,
@@ -71,6 +84,13 @@ pub(crate) struct TrackerMetrics {
     pub file_io_errors: Counter,
     pub memory_dedup_full: Counter,
     pub stream_dropped: Counter,
+    pub rotations: Counter,
+    pub reopens: Counter,
+    pub files_compressed: Counter,
+    pub files_removed: Counter,
+    pub housekeeping_failures: Counter,
+    /// In [`crate::events_sample::SAMPLED`] order.
+    sampled_out: [Counter; 3],
 }
 
 impl Default for TrackerMetrics {
@@ -86,6 +106,12 @@ impl Default for TrackerMetrics {
             file_io_errors: Counter::noop(),
             memory_dedup_full: Counter::noop(),
             stream_dropped: Counter::noop(),
+            rotations: Counter::noop(),
+            reopens: Counter::noop(),
+            files_compressed: Counter::noop(),
+            files_removed: Counter::noop(),
+            housekeeping_failures: Counter::noop(),
+            sampled_out: std::array::from_fn(|_| Counter::noop()),
         }
     }
 }
@@ -131,6 +157,12 @@ impl TrackerMetrics {
             file_io_errors: counter(FILE_IO_ERRORS, &[]),
             memory_dedup_full: counter(MEMORY_DEDUP_FULL, &[]),
             stream_dropped: counter(STREAM_DROPPED, &[]),
+            rotations: counter(ROTATIONS, &[]),
+            reopens: counter(REOPENS, &[]),
+            files_compressed: counter(FILES_COMPRESSED, &[]),
+            files_removed: counter(FILES_REMOVED, &[]),
+            housekeeping_failures: counter(HOUSEKEEPING_FAILURES, &[]),
+            sampled_out: SAMPLED.map(|t| counter(SAMPLED_OUT, &[("type", t.as_str())])),
             recorder: Some(recorder),
         }
     }
@@ -151,6 +183,13 @@ impl TrackerMetrics {
     pub fn event(&self, kind: EventType) {
         if let Some(i) = TRACKED.iter().position(|t| *t == kind) {
             self.events[i].increment(1);
+        }
+    }
+
+    /// An event of `kind` (a win, loss or late answer) left out by sampling.
+    pub fn sampled_out(&self, kind: EventType) {
+        if let Some(i) = Sampler::index(kind) {
+            self.sampled_out[i].increment(1);
         }
     }
 
@@ -189,6 +228,24 @@ fn describe(r: &dyn Recorder) {
             "Claims refused because the in-memory dedup set was full",
         ),
         (STREAM_DROPPED, "Events not mirrored to the Redis stream"),
+        (
+            ROTATIONS,
+            "Live event log files closed and renamed (size or age)",
+        ),
+        (REOPENS, "Live event log file reopened on SIGUSR1"),
+        (FILES_COMPRESSED, "Closed event log files gzipped"),
+        (
+            FILES_REMOVED,
+            "Closed event log files deleted past the retention",
+        ),
+        (
+            HOUSEKEEPING_FAILURES,
+            "Closed event log files that could not be compressed or deleted (retried)",
+        ),
+        (
+            SAMPLED_OUT,
+            "Win, loss and late events left out by sampling, by type",
+        ),
     ] {
         r.describe_counter(
             KeyName::from_const_str(name),

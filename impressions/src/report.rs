@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::events::{read_events, Event, EventType};
+use crate::events::{Event, EventType};
+use crate::events_files::read_log;
 use crate::Error;
 
 /// Totals for one campaign or DSP, in one currency.
@@ -53,10 +54,11 @@ pub struct Report {
 }
 
 impl Report {
-    /// Reads `path` and computes the report.
+    /// Reads the log `path` (its rotated files, plain or gzip, then `path` itself; see
+    /// [`crate::events_files::log_files`]) and computes the report.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
         let mut builder = Builder::default();
-        let stats = read_events(path, |e| builder.add(e))?;
+        let stats = read_log(path, |e| builder.add(e))?;
         let mut report = builder.finish();
         report.bad_lines = stats.bad_lines;
         report.torn_tail_bytes = stats.torn_tail_bytes;

@@ -311,6 +311,22 @@ pub struct EventsConfig {
     /// events are written without waiting. 0 writes each batch as soon as it is read.
     /// Default 5 ms.
     pub linger_ms: u64,
+    /// Close the live file once it holds this many bytes, renamed
+    /// `events.<UTC close time>.<seq>.jsonl`. 0: never by size. Default 1 GiB.
+    pub rotate_bytes: u64,
+    /// Close a live file holding anything once it has been open this long, seconds.
+    /// 0: never by age. Default 3600.
+    pub rotate_interval_s: u64,
+    /// Gzip closed files in the background (`….jsonl.gz`). Default true.
+    pub compress: bool,
+    /// Keep at most this many closed files, deleting the oldest. 0: no limit. Default 168.
+    pub retention_files: usize,
+    /// Delete closed files closed longer ago than this, seconds. 0: no limit. Default
+    /// 604 800 (7 days).
+    pub retention_age_s: u64,
+    /// Share of win, loss and late events written (`[events.sample]`); billing events are
+    /// never sampled.
+    pub sample: EventSampleConfig,
 }
 
 impl Default for EventsConfig {
@@ -322,6 +338,47 @@ impl Default for EventsConfig {
             fsync_interval_ms: 200,
             max_pending: 65_536,
             linger_ms: 5,
+            rotate_bytes: 1 << 30,
+            rotate_interval_s: 3600,
+            compress: true,
+            retention_files: 168,
+            retention_age_s: 7 * 86_400,
+            sample: EventSampleConfig::default(),
+        }
+    }
+}
+
+/// `[events.sample]`: the share of each informational event type written, `0.0..=1.0`. An
+/// auction is kept or left out whole (by a hash of its id), so its win, losses and late
+/// answers stay together. Impressions, clicks, their duplicates and invalid hits (everything
+/// billing or an audit of it needs) are always written.
+#[derive(Clone, Copy, PartialEq, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSampleConfig {
+    /// Default 1.0 (all).
+    pub win: f64,
+    /// Default 1.0 (all).
+    pub loss: f64,
+    /// Default 1.0 (all).
+    pub late: f64,
+}
+
+impl Default for EventSampleConfig {
+    fn default() -> Self {
+        Self {
+            win: 1.0,
+            loss: 1.0,
+            late: 1.0,
+        }
+    }
+}
+
+impl EventSampleConfig {
+    pub(crate) fn rates(&self) -> impressions::SampleRates {
+        impressions::SampleRates {
+            win: self.win,
+            loss: self.loss,
+            late: self.late,
         }
     }
 }
@@ -717,6 +774,12 @@ impl Config {
             // Non-billing events may fill half the queue at most; billing events always
             // find room in the other half.
             queue: self.events.max_pending.saturating_mul(2),
+            rotate_bytes: self.events.rotate_bytes,
+            rotate_interval: std::time::Duration::from_secs(self.events.rotate_interval_s),
+            compress: self.events.compress,
+            retention_files: self.events.retention_files,
+            retention_age: std::time::Duration::from_secs(self.events.retention_age_s),
+            sample: self.events.sample.rates(),
             ..defaults
         };
         let config = impressions::TrackerConfig {

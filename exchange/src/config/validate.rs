@@ -362,6 +362,27 @@ impl Config {
                 self.events.linger_ms
             ));
         }
+        self.validate_event_files(errors);
+    }
+
+    /// Rotation, retention and sampling of the event log.
+    fn validate_event_files(&self, errors: &mut Vec<String>) {
+        let e = &self.events;
+        // Below it the log would close a file per batch or two.
+        const MIN_ROTATE_BYTES: u64 = 4096;
+        if e.rotate_bytes != 0 && e.rotate_bytes < MIN_ROTATE_BYTES {
+            errors.push(format!(
+                "events.rotate_bytes must be 0 (never) or at least {MIN_ROTATE_BYTES}, got {}",
+                e.rotate_bytes
+            ));
+        }
+        if e.retention_age_s != 0 && e.retention_age_s < e.rotate_interval_s {
+            errors.push(format!(
+                "events.retention_age_s ({}) must be 0 (no limit) or at least events.rotate_interval_s ({}): files would be deleted as soon as they are closed",
+                e.retention_age_s, e.rotate_interval_s
+            ));
+        }
+        errors.extend(e.sample.rates().problems());
     }
 }
 
@@ -374,6 +395,51 @@ mod tests {
             Err(Error::Config(e)) => e,
             other => panic!("expected config errors, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn event_log_rotation_and_sampling_errors_come_together() {
+        let e = errors(
+            "[events]\nrotate_bytes = 100\nrotate_interval_s = 3600\nretention_age_s = 60\n\
+             [events.sample]\nwin = 1.5\nlate = -0.5\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "events.rotate_bytes must be 0 (never) or at least 4096, got 100",
+                "events.retention_age_s (60) must be 0 (no limit) or at least events.rotate_interval_s (3600): files would be deleted as soon as they are closed",
+                "events.sample.win must be within 0.0..=1.0, got 1.5",
+                "events.sample.late must be within 0.0..=1.0, got -0.5",
+            ]
+        );
+        let ok = Config::from_toml(
+            "[events]\nrotate_bytes = 0\nrotate_interval_s = 0\nretention_files = 0\nretention_age_s = 0\ncompress = false\n[events.sample]\nwin = 0.01\nloss = 0.0\n",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        let t = ok.tracker_config("127.0.0.1:1".parse().unwrap()).unwrap().0;
+        assert_eq!((t.events.rotate_bytes, t.events.compress), (0, false));
+        assert_eq!(
+            (
+                t.events.sample.win,
+                t.events.sample.loss,
+                t.events.sample.late
+            ),
+            (0.01, 0.0, 1.0)
+        );
+        let d = Config::default()
+            .tracker_config("127.0.0.1:1".parse().unwrap())
+            .unwrap()
+            .0;
+        assert_eq!(
+            (
+                d.events.rotate_bytes,
+                d.events.rotate_interval.as_secs(),
+                d.events.retention_files,
+                d.events.retention_age.as_secs()
+            ),
+            (1 << 30, 3600, 168, 604_800)
+        );
     }
 
     #[test]
