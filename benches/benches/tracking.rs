@@ -47,6 +47,12 @@ fn bid(n: u64, now_ms: u64) -> BidRef {
         price_micros: 1_234_567,
         currency: "USD".into(),
         auction_ts_ms: now_ms,
+        publisher: "pub-8812".into(),
+        domain: "news.example.com".into(),
+        bundle: String::new(),
+        country: "USA".into(),
+        media_type: Some(impressions::AdFormat::Banner),
+        net_price_micros: Some(1_049_382),
     }
 }
 

@@ -37,15 +37,21 @@ struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Reads an event log and prints impressions, clicks, duplicates dropped, spend per
-    /// campaign and per DSP, and CTR. A torn last line (a crash mid-write) is skipped and
-    /// reported, never read as an event.
+    /// Reads event logs (one per node) and prints impressions, clicks, CTR, gross spend,
+    /// publisher payout, margin and eCPM, per campaign and per DSP or per `--by` key, and
+    /// duplicates dropped. A billed impression or click is counted once across all files. A
+    /// torn last line (a crash mid-write) is skipped and reported, never read as an event.
     Report {
-        /// The JSON-lines event log (`events.file`): its rotated files beside it
-        /// (`events.<time>.<seq>.jsonl`, plain or `.gz`) are read first, in order. A rotated
-        /// or `.gz` file given here is read alone.
-        #[arg(long)]
-        events: PathBuf,
+        /// A JSON-lines event log (`events.file`); repeat it for every node's log. Its rotated
+        /// files beside it (`events.<time>.<seq>.jsonl`, plain or `.gz`) are read first, in
+        /// order; a rotated or `.gz` file given here is read alone.
+        #[arg(long, required = true)]
+        events: Vec<PathBuf>,
+        /// Rows keyed by publisher, dsp, campaign, day (UTC, of the auction time), country,
+        /// media_type or property (site domain or app bundle); combine them with commas
+        /// (`--by publisher,day`) or by repeating `--by`.
+        #[arg(long, value_delimiter = ',')]
+        by: Vec<impressions::Dimension>,
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -56,9 +62,9 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     init_logging();
     let args = Args::parse();
-    if let Some(Command::Report { events, json }) = &args.command {
-        let report = impressions::Report::from_file(events)
-            .with_context(|| format!("reading {}", events.display()))?;
+    if let Some(Command::Report { events, by, json }) = &args.command {
+        let report =
+            impressions::Report::from_files(events, by).context("reading the event logs")?;
         if *json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

@@ -8,6 +8,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use impressions::{AdFormat, BidRef, Event, Tracker};
 use money::CpmMicros;
+use openrtb::request::BidRequest;
 
 use crate::metrics::Registry;
 use crate::pipeline::Offer;
@@ -75,6 +76,27 @@ pub(crate) fn ad_format(mtype: Option<u32>, imp: &openrtb::request::Imp<'_>) -> 
         (false, false, true, false) => AdFormat::Audio,
         (false, false, false, true) => AdFormat::Native,
         _ => AdFormat::Banner,
+    }
+}
+
+/// The media type a winning bid is billed and reported under: its `mtype` when it says, else
+/// its imp's only format. A multi-format imp won by a bid without `mtype` has none: unlike
+/// [`ad_format`], which must pick a markup format to decorate, a report is not given a guess.
+pub(crate) fn media_type(mtype: Option<u32>, imp: &openrtb::request::Imp<'_>) -> Option<AdFormat> {
+    if let Some(format) = mtype.and_then(|m| AdFormat::from_mtype(u64::from(m))) {
+        return Some(format);
+    }
+    match (
+        imp.banner.is_some(),
+        imp.video.is_some(),
+        imp.audio.is_some(),
+        imp.native.is_some(),
+    ) {
+        (true, false, false, false) => Some(AdFormat::Banner),
+        (false, true, false, false) => Some(AdFormat::Video),
+        (false, false, true, false) => Some(AdFormat::Audio),
+        (false, false, false, true) => Some(AdFormat::Native),
+        _ => None,
     }
 }
 
@@ -301,17 +323,46 @@ fn no_store(mut r: Response<Body>) -> Response<Body> {
     r
 }
 
-/// What the tracker needs to know about a bid, priced at `price`.
+/// What the tracker needs to know about a bid of `req`, priced at `price`: the bid, and the
+/// sale (publisher, site domain or app bundle, country, media type). The net price is the
+/// caller's to set.
 pub(crate) fn bid_ref(
-    auction_id: &str,
+    req: &BidRequest<'_>,
     offer: &Offer<'_>,
     price: CpmMicros,
     currency: &str,
     auction_ts_ms: u64,
 ) -> BidRef {
     let bid = &offer.bid.bid;
+    let owned = |s: Option<&openrtb::de::Str<'_>>| s.map(|s| (**s).to_owned()).unwrap_or_default();
+    let (publisher, domain, bundle) = if let Some(site) = &req.site {
+        let publisher = site.publisher.as_ref().and_then(|p| p.id.as_ref());
+        (owned(publisher), owned(site.domain.as_ref()), String::new())
+    } else if let Some(app) = &req.app {
+        let publisher = app.publisher.as_ref().and_then(|p| p.id.as_ref());
+        (owned(publisher), String::new(), owned(app.bundle.as_ref()))
+    } else if let Some(dooh) = &req.dooh {
+        let publisher = dooh.publisher.as_ref().and_then(|p| p.id.as_ref());
+        (owned(publisher), owned(dooh.domain.as_ref()), String::new())
+    } else {
+        Default::default()
+    };
+    let country = req
+        .device
+        .as_ref()
+        .and_then(|d| d.geo.as_ref())
+        .and_then(|g| g.country.as_ref());
     BidRef {
-        auction_id: auction_id.to_owned(),
+        publisher,
+        domain,
+        bundle,
+        country: owned(country),
+        media_type: req
+            .imp
+            .get(offer.candidate.imp)
+            .and_then(|imp| media_type(bid.mtype, imp)),
+        net_price_micros: None,
+        auction_id: req.id.to_string(),
         imp_id: bid.impid.to_string(),
         bid_id: bid.id.to_string(),
         dsp: offer.dsp.name.to_string(),

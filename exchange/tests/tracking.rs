@@ -196,6 +196,7 @@ async fn forged_tampered_and_expired_urls_get_403_and_bill_nothing() {
         price_micros: 1_000_000,
         currency: "USD".into(),
         auction_ts_ms: common_now_ms() - 2 * 3_600_000,
+        ..Default::default()
     };
     let expired = impressions::sign::impression_url(
         &format!("http://{}/event/imp", ex.addr),

@@ -29,8 +29,10 @@ use crate::events_rotate::{RotatePolicy, Rotated, Rotation};
 pub use crate::events_sample::SampleRates;
 use crate::events_sample::Sampler;
 use crate::journal::{retry_blocking, scan_lines, AppendFile, Line};
+use crate::markup::AdFormat;
 use crate::metrics::TrackerMetrics;
 use crate::redis_conn::RedisHandle;
+use crate::revenue::Split;
 use crate::sign::BidRef;
 use crate::{Clock, Error};
 
@@ -91,10 +93,38 @@ pub struct Event {
     pub currency: String,
     /// When the auction ran, ms since the Unix epoch.
     pub auction_ts: u64,
+    /// The request's publisher id (see [`BidRef::publisher`]); absent when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub publisher: String,
+    /// The request's `site.domain` (or `dooh.domain`); absent when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub domain: String,
+    /// The request's `app.bundle`; absent when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bundle: String,
+    /// The request's `device.geo.country`; absent when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub country: String,
+    /// The winning bid's media type (see [`BidRef::media_type`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<AdFormat>,
+    /// The publisher's price, CPM micros (see [`BidRef::net_price_micros`]): on wins and on
+    /// impressions and clicks of URLs that carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_price_micros: Option<u64>,
     /// What this event bills, micros: `ceil(price_micros / 1000)` for a billed impression,
-    /// absent otherwise.
+    /// absent otherwise. The same as `gross_micros`, kept for readers of older logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_micros: Option<u64>,
+    /// Billed impressions: what the DSP pays, micros (`ceil(price_micros / 1000)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gross_micros: Option<u64>,
+    /// Billed impressions: what the publisher is paid, micros (`floor(net price / 1000)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_micros: Option<u64>,
+    /// Billed impressions: what the exchange keeps, micros (`gross_micros − net_micros`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin_micros: Option<u64>,
     /// The dedup id, for impressions and clicks (billed or duplicate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impression_id: Option<String>,
@@ -136,13 +166,33 @@ impl Event {
             price_micros: bid.price_micros,
             currency: bid.currency,
             auction_ts: bid.auction_ts_ms,
+            publisher: bid.publisher,
+            domain: bid.domain,
+            bundle: bid.bundle,
+            country: bid.country,
+            media_type: bid.media_type,
+            net_price_micros: bid.net_price_micros,
             cost_micros: None,
+            gross_micros: None,
+            net_micros: None,
+            margin_micros: None,
             impression_id: None,
             loss_reason: None,
             late_ms: None,
             replayed: false,
             test: false,
             invalid_reason: None,
+        }
+    }
+
+    /// The same event billing `split`: `cost_micros` and `gross_micros` are its gross.
+    pub fn billing(self, split: Split) -> Self {
+        Self {
+            cost_micros: Some(split.gross.get()),
+            gross_micros: Some(split.gross.get()),
+            net_micros: Some(split.net.get()),
+            margin_micros: Some(split.margin.get()),
+            ..self
         }
     }
 

@@ -1,6 +1,7 @@
 //! Impression and click tracking for the exchange: signed tracking URLs and the markup that
 //! carries them, dedup of every impression and click (Redis or one node's memory), the spool
-//! that keeps events while Redis is down, the event log, and the report read from it.
+//! that keeps events while Redis is down, the event log, the revenue split of a billed impression
+//! (gross, net, margin), and the report read from one or more nodes' logs.
 //!
 //! Owns: everything an exchange needs to bill per impression, minus HTTP routing. The exchange
 //! handler for `GET /event/imp` calls [`Tracker::record_impression`] (403 on
@@ -22,6 +23,7 @@ pub mod markup;
 pub mod metrics;
 mod redis_conn;
 pub mod report;
+pub mod revenue;
 pub mod sign;
 mod spool;
 
@@ -39,7 +41,8 @@ pub use events_files::{log_files, read_log};
 pub use events_housekeep::SweepStats;
 pub use events_sample::SampleRates;
 pub use markup::AdFormat;
-pub use report::Report;
+pub use report::{Dimension, Report};
+pub use revenue::Split;
 pub use sign::{BidRef, BidSigner, Kind, Rejection, TrackingData, TrackingKey, Validity};
 pub use spool::SpoolRecord;
 
@@ -65,6 +68,13 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("encoding: {0}")]
     Encode(String),
+    /// An events file given to the report could not be read.
+    #[error("{path}: {source}")]
+    EventsFile {
+        path: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
     /// The tracker (or its event log or spool) is shut down.
     #[error("the tracker is shut down")]
     Closed,
@@ -661,12 +671,9 @@ impl Inner {
         event.impression_id = Some(key.id.to_string());
         event.replayed = replayed;
         if kind == EventType::Impression {
-            // One impression at the signed clearing price, through the one CPM-to-cost rule.
-            event.cost_micros = Some(
-                money::CpmMicros::new(data.bid.price_micros)
-                    .cost_of_one()
-                    .get(),
-            );
+            // One impression at the signed clearing and net prices, through the one
+            // CPM-to-cost rule and the one split rule.
+            event = event.billing(Split::of_bid(&data.bid));
         }
         self.log.append(&event).await?;
         self.metrics.event(kind);

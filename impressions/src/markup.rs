@@ -3,10 +3,13 @@
 //! native; and sends click-throughs through the exchange's click URL. Markup the format does not
 //! recognise is left untouched (nothing is wrapped around it).
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// The kind of markup a bid carries, known from the impression it won.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The kind of markup a bid carries, known from the impression it won; also the media type
+/// events and reports are split by (`banner`, `video`, `audio`, `native`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AdFormat {
     /// HTML (or HTML with scripts).
     Banner,
@@ -16,6 +19,39 @@ pub enum AdFormat {
     Audio,
     /// Native response JSON (1.0 with a `native` wrapper object, or 1.1+ without).
     Native,
+}
+
+impl AdFormat {
+    /// The OpenRTB 2.6 `mtype` code (1 banner, 2 video, 3 audio, 4 native).
+    pub fn mtype(self) -> u8 {
+        match self {
+            AdFormat::Banner => 1,
+            AdFormat::Video => 2,
+            AdFormat::Audio => 3,
+            AdFormat::Native => 4,
+        }
+    }
+
+    /// The format of an OpenRTB 2.6 `mtype` code; `None` for any other value.
+    pub fn from_mtype(mtype: u64) -> Option<Self> {
+        match mtype {
+            1 => Some(AdFormat::Banner),
+            2 => Some(AdFormat::Video),
+            3 => Some(AdFormat::Audio),
+            4 => Some(AdFormat::Native),
+            _ => None,
+        }
+    }
+
+    /// The name events and reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdFormat::Banner => "banner",
+            AdFormat::Video => "video",
+            AdFormat::Audio => "audio",
+            AdFormat::Native => "native",
+        }
+    }
 }
 
 /// `adm` with an impression tracker for `url`, or `None` when this markup cannot carry one

@@ -17,13 +17,20 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::markup::AdFormat;
 use crate::Error;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Bound into every MAC so that a signature made for another purpose (or another version of
 /// this encoding) with the same key never verifies here.
-const DOMAIN: &[u8] = b"exchange-tracking/v2\0";
+const DOMAIN: &[u8] = b"exchange-tracking/v3\0";
+
+/// The second encoding: the v3 fields without the sale's (publisher, property, country,
+/// media type, net price). URLs signed with it are still accepted, and vouch for no sale
+/// field, so that an upgrade does not refuse impressions already served; drop it once every
+/// node has run the v3 signer for longer than `validity.window_ms`.
+const DOMAIN_V2: &[u8] = b"exchange-tracking/v2\0";
 
 /// The first encoding (kind before the bid's fields). URLs signed with it are still accepted
 /// so that an upgrade does not refuse impressions already served; drop it once every node has
@@ -152,6 +159,47 @@ pub struct BidRef {
     pub currency: String,
     /// When the auction ran, ms since the Unix epoch.
     pub auction_ts_ms: u64,
+    /// The publisher id of the request (`site.publisher.id`, `app.publisher.id` or
+    /// `dooh.publisher.id`); empty when it named none or in URLs signed before it existed.
+    #[serde(default)]
+    pub publisher: String,
+    /// `site.domain` (or `dooh.domain`) of the request; empty for an app or when absent.
+    #[serde(default)]
+    pub domain: String,
+    /// `app.bundle` of the request; empty for a site or when absent.
+    #[serde(default)]
+    pub bundle: String,
+    /// `device.geo.country` of the request as sent (ISO-3166-1 alpha-3 in OpenRTB).
+    #[serde(default)]
+    pub country: String,
+    /// The winning bid's media type: its `mtype`, else its imp's only format; `None` for a
+    /// multi-format imp won by a bid without `mtype` (not guessed).
+    #[serde(default)]
+    pub media_type: Option<AdFormat>,
+    /// What the publisher is paid for the bid, CPM micros in `currency`: the clearing price
+    /// less the exchange's margin, never above `price_micros`. `None` in URLs signed before
+    /// it existed, which pay the publisher the clearing price (no margin).
+    #[serde(default)]
+    pub net_price_micros: Option<u64>,
+}
+
+impl BidRef {
+    /// Whether any field of the sale (publisher, property, country, media type, net price)
+    /// is set: a v1 or v2 signature never vouches for one.
+    fn has_sale(&self) -> bool {
+        !(self.publisher.is_empty()
+            && self.domain.is_empty()
+            && self.bundle.is_empty()
+            && self.country.is_empty()
+            && self.media_type.is_none()
+            && self.net_price_micros.is_none())
+    }
+
+    /// The publisher's price, CPM micros: the signed net price, or the clearing price for a
+    /// URL signed before net prices existed.
+    pub fn net_price(&self) -> u64 {
+        self.net_price_micros.unwrap_or(self.price_micros)
+    }
 }
 
 /// What a tracking URL carries.
@@ -326,7 +374,7 @@ impl BidSigner {
     fn new(key: &TrackingKey, bid: &BidRef) -> Self {
         let mut mac = key.keyed.clone();
         feed_bid(&mut mac, bid);
-        let mut query = String::with_capacity(192);
+        let mut query = String::with_capacity(256);
         let mut price = itoa::Buffer::new();
         let mut ts = itoa::Buffer::new();
         let fields: [(&str, &str); 10] = [
@@ -343,6 +391,23 @@ impl BidSigner {
         ];
         for (name, value) in fields {
             push_param(&mut query, name, value);
+        }
+        // The sale's fields are left out when empty (absent reads back as empty), which keeps
+        // URLs short; the MAC covers them either way.
+        let mut net = itoa::Buffer::new();
+        let mut mtype = itoa::Buffer::new();
+        let sale: [(&str, &str); 6] = [
+            ("pb", &bid.publisher),
+            ("dm", &bid.domain),
+            ("bn", &bid.bundle),
+            ("cc", &bid.country),
+            ("mt", bid.media_type.map_or("", |m| mtype.format(m.mtype()))),
+            ("np", bid.net_price_micros.map_or("", |n| net.format(n))),
+        ];
+        for (name, value) in sale {
+            if !value.is_empty() {
+                push_param(&mut query, name, value);
+            }
         }
         Self {
             mac,
@@ -413,6 +478,23 @@ fn push_param(out: &mut String, name: &str, value: &str) {
 fn feed_bid(mac: &mut HmacSha256, b: &BidRef) {
     mac.update(DOMAIN);
     feed_fields(mac, b);
+    feed_sale(mac, b);
+}
+
+/// The sale's fields (v3 on): strings length-prefixed, the media type as its `mtype` code (0
+/// for none), the net price present-flagged.
+fn feed_sale(mac: &mut HmacSha256, b: &BidRef) {
+    for s in [&b.publisher, &b.domain, &b.bundle, &b.country] {
+        feed_str(mac, s);
+    }
+    mac.update(&[b.media_type.map_or(0, AdFormat::mtype)]);
+    match b.net_price_micros {
+        Some(net) => {
+            mac.update(&[1]);
+            mac.update(&net.to_be_bytes());
+        }
+        None => mac.update(&[0]),
+    }
 }
 
 /// Every field of the bid in a fixed order, strings length-prefixed, numbers fixed-width.
@@ -464,7 +546,20 @@ fn feed_opts(mac: &mut HmacSha256, landing: Option<&str>, burl: Option<&str>) {
     }
 }
 
-/// The v1 encoding (see [`DOMAIN_V1`]): the same fields, the kind first.
+/// The v2 encoding (see [`DOMAIN_V2`]): v3 without the sale's fields.
+fn feed_v2(mac: &mut HmacSha256, data: &TrackingData) {
+    mac.update(DOMAIN_V2);
+    feed_fields(mac, &data.bid);
+    feed_tail(
+        mac,
+        data.kind,
+        data.landing.as_deref(),
+        data.burl.as_deref(),
+    );
+    feed_test(mac, data.test);
+}
+
+/// The v1 encoding (see [`DOMAIN_V1`]): the v2 fields, the kind first.
 fn feed_v1(mac: &mut HmacSha256, data: &TrackingData) {
     let b = &data.bid;
     mac.update(DOMAIN_V1);
@@ -478,8 +573,8 @@ fn feed_str(mac: &mut HmacSha256, s: &str) {
     mac.update(s.as_bytes());
 }
 
-/// Whether `sig` is `data`'s MAC under `key`, compared in constant time; v1 signatures are
-/// tried only when v2 does not match.
+/// Whether `sig` is `data`'s MAC under `key`, compared in constant time; older encodings are
+/// tried only when v3 does not match, and only for data they could have signed.
 fn signature_matches(data: &TrackingData, key: &TrackingKey, sig: &[u8]) -> bool {
     let mut mac = key.keyed.clone();
     feed_bid(&mut mac, &data.bid);
@@ -491,6 +586,15 @@ fn signature_matches(data: &TrackingData, key: &TrackingKey, sig: &[u8]) -> bool
     );
     feed_test(&mut mac, data.test);
     if bool::from(mac.finalize().into_bytes().as_slice().ct_eq(sig)) {
+        return true;
+    }
+    // v2 and v1 predate the sale's fields: they cannot vouch for any.
+    if data.bid.has_sale() {
+        return false;
+    }
+    let mut v2 = key.keyed.clone();
+    feed_v2(&mut v2, data);
+    if bool::from(v2.finalize().into_bytes().as_slice().ct_eq(sig)) {
         return true;
     }
     // v1 predates the test flag: it cannot vouch for one.
@@ -533,6 +637,10 @@ pub fn verify(
     if now_ms > ts.saturating_add(validity.window_ms) {
         return Err(Rejection::Expired);
     }
+    // The exchange never pays a publisher more than the buyer pays it.
+    if data.bid.net_price_micros > Some(data.bid.price_micros) {
+        return Err(Rejection::Malformed);
+    }
     match (data.kind, &data.landing, &data.burl) {
         (Kind::Click, Some(landing), None) if is_valid_landing(landing) => Ok(data),
         (Kind::Impression, None, _) => Ok(data),
@@ -542,12 +650,13 @@ pub fn verify(
 
 #[derive(Default)]
 struct Query {
-    fields: [Option<String>; 14],
+    fields: [Option<String>; 20],
     sig: Option<String>,
 }
 
-const NAMES: [&str; 14] = [
-    "a", "i", "b", "d", "s", "c", "cr", "p", "cur", "t", "k", "l", "u", "test",
+const NAMES: [&str; 20] = [
+    "a", "i", "b", "d", "s", "c", "cr", "p", "cur", "t", "k", "l", "u", "test", "pb", "dm", "bn",
+    "cc", "mt", "np",
 ];
 
 impl Query {
@@ -578,7 +687,7 @@ impl Query {
     }
 
     fn into_data(self) -> Result<TrackingData, Rejection> {
-        let [a, i, b, d, s, c, cr, p, cur, t, k, l, u, test] = self.fields;
+        let [a, i, b, d, s, c, cr, p, cur, t, k, l, u, test, pb, dm, bn, cc, mt, np] = self.fields;
         let req = |v: Option<String>| v.ok_or(Rejection::Malformed);
         let num = |v: Option<String>| -> Result<u64, Rejection> {
             let v = v.ok_or(Rejection::Malformed)?;
@@ -598,6 +707,17 @@ impl Query {
             Some("1") => true,
             Some(_) => return Err(Rejection::Malformed),
         };
+        let media_type = match mt {
+            None => None,
+            Some(m) => match m.as_bytes() {
+                [d @ b'1'..=b'4'] => AdFormat::from_mtype(u64::from(d - b'0')),
+                _ => return Err(Rejection::Malformed),
+            },
+        };
+        let net_price_micros = match np {
+            None => None,
+            np => Some(num(np)?),
+        };
         Ok(TrackingData {
             bid: BidRef {
                 auction_id: req(a)?,
@@ -610,6 +730,12 @@ impl Query {
                 price_micros: num(p)?,
                 currency: req(cur)?,
                 auction_ts_ms: num(t)?,
+                publisher: pb.unwrap_or_default(),
+                domain: dm.unwrap_or_default(),
+                bundle: bn.unwrap_or_default(),
+                country: cc.unwrap_or_default(),
+                media_type,
+                net_price_micros,
             },
             kind,
             landing: l,
@@ -665,6 +791,7 @@ mod tests {
             price_micros: 1_234_567,
             currency: "USD".into(),
             auction_ts_ms: NOW - 1_000,
+            ..BidRef::default()
         }
     }
 
@@ -1018,6 +1145,131 @@ mod tests {
             .click_url("https://x.test/c", "https://shop.test/")
             .unwrap();
         assert!(check(&click, Kind::Click).unwrap().test);
+    }
+
+    fn sold() -> BidRef {
+        BidRef {
+            publisher: "pub 1/ü".into(),
+            domain: "news.example".into(),
+            bundle: String::new(),
+            country: "DEU".into(),
+            media_type: Some(AdFormat::Native),
+            net_price_micros: Some(1_049_382),
+            ..bid()
+        }
+    }
+
+    /// `data` signed with the v2 encoding, as a node before the sale's fields signed it.
+    fn v2_url(data: &TrackingData) -> String {
+        let mut mac = key().keyed.clone();
+        feed_v2(&mut mac, data);
+        let v2 = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        replace_param(&encode("https://x.test/i", data, &key()), "sig", &v2)
+    }
+
+    #[test]
+    fn the_sale_round_trips_under_the_signature() {
+        let url = impression_url("https://x.test/i", &sold(), None, &key());
+        assert!(
+            url.contains("&pb=pub%201%2F%C3%BC&dm=news.example&cc=DEU&mt=4&np=1049382&"),
+            "{url}"
+        );
+        assert!(!url.contains("bn="), "empty fields stay out: {url}");
+        assert_eq!(check(&url, Kind::Impression).unwrap().bid, sold());
+        let click = click_url("https://x.test/c", &sold(), "https://shop.test/", &key()).unwrap();
+        assert_eq!(check(&click, Kind::Click).unwrap().bid, sold());
+        // Every one of them is signed: changed, added or dropped, the MAC breaks.
+        for (name, value) in [
+            ("pb", "pub-2"),
+            ("dm", "evil.example"),
+            ("cc", "USA"),
+            ("mt", "1"),
+            ("np", "1234567"),
+            ("np", "1049383"),
+        ] {
+            assert_eq!(
+                check(&replace_param(&url, name, value), Kind::Impression),
+                Err(Rejection::BadSignature),
+                "{name}={value}"
+            );
+        }
+        let added = url.replace("&sig=", "&bn=com.evil&sig=");
+        assert_eq!(
+            check(&added, Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
+        let dropped = url.replace("&np=1049382", "");
+        assert_eq!(
+            check(&dropped, Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
+        // Neither a media type outside 1-4 nor a net price above the clearing price is read.
+        assert_eq!(
+            check(&replace_param(&url, "mt", "5"), Kind::Impression),
+            Err(Rejection::Malformed)
+        );
+        let greedy = BidRef {
+            net_price_micros: Some(bid().price_micros + 1),
+            ..sold()
+        };
+        let url = impression_url("https://x.test/i", &greedy, None, &key());
+        assert_eq!(check(&url, Kind::Impression), Err(Rejection::Malformed));
+    }
+
+    #[test]
+    fn v2_urls_still_verify_and_vouch_for_no_sale() {
+        let data = TrackingData::impression(bid(), Some("https://dsp.test/b".into()));
+        let old = v2_url(&data);
+        assert_ne!(old, encode("https://x.test/i", &data, &key()));
+        let read = check(&old, Kind::Impression).unwrap();
+        assert_eq!(read, data);
+        assert_eq!(read.bid.net_price(), bid().price_micros, "no margin");
+        // A sale's field added to an old URL is not covered by its signature.
+        for extra in [
+            "pb=pub-2",
+            "dm=x.example",
+            "bn=com.x",
+            "cc=USA",
+            "mt=1",
+            "np=1",
+        ] {
+            let forged = old.replace("&sig=", &format!("&{extra}&sig="));
+            assert_eq!(
+                check(&forged, Kind::Impression),
+                Err(Rejection::BadSignature),
+                "{extra}"
+            );
+        }
+        // Nor does a v2 signature of a sale's URL verify.
+        let sale = TrackingData::impression(sold(), None);
+        assert_eq!(
+            check(&v2_url(&sale), Kind::Impression),
+            Err(Rejection::BadSignature)
+        );
+        // Test URLs of v2 keep their flag.
+        let test = TrackingData::impression(bid(), None).for_test();
+        assert!(check(&v2_url(&test), Kind::Impression).unwrap().test);
+    }
+
+    #[test]
+    fn spooled_records_from_before_the_sale_still_read() {
+        let old = r#"{"auction_id":"a","imp_id":"1","bid_id":"b","dsp":"d","seat":"s","campaign":"c","creative_id":"cr","price_micros":2000000,"currency":"USD","auction_ts_ms":5}"#;
+        let bid: BidRef = serde_json::from_str(old).unwrap();
+        assert!(!bid.has_sale());
+        assert_eq!(bid.net_price(), 2_000_000);
+        let round: BidRef = serde_json::from_str(&serde_json::to_string(&sold()).unwrap()).unwrap();
+        assert_eq!(round, sold());
+    }
+
+    #[test]
+    fn a_full_impression_url_stays_short() {
+        let url = impression_url(
+            "https://exchange.example.com/event/imp",
+            &sold(),
+            Some("https://dsp.example.com/win?price=1.234567&auction=req-1"),
+            &key(),
+        );
+        assert!(url.len() < 500, "{} bytes: {url}", url.len());
     }
 
     #[test]

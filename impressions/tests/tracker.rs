@@ -36,6 +36,7 @@ fn bid(n: u32) -> BidRef {
         price_micros: 2_500_000,
         currency: "USD".into(),
         auction_ts_ms: T0,
+        ..BidRef::default()
     }
 }
 
@@ -218,6 +219,96 @@ async fn the_event_line_has_the_promised_fields() {
     assert_eq!(line["type"], "impression");
     assert_eq!(line["ts"], T0 + 1);
     assert_eq!(line["price_micros"], 2_500_000);
+}
+
+#[tokio::test]
+async fn a_billed_impression_carries_its_sale_and_splits_gross_into_net_and_margin() {
+    let dir = TempDir::new("sale");
+    let clock = ManualClock::new(T0 + 1);
+    let tracker = Tracker::start_with_clock(config(&dir), None, clock.clock(), support::recorder())
+        .await
+        .unwrap();
+    let sold = BidRef {
+        publisher: "pub-7".into(),
+        domain: "news.example".into(),
+        country: "DEU".into(),
+        media_type: Some(AdFormat::Video),
+        // 2.50 gross, 15% margin: the publisher was told 2.125.
+        net_price_micros: Some(2_125_000),
+        ..bid(2)
+    };
+    let imp = tracker.impression_url(&sold, None);
+    let click = tracker.click_url(&sold, "https://shop.test/").unwrap();
+    tracker.record_impression(query(&imp)).await.unwrap();
+    tracker.record_click(query(&click)).await.unwrap();
+    // A URL of a bid without a net price (signed before net prices existed): no margin.
+    let plain = tracker.impression_url(&bid(4), None);
+    tracker.record_impression(query(&plain)).await.unwrap();
+    tracker.shutdown().await.unwrap();
+
+    let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let billed = &lines[0];
+    assert_eq!(billed["type"], "impression");
+    assert_eq!(billed["publisher"], "pub-7");
+    assert_eq!(billed["domain"], "news.example");
+    assert!(billed.get("bundle").is_none(), "{billed}");
+    assert_eq!(billed["country"], "DEU");
+    assert_eq!(billed["media_type"], "video");
+    assert_eq!(billed["net_price_micros"], 2_125_000);
+    assert_eq!(billed["cost_micros"], 2500);
+    assert_eq!(billed["gross_micros"], 2500);
+    assert_eq!(billed["net_micros"], 2125);
+    assert_eq!(billed["margin_micros"], 375);
+    let clicked = &lines[1];
+    assert_eq!(clicked["type"], "click");
+    assert_eq!(clicked["publisher"], "pub-7");
+    assert!(
+        clicked.get("gross_micros").is_none(),
+        "a click bills nothing"
+    );
+    let plain = &lines[2];
+    assert!(plain.get("publisher").is_none(), "{plain}");
+    assert_eq!(
+        (
+            &plain["gross_micros"],
+            &plain["net_micros"],
+            &plain["margin_micros"]
+        ),
+        (
+            &serde_json::json!(2500),
+            &serde_json::json!(2500),
+            &serde_json::json!(0)
+        )
+    );
+
+    let report = Report::from_files(
+        &[dir.path().join("events.jsonl")],
+        &[impressions::Dimension::Publisher],
+    )
+    .unwrap();
+    let rows: Vec<(&str, u64, u64, u64, u64, u64)> = report
+        .rows
+        .iter()
+        .map(|r| {
+            let t = &r.totals;
+            (
+                r.key["publisher"].as_str(),
+                t.impressions,
+                t.clicks,
+                t.spend_micros,
+                t.payout_micros,
+                t.margin_micros,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("", 1, 0, 2500, 2500, 0), ("pub-7", 1, 1, 2500, 2125, 375)]
+    );
 }
 
 #[tokio::test]

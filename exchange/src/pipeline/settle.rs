@@ -108,7 +108,7 @@ pub(crate) fn settle<'o>(
                 };
                 if notify::loss(offer.dsp, offer.bid.bid.lurl, &values, notices) {
                     let bid = tracking::bid_ref(
-                        &req.id,
+                        req,
                         offer,
                         offer.candidate.price,
                         currency,
@@ -165,7 +165,11 @@ fn win<'o>(
         .as_deref()
         .map(|nurl| expand_url(nurl, &values).into_owned());
     let burl = burl.as_deref().map(|burl| expand_url(burl, &values));
-    let billing = tracking::bid_ref(&req.id, offer, clearing, currency, auction_ts_ms);
+    let mut billing = tracking::bid_ref(req, offer, clearing, currency, auction_ts_ms);
+    // pricing: net = gross − margin. What the publisher is paid, signed into the tracking
+    // URLs and logged with the win; until the publisher margin exists it is the clearing price.
+    let net_price = clearing;
+    billing.net_price_micros = Some(net_price.get());
     let (burl, adm) = match (adm, req.imp.get(offer.candidate.imp)) {
         (Some(markup), Some(imp)) => {
             let format = tracking::ad_format(bid.mtype, imp);
