@@ -110,6 +110,7 @@ fn impression_url(addr: &str, key: &TrackingKey, auction: &str) -> String {
         price_micros: 1_500_000,
         currency: "USD".into(),
         auction_ts_ms: now_ms(),
+        ..BidRef::default()
     };
     impressions::sign::impression_url(&format!("http://{addr}/event/imp"), &bid, None, key)
 }

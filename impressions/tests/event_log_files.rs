@@ -34,6 +34,7 @@ fn bid(n: u32) -> BidRef {
         price_micros: 2_000_000,
         currency: "USD".into(),
         auction_ts_ms: T0,
+        ..BidRef::default()
     }
 }
 
