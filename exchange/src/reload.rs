@@ -23,6 +23,9 @@ pub(crate) struct Live {
     pub screen: crate::screen::Screen,
     /// `server.trusted_proxies`.
     pub trusted: crate::client_ip::TrustedProxies,
+    /// Floor rules, rates (refreshed from `currency.rates_file` while this config is in
+    /// force) and the default margin.
+    pub pricing: crate::pricing::Pricing,
 }
 
 type Request = (Result<Config, Error>, oneshot::Sender<Result<(), Error>>);

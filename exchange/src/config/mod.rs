@@ -12,9 +12,12 @@ use serde::Deserialize;
 use crate::Error;
 
 mod env;
+mod pricing;
 mod validate;
 
 pub use env::{ENV_ADMIN_TOKEN, ENV_DEBUG_TOKEN, ENV_LISTEN, ENV_REDIS_URL, ENV_TRACKING_SECRET};
+pub(crate) use pricing::parse_size;
+pub use pricing::{CurrencyConfig, FloorRule};
 
 /// The whole configuration of one exchange node. Every field has a default, so an empty
 /// file is a valid configuration (an exchange with no DSPs, which answers 204 to everything).
@@ -46,6 +49,11 @@ pub struct Config {
     /// The exchange's node in `source.schain`. Absent (the default): the chain is forwarded
     /// as the publisher sent it.
     pub supply_chain: Option<SupplyChainConfig>,
+    /// Exchange rates from the auction currency (`config/pricing.rs`).
+    pub currency: CurrencyConfig,
+    /// Floor rules (`config/pricing.rs`), applied to every imp they match.
+    #[serde(rename = "floor")]
+    pub floors: Vec<FloorRule>,
 }
 
 /// Debugging one auction: who may see `ext.debug` in an answer besides test auctions.
@@ -422,7 +430,9 @@ pub struct AuctionConfig {
     pub reserve_ms: u64,
     /// Second-price increment, CPM. Default 0.01.
     pub price_increment: f64,
-    /// The auction currency (ISO-4217); bids in another currency are rejected. Default USD.
+    /// The auction currency (ISO-4217): floors, bids and budgets are compared and charged in
+    /// it; bids in another currency are converted with `[currency]` rates (rejected without
+    /// one). Default USD.
     pub currency: String,
     /// Auction type when the request has no `at`: 1 first price, 2 second price plus. Default 2.
     pub default_at: u8,
@@ -441,6 +451,9 @@ pub struct AuctionConfig {
     pub timer_slack_ms: u64,
     /// How long a pooled DSP connection may stay idle before it is closed. Default 90 000 ms.
     pub pool_idle_timeout_ms: u64,
+    /// The exchange's take of every clearing price, 0 to 1: the publisher is told and paid
+    /// the gross less this (`crate::pricing::margin_for`). Default 0.
+    pub default_margin: f64,
 }
 
 impl Default for AuctionConfig {
@@ -457,6 +470,7 @@ impl Default for AuctionConfig {
             max_late_in_flight: 10_000,
             timer_slack_ms: 2,
             pool_idle_timeout_ms: 90_000,
+            default_margin: 0.0,
         }
     }
 }
@@ -571,6 +585,11 @@ pub struct DspConfig {
     /// Successful probes in a row that close the breaker again. Default 3.
     #[serde(default = "default_breaker_close_after")]
     pub breaker_close_after: u32,
+    /// This DSP's bids are multiplied by it before the auction (e.g. 0.9 for a DSP known to
+    /// bid gross of a 10% fee); it never pays more than it bid. Above 0, at most 1000.
+    /// Default 1.0.
+    #[serde(default = "one")]
+    pub bid_adjustment: f64,
 }
 
 fn default_breaker_window_ms() -> u64 {
@@ -645,6 +664,7 @@ impl DspConfig {
             breaker_open_ms: default_breaker_open_ms(),
             breaker_probe_every_ms: default_breaker_probe_every_ms(),
             breaker_close_after: default_breaker_close_after(),
+            bid_adjustment: 1.0,
         }
     }
 }

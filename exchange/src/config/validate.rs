@@ -20,6 +20,7 @@ impl Config {
         self.validate_supply_chain(&mut errors);
         errors.extend(crate::tls::validate(&self.tls, self.server.tls.as_ref()));
         self.validate_fraud(&mut errors);
+        self.validate_pricing(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use auction::{BidResult, Outcome};
 use impressions::{Event, EventType};
-use money::CpmMicros;
+use money::{CpmMicros, Round};
 use openrtb::answer::Winning;
 use openrtb::macros::{expand, expand_url, MacroValues};
 use openrtb::request::BidRequest;
@@ -14,6 +14,7 @@ use openrtb::response::BidEdits;
 use super::notify;
 use super::offers::Offer;
 use crate::notices::{Notice, NoticeKind};
+use crate::pricing::{Payout, Terms};
 use crate::server::App;
 use crate::tracking;
 
@@ -33,9 +34,13 @@ impl<'o> Auctioned<'o> {
 }
 
 /// A winning bid with its final text: what the publisher's answer carries.
+#[allow(dead_code)]
 pub(crate) struct Win<'o> {
     offer: &'o Offer<'o>,
+    /// The gross clearing price, auction currency: what the DSP is charged and billed.
     clearing: CpmMicros,
+    /// Net, margin and the publisher's price (`crate::pricing::Terms::payout`).
+    payout: Payout,
     adm: Option<String>,
     nurl: Option<String>,
     burl: String,
@@ -43,15 +48,34 @@ pub(crate) struct Win<'o> {
     nurl_fired: bool,
 }
 
+// The billing fields of issue 12 (gross, net, margin per billed impression) read these;
+// `win` below has the same figures in `payout` where the billing reference is made.
+#[allow(dead_code)]
 impl Win<'_> {
-    /// The bid as [`openrtb::answer::write`] takes it.
+    /// The gross clearing price (auction currency): what the DSP is charged and billed.
+    pub fn gross(&self) -> CpmMicros {
+        self.clearing
+    }
+
+    /// The publisher's part of [`Win::gross`] (auction currency, rounded down).
+    pub fn net(&self) -> CpmMicros {
+        self.payout.net
+    }
+
+    /// The exchange's part of [`Win::gross`] (auction currency): gross − net.
+    pub fn margin(&self) -> CpmMicros {
+        self.payout.margin
+    }
+
+    /// The bid as [`openrtb::answer::write`] takes it: priced at the publisher's net, in the
+    /// answer's currency.
     pub fn winning(&self) -> Winning<'_> {
         Winning {
             bidder: self.offer.dsp.index,
             seat: self.offer.seat(),
             bid: &self.offer.bid.bid,
             edits: BidEdits {
-                price: self.clearing,
+                price: self.payout.told,
                 adm: self.adm.as_deref(),
                 nurl: self.nurl.as_deref(),
                 burl: Some(&self.burl),
@@ -67,11 +91,14 @@ impl Win<'_> {
 /// were made by the auction's ledger; nothing here touches money. In a `test` auction the
 /// tracking URLs carry the signed test flag (their hits bill nothing and fire no `burl`) and
 /// every event says `"test": true`; win and loss notices go out as usual, since the DSP was
-/// told `test = 1` in the request it bid on.
+/// told `test = 1` in the request it bid on. Each DSP is told prices in its own bid
+/// currency; the publisher's price follows `terms`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn settle<'o>(
     app: &App,
     req: &BidRequest<'_>,
     auctioned: &'o Auctioned<'o>,
+    terms: &Terms,
     auction_ts_ms: u64,
     test: bool,
     notices: &mut Vec<Notice>,
@@ -91,6 +118,7 @@ pub(crate) fn settle<'o>(
                     offer,
                     Priced {
                         clearing,
+                        payout: terms.payout(clearing),
                         min_to_win,
                         auction_ts_ms,
                         test,
@@ -103,8 +131,8 @@ pub(crate) fn settle<'o>(
                 offer.dsp.metrics.lost(reason);
                 let values = MacroValues {
                     loss: Some(result.loss_code()),
-                    min_to_win,
-                    ..offer.macro_values(&req.id, currency)
+                    min_to_win: min_to_win.map(|m| offer.in_bid_currency(m, Round::Up)),
+                    ..offer.macro_values(&req.id)
                 };
                 if notify::loss(offer.dsp, offer.bid.bid.lurl, &values, notices) {
                     let bid = tracking::bid_ref(
@@ -128,6 +156,7 @@ pub(crate) fn settle<'o>(
 /// How a winner came out of its auction.
 struct Priced {
     clearing: CpmMicros,
+    payout: Payout,
     min_to_win: Option<CpmMicros>,
     auction_ts_ms: u64,
     test: bool,
@@ -147,16 +176,19 @@ fn win<'o>(
 ) -> Win<'o> {
     let Priced {
         clearing,
+        payout,
         min_to_win,
         auction_ts_ms,
         test,
     } = priced;
     let currency = app.config.auction.currency.as_str();
+    // The DSP's notices and its markup (its own pixels) hear the gross it pays, in the
+    // currency it bid in, never above its bid; the publisher's `price` is the net.
     let values = MacroValues {
-        price: Some(clearing),
+        price: Some(offer.in_bid_currency(clearing, Round::Down)),
         loss: Some(0),
-        min_to_win,
-        ..offer.macro_values(&req.id, currency)
+        min_to_win: min_to_win.map(|m| offer.in_bid_currency(m, Round::Up)),
+        ..offer.macro_values(&req.id)
     };
     let bid = &offer.bid.bid;
     let [adm, nurl, burl] = [bid.adm, bid.nurl, bid.burl].map(|s| s.map(|s| s.decode()));
@@ -196,6 +228,7 @@ fn win<'o>(
     Win {
         offer,
         clearing,
+        payout,
         adm,
         nurl,
         burl,
