@@ -132,3 +132,71 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    fn errors(toml_text: &str) -> Vec<String> {
+        let config: Config = toml::from_str(toml_text).expect("parses");
+        match config.validate() {
+            Ok(()) => Vec::new(),
+            Err(Error::Config(errors)) => errors,
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn every_money_problem_is_reported_at_once() {
+        let e = errors(
+            r#"
+            [auction]
+            default_margin = 1.5
+            [currency]
+            rates = { EUR = 0.92, gbp = 0.79, XYZ = 1.0, USD = 1.0, JPY = -150.0 }
+            rates_file = "rates.json"
+            refresh_interval_s = 0
+            [[dsp]]
+            name = "a"
+            url = "http://127.0.0.1:1/bid"
+            bid_adjustment = 0.0
+            [[floor]]
+            media_type = "print"
+            size = "300by250"
+            floor = -1.0
+            [[floor]]
+            domain = ""
+            floor = 1.0
+            "#,
+        );
+        assert_eq!(
+            e,
+            [
+                "currency.rates: JPY: the rate must be above 0 and at most 1000000, not -150",
+                "currency.rates: USD is the auction currency: its rate is 1 by definition",
+                "currency.rates: \"XYZ\" is not an ISO-4217 code like \"EUR\"",
+                "currency.rates: \"gbp\" is not an ISO-4217 code like \"EUR\"",
+                "currency.refresh_interval_s must be above 0",
+                "auction.default_margin must be between 0 and 1, not 1.5",
+                "dsp \"a\": bid_adjustment must be above 0 and at most 1000, not 0",
+                "floor[0].floor must be a CPM from 0 to 1000000, not -1",
+                "floor[0].media_type must be banner, video, audio or native, not \"print\"",
+                "floor[0].size must be WIDTHxHEIGHT like \"300x250\", not \"300by250\"",
+                "floor[1]: a key given must not be empty (leave it out to match anything)",
+            ]
+        );
+        let ok = errors(
+            r#"
+            [auction]
+            default_margin = 0.15
+            [currency]
+            rates = { EUR = 0.92 }
+            [[floor]]
+            size = "728x90"
+            floor = 0.5
+            "#,
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+    }
+}

@@ -114,7 +114,7 @@ impl FloorRules {
                 })
             })
             .collect();
-        rules.sort_by(|a, b| b.floor.cmp(&a.floor));
+        rules.sort_by_key(|r| std::cmp::Reverse(r.floor));
         FloorRules { rules }
     }
 
