@@ -136,6 +136,8 @@ impl<'r, 'a, C, B: Borrow<Candidate<'a, C>>> ImpAuction<'r, '_, 'a, C, B> {
             .unwrap_or(self.req.at);
             let price = lead.bid.price;
             let clearing = clearing_price(at, price, race.runner_up, floor, rules.increment);
+            // An adjusted bid never pays more than the DSP bid.
+            let clearing = lead.bid.pay_cap.map_or(clearing, |cap| clearing.min(cap));
             let charged = match &lead.bid.campaign {
                 None => Micros::ZERO,
                 Some(campaign) => {

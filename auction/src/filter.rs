@@ -80,9 +80,16 @@ pub(crate) fn eligibility<L: Ledger>(
     if bid.attr.iter().any(|a| imp.battr.contains(a)) {
         return Err(LossReason::CreativeAttributeExclusions);
     }
+    // An adjusted bid must also be able to pay the floor: its cap is what it pays at most.
+    let payable = bid.pay_cap.map_or(bid.price, |cap| cap.min(bid.price));
     match class {
-        Class::Open if bid.price < imp.floor => return Err(LossReason::BelowAuctionFloor),
-        Class::Deal(k) if bid.price < floor_of(imp, Class::Deal(k)) => {
+        Class::Open if bid.price < imp.floor || payable < imp.floor => {
+            return Err(LossReason::BelowAuctionFloor)
+        }
+        Class::Deal(k)
+            if bid.price < floor_of(imp, Class::Deal(k))
+                || payable < floor_of(imp, Class::Deal(k)) =>
+        {
             return Err(LossReason::BelowDealFloor)
         }
         _ => {}
@@ -93,7 +100,7 @@ pub(crate) fn eligibility<L: Ledger>(
         }
         // The bid is the most the winner can be charged, so a campaign that covers it can pay
         // whatever the clearing price turns out to be.
-        if !ledger.can_cover(campaign, bid.price.cost_of_one()) {
+        if !ledger.can_cover(campaign, payable.cost_of_one()) {
             return Err(LossReason::CampaignBudgetExhausted);
         }
     }

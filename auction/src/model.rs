@@ -116,8 +116,12 @@ pub struct Candidate<'a, C> {
     /// The DSP's index in the exchange's configuration.
     pub bidder: u32,
     pub seat: &'a str,
-    /// CPM micros.
+    /// CPM micros: what the bid ranks and clears at.
     pub price: CpmMicros,
+    /// The most this bid may pay (CPM micros), when its `price` was adjusted above what the
+    /// DSP actually bid: the clearing price is capped here, and a bid whose cap is under its
+    /// floor is below the floor. `None`: its `price`.
+    pub pay_cap: Option<CpmMicros>,
     /// `bid.dealid`; `Some("")` is treated like `None`.
     pub deal_id: Option<&'a str>,
     pub adomain: &'a [Cow<'a, str>],

@@ -159,6 +159,7 @@ fn run_scenario<L: auction::Ledger<Campaign = u32>>(s: &Scenario, ledger: &L) ->
             bidder: j as u32,
             seat: "seat",
             price: CpmMicros::new(b.price),
+            pay_cap: None,
             deal_id: b.deal_id(),
             adomain: &adomain,
             cat: &[],

@@ -101,6 +101,8 @@ struct Bid {
     attr: Vec<u32>,
     bundle: Option<&'static str>,
     campaign: Option<u32>,
+    /// What an adjusted bid pays at most (CPM micros).
+    pay_cap: Option<u64>,
 }
 
 /// A bid on imp 0 from `bidder` (seat `s<bidder>`), price in CPM micros.
@@ -117,6 +119,7 @@ fn bid(bidder: u32, price: u64) -> Bid {
         attr: Vec::new(),
         bundle: None,
         campaign: None,
+        pay_cap: None,
     }
 }
 
@@ -151,6 +154,10 @@ impl Bid {
     }
     fn campaign(mut self, id: u32) -> Self {
         self.campaign = Some(id);
+        self
+    }
+    fn pays_at_most(mut self, cap: u64) -> Self {
+        self.pay_cap = Some(cap);
         self
     }
 }
@@ -256,6 +263,7 @@ fn check(case: Case) {
             bidder: b.bidder,
             seat: b.seat,
             price: CpmMicros::new(b.price),
+            pay_cap: b.pay_cap.map(CpmMicros::new),
             deal_id: b.deal,
             adomain: &b.adomain,
             cat: &b.cat,
@@ -412,6 +420,36 @@ fn second_price() {
 }
 
 #[test]
+fn an_adjusted_bid_pays_at_most_its_cap_and_never_under_the_floor() {
+    check(Case {
+        imps: vec![imp(c(50))],
+        bids: vec![bid(1, c(300)).pays_at_most(c(200)), bid(2, c(250))],
+        expect: vec![W(c(200)), M(102, c(200))],
+        winner_min_to_win: vec![(0, c(250))],
+        ..case("clearing capped at what the DSP bid")
+    });
+    check(Case {
+        imps: vec![imp(c(50))],
+        bids: vec![bid(1, c(300)).pays_at_most(c(280)), bid(2, c(250))],
+        expect: vec![W(c(251)), M(102, c(251))],
+        ..case("a cap above the clearing price changes nothing")
+    });
+    check(Case {
+        imps: vec![imp(c(220))],
+        bids: vec![bid(1, c(300)).pays_at_most(c(200)), bid(2, c(250))],
+        expect: vec![L(100), W(c(221))],
+        ..case("a cap under the floor is below the floor")
+    });
+    check(Case {
+        imps: vec![imp(0)],
+        budgets: vec![(7, 2_000)],
+        bids: vec![bid(1, c(300)).pays_at_most(c(200)).campaign(7)],
+        expect: vec![W(c(1))],
+        ..case("the budget check asks for the cap, not the adjusted price")
+    });
+}
+
+#[test]
 fn floors() {
     check(Case {
         imps: vec![imp(c(85))],
@@ -499,6 +537,7 @@ fn bid0_wins_tie(seed: u64) -> bool {
         bidder: 0,
         seat: "",
         price: CpmMicros::new(c(100)),
+        pay_cap: None,
         deal_id: None,
         adomain: &[],
         cat: &[],

@@ -35,6 +35,7 @@ fn bid(bidder: u32, price_micros: u64) -> Candidate<'static, ()> {
         bidder,
         seat: "seat",
         price: CpmMicros::new(price_micros),
+        pay_cap: None,
         deal_id: None,
         adomain: &[],
         cat: &[],

@@ -78,6 +78,7 @@ fn answers(c: &mut Criterion) {
         request_id: "req-1",
         imp_ids: &imp_ids,
         currency: "USD",
+        rated: &[],
     };
     let mut group = c.benchmark_group("read_answer");
     for bids in [1, 5] {
@@ -99,6 +100,7 @@ fn winning_bid(c: &mut Criterion) {
         request_id: "req-1",
         imp_ids: &imp_ids,
         currency: "USD",
+        rated: &[],
     };
     let body = dsp_answer("req-1", 1);
     let Answer::Bids {

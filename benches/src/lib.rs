@@ -104,6 +104,7 @@ impl AuctionFixture {
                     bidder: b as u32,
                     seat: &self.seats[b % self.seats.len()],
                     price: money::CpmMicros::new(600_000 + ((b as u64 * 7_919) % 50) * 37_000),
+                    pay_cap: None,
                     deal_id: None,
                     adomain: &self.adomain,
                     cat: &self.cat,

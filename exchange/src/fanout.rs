@@ -151,6 +151,8 @@ pub struct Dsp {
     pub loss_notice_sample: f64,
     /// Its IAB Global Vendor List id, for the GDPR consent check (`crate::privacy`).
     pub gvl_id: Option<u16>,
+    /// `bid_adjustment`: its bids are multiplied by it before the auction.
+    pub bid_adjustment: money::Adjustment,
     in_flight: Arc<Semaphore>,
     /// Targeting and the QPS cap.
     gate: Gate,
@@ -187,6 +189,9 @@ impl Dsp {
             loss_notices: dsp.loss_notices,
             loss_notice_sample: dsp.loss_notice_sample,
             gvl_id: dsp.gvl_id,
+            // Validated: a factor that does not convert never reaches here.
+            bid_adjustment: money::Adjustment::from_factor(dsp.bid_adjustment)
+                .unwrap_or(money::Adjustment::ONE),
             in_flight: Arc::new(Semaphore::new(dsp.max_in_flight)),
             gate,
             source: dsp.clone(),

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod notices;
 mod overload;
 mod pipeline;
+mod pricing;
 pub mod privacy;
 pub mod publishers;
 pub mod readiness;

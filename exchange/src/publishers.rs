@@ -24,7 +24,7 @@ pub struct Publisher {
     pub domain: Box<str>,
     /// The exchange's take of this publisher's sales, 0 to 1 (validated); `None`: the
     /// auction's default margin.
-    pub margin: Option<f64>,
+    pub margin: Option<money::Margin>,
     pub seller_type: SellerType,
     pub is_confidential: bool,
     /// The bearer token a request claiming this publisher must carry.
@@ -130,7 +130,8 @@ impl Publishers {
                     id: p.id.as_str().into(),
                     name: p.name.as_str().into(),
                     domain: p.domain.as_str().into(),
-                    margin: p.margin,
+                    // Validated 0..=1 at load, so the conversion cannot fail here.
+                    margin: p.margin.and_then(money::Margin::from_fraction),
                     seller_type: p.seller_type,
                     is_confidential: p.is_confidential,
                     token: p.token.as_ref().map(|t| t.as_bytes().into()),

@@ -27,6 +27,9 @@ pub(crate) struct Live {
     /// `[[publisher]]`, `[auction] unknown_publisher` and the sellers.json they make: a
     /// reload swaps them with the rest.
     pub publishers: crate::publishers::Publishers,
+    /// Floor rules, rates (refreshed from `currency.rates_file` while this config is in
+    /// force) and the default margin.
+    pub pricing: crate::pricing::Pricing,
 }
 
 /// What a [`ReloadHandle`] asks of the server.

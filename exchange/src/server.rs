@@ -154,7 +154,9 @@ impl App {
             on_late.clone(),
             governor.stress(),
         );
+        let pricing = crate::pricing::Pricing::start(&config, &registry)?;
         let live = ArcSwap::from_pointee(Live {
+            pricing,
             trusted: trusted_proxies(&config),
             config: config.clone(),
             dsps,
@@ -238,6 +240,7 @@ impl App {
                 changed.join(", ")
             )]));
         }
+        let pricing = crate::pricing::Pricing::start(&new, &self.registry)?;
         let mut dsps = build_dsps(&new, &self.registry)?;
         let old = self.live.load();
         for dsp in &mut dsps {
@@ -262,6 +265,7 @@ impl App {
             .guard()
             .set_dsp_hosts(dsps.iter().filter_map(|d| d.uri.host()));
         self.live.store(Arc::new(Live {
+            pricing,
             rules: rules(&new),
             trusted: trusted_proxies(&new),
             screen,

@@ -34,6 +34,11 @@ fn node(dsp: &MockDspHandle, events: &Path) -> Config {
     // and only the report's dedup across files keeps it from counting twice.
     config.tracking.secret = Some(SECRET.to_owned());
     config.events.file = Some(events.to_owned());
+    // The site publisher pays the exchange's default margin, the app publisher its own.
+    config.auction.default_margin = 0.10;
+    let mut app = exchange::config::PublisherConfig::new("pub-app", "Game Studio");
+    app.margin = Some(0.20);
+    config.publishers = vec![app];
     config
 }
 
@@ -131,7 +136,8 @@ async fn a_report_by_publisher_over_two_nodes_counts_each_impression_once() {
         assert_eq!(site["country"], "DEU");
         assert_eq!(site["media_type"], "banner");
         assert_eq!(site["price_micros"], 1_010_000);
-        assert_eq!(site["net_price_micros"], 1_010_000);
+        // 10%: the publisher is told 0.909 of the 1.01 the DSP pays.
+        assert_eq!(site["net_price_micros"], 909_000);
         assert_eq!(
             (
                 &site["gross_micros"],
@@ -140,8 +146,8 @@ async fn a_report_by_publisher_over_two_nodes_counts_each_impression_once() {
             ),
             (
                 &serde_json::json!(1010),
-                &serde_json::json!(1010),
-                &serde_json::json!(0)
+                &serde_json::json!(909),
+                &serde_json::json!(101)
             )
         );
         let app = billed.iter().find(|e| e["publisher"] == "pub-app").unwrap();
@@ -149,6 +155,9 @@ async fn a_report_by_publisher_over_two_nodes_counts_each_impression_once() {
         assert!(app.get("domain").is_none(), "{app}");
         assert_eq!(app["country"], "USA");
         assert_eq!(app["gross_micros"], 1510);
+        // The publisher's own 20%: net floor(1 208 000 / 1000), the rest the exchange's.
+        assert_eq!(app["net_micros"], 1208);
+        assert_eq!(app["margin_micros"], 302);
         // Wins carry the sale too, so a report can count per publisher without billing data.
         let win = events
             .iter()
@@ -156,7 +165,7 @@ async fn a_report_by_publisher_over_two_nodes_counts_each_impression_once() {
             .unwrap();
         assert_eq!(win["bundle"], "com.example.game");
         assert_eq!(win["media_type"], "banner");
-        assert_eq!(win["net_price_micros"], 1_510_000);
+        assert_eq!(win["net_price_micros"], 1_208_000);
     }
     assert_eq!(
         lines(&log_a)
@@ -191,8 +200,8 @@ async fn a_report_by_publisher_over_two_nodes_counts_each_impression_once() {
     assert_eq!(
         rows,
         [
-            ("pub-app", "USD", 4, 6040, 6040, 0),
-            ("pub-site", "USD", 4, 4040, 4040, 0),
+            ("pub-app", "USD", 4, 6040, 4832, 1208),
+            ("pub-site", "USD", 4, 4040, 3636, 404),
         ]
     );
 
@@ -227,8 +236,8 @@ async fn a_report_by_publisher_over_two_nodes_counts_each_impression_once() {
     assert_eq!(row["publisher"], "pub-site");
     assert_eq!(row["impressions"], 4);
     assert_eq!(row["spend_micros"], 4040);
-    assert_eq!(row["payout_micros"], 4040);
-    assert_eq!(row["margin_micros"], 0);
+    assert_eq!(row["payout_micros"], 3636);
+    assert_eq!(row["margin_micros"], 404);
     assert_eq!(row["ecpm_micros"], 1_010_000);
     let table = run(&[]);
     let line = table
@@ -238,8 +247,8 @@ async fn a_report_by_publisher_over_two_nodes_counts_each_impression_once() {
     assert_eq!(
         line.split_whitespace().collect::<Vec<_>>(),
         [
-            "pub-app", "USD", "4", "0", "0.00%", "0.006040", "0.006040", "0.000000", "1.510000",
-            "1.510000"
+            "pub-app", "USD", "4", "0", "0.00%", "0.006040", "0.004832", "0.001208", "1.510000",
+            "1.208000"
         ]
     );
 }

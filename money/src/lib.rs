@@ -4,8 +4,17 @@
 //! of the wire and the config: [`CpmMicros`] (a price per thousand impressions, as OpenRTB
 //! quotes it) and [`Micros`] (an amount actually charged, billed or budgeted). It must never
 //! let one pass for the other, round in the buyer's favour, or do IO.
+//!
+//! The exchange's own money rules live here too, each as integer arithmetic with its rounding
+//! written on it: [`Rate`] (currency conversion), [`Margin`] (the exchange's take) and
+//! [`Adjustment`] (a DSP's bid multiplier). Floats are read once, when the config or a rates
+//! file is loaded; nothing on the auction path multiplies a float.
 
 use std::fmt;
+
+mod rules;
+
+pub use rules::{Adjustment, Margin, Rate, Round};
 
 /// Micros in one currency unit.
 pub const MICROS_PER_UNIT: u64 = 1_000_000;

@@ -84,6 +84,7 @@ mod tests {
         request_id: "req-1",
         imp_ids: &["imp-1", "imp-2"],
         currency: "USD",
+        rated: &[],
     };
 
     fn accepted(body: &str) -> Vec<AcceptedBid<'_>> {

@@ -50,6 +50,7 @@ impl Request {
             request_id: &self.id,
             imp_ids: &imp_ids,
             currency: &self.currency,
+            rated: &[],
         })
     }
 }

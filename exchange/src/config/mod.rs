@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::Error;
 
 mod env;
+mod pricing;
 mod publisher;
 mod validate;
 
@@ -19,6 +20,8 @@ pub use env::{ENV_ADMIN_TOKEN, ENV_DEBUG_TOKEN, ENV_LISTEN, ENV_REDIS_URL, ENV_T
 pub use publisher::{
     PublisherConfig, SellerType, SellersConfig, SellersIdentifier, UnknownPublisher,
 };
+pub(crate) use pricing::parse_size;
+pub use pricing::{CurrencyConfig, FloorRule};
 
 /// The whole configuration of one exchange node. Every field has a default, so an empty
 /// file is a valid configuration (an exchange with no DSPs, which answers 204 to everything).
@@ -55,6 +58,11 @@ pub struct Config {
     pub publishers: Vec<PublisherConfig>,
     /// The exchange's own fields of `GET /sellers.json`.
     pub sellers: SellersConfig,
+    /// Exchange rates from the auction currency (`config/pricing.rs`).
+    pub currency: CurrencyConfig,
+    /// Floor rules (`config/pricing.rs`), applied to every imp they match.
+    #[serde(rename = "floor")]
+    pub floors: Vec<FloorRule>,
 }
 
 /// Debugging one auction: who may see `ext.debug` in an answer besides test auctions.
@@ -488,7 +496,9 @@ pub struct AuctionConfig {
     pub reserve_ms: u64,
     /// Second-price increment, CPM. Default 0.01.
     pub price_increment: f64,
-    /// The auction currency (ISO-4217); bids in another currency are rejected. Default USD.
+    /// The auction currency (ISO-4217): floors, bids and budgets are compared and charged in
+    /// it; bids in another currency are converted with `[currency]` rates (rejected without
+    /// one). Default USD.
     pub currency: String,
     /// Auction type when the request has no `at`: 1 first price, 2 second price plus. Default 2.
     pub default_at: u8,
@@ -510,6 +520,9 @@ pub struct AuctionConfig {
     /// A request whose publisher id is no `[[publisher]]` (or that has none): `allow`
     /// (default) runs it, `reject` answers 403 naming the field.
     pub unknown_publisher: UnknownPublisher,
+    /// The exchange's take of every clearing price, 0 to 1: the publisher is told and paid
+    /// the gross less this (`crate::pricing::margin_for`). Default 0.
+    pub default_margin: f64,
 }
 
 impl Default for AuctionConfig {
@@ -527,6 +540,7 @@ impl Default for AuctionConfig {
             timer_slack_ms: 2,
             pool_idle_timeout_ms: 90_000,
             unknown_publisher: UnknownPublisher::Allow,
+            default_margin: 0.0,
         }
     }
 }
@@ -641,6 +655,11 @@ pub struct DspConfig {
     /// Successful probes in a row that close the breaker again. Default 3.
     #[serde(default = "default_breaker_close_after")]
     pub breaker_close_after: u32,
+    /// This DSP's bids are multiplied by it before the auction (e.g. 0.9 for a DSP known to
+    /// bid gross of a 10% fee); it never pays more than it bid. Above 0, at most 1000.
+    /// Default 1.0.
+    #[serde(default = "one")]
+    pub bid_adjustment: f64,
 }
 
 fn default_breaker_window_ms() -> u64 {
@@ -715,6 +734,7 @@ impl DspConfig {
             breaker_open_ms: default_breaker_open_ms(),
             breaker_probe_every_ms: default_breaker_probe_every_ms(),
             breaker_close_after: default_breaker_close_after(),
+            bid_adjustment: 1.0,
         }
     }
 }

@@ -21,6 +21,7 @@ impl Config {
         errors.extend(crate::tls::validate(&self.tls, self.server.tls.as_ref()));
         self.validate_fraud(&mut errors);
         self.validate_publishers(&mut errors);
+        self.validate_pricing(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {

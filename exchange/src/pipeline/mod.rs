@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::dsp_filter::RequestTraits;
 use crate::metrics::AuctionOutcome;
+use crate::pricing;
 use crate::privacy::Bodies;
 use crate::reload::Live;
 use crate::server::{error, json as json_response, no_bid, App, Body};
@@ -47,8 +48,6 @@ pub(crate) async fn run_auction(
     // Admitted: the publisher the request claims, its token checked, before anything else
     // is spent on it and long before any DSP is called. `publisher` is the auction's
     // account (`None`: not a configured one) for the stages below, e.g. its `margin`.
-    // Nothing reads it yet: the margin split is wired in after issue 12's pricing lands.
-    #[allow(unused_variables)]
     let publisher = match live.publishers.admit(&req, authorization) {
         Ok(publisher) => publisher,
         Err(refused) => {
@@ -92,15 +91,20 @@ pub(crate) async fn run_auction(
         log.screening = serde_json::json!({ "screened": false });
     }
 
+    // Priced: one rate table for the whole auction; every imp's effective floor.
+    let rates = live.pricing.rates.load();
+    let floors = pricing::floors(&live.pricing, &req, &rates, &cfg.currency);
+
     // Fanned out: each DSP's body is the publisher's bytes with the exchange's fields, its
-    // supply-chain node, and what the privacy rules let that DSP see.
-    let bodies = Bodies::new(
+    // supply-chain node, the effective floors, and what the privacy rules let that DSP see.
+    let mut bodies = Bodies::new(
         body,
         &req,
         plan.at.to_openrtb() as u8,
         &cfg.currency,
         live.config.supply_chain.as_ref(),
     );
+    bodies.set_floors(&floors.forward);
     if let Some(log) = &mut debug {
         log.scrubbing = bodies.debug(&live.dsps);
     }
@@ -123,18 +127,24 @@ pub(crate) async fn run_auction(
         request_id: &req.id,
         imp_ids: &imp_ids,
         currency: &cfg.currency,
+        rated: rates.codes(),
     };
     let mut notices = Vec::new();
     let answers = offers::read(&calls, &expect, &mut notices);
     // The view lives until the end of this function, past the last await: no lock or guard
     // is held across one.
     let view = app.budgets.view();
-    let offers = offers::offers(&answers, &app.budgets, &view);
+    let offers = offers::offers(&answers, &app.budgets, &view, &rates);
 
     // Auctioned: winners are charged by the ledger, at the time their tracking URLs carry.
     let auction_ts_ms = tracking::now_ms();
     let battrs = sale::blocked_attributes(&req);
-    let sale = sale::request(&req, &battrs, plan.at, &cfg.currency, rand::random());
+    let prices = sale::Prices {
+        floors: &floors.imps,
+        pricing: &live.pricing,
+        table: &rates,
+    };
+    let sale = sale::request(&req, &battrs, plan.at, &prices, rand::random());
     let ledger = BudgetLedger {
         budgets: &app.budgets,
         auction_ts_ms,
@@ -143,12 +153,17 @@ pub(crate) async fn run_auction(
     let outcome = auction::run(&sale, &offers, &live.rules, &ledger);
     let auctioned = Auctioned { offers, outcome };
 
-    // Settled.
+    // Settled: the DSPs told their gross, the publisher its net.
+    let terms = pricing::Terms {
+        margin: pricing::margin_for(live, publisher),
+        answer: pricing::AnswerCurrency::of(&req, &rates, &cfg.currency),
+    };
     let mut events = Vec::new();
     let wins = settle::settle(
         app,
         &req,
         &auctioned,
+        &terms,
         auction_ts_ms,
         test,
         &mut notices,
@@ -163,7 +178,7 @@ pub(crate) async fn run_auction(
     // Written.
     let winning: Vec<_> = wins.iter().map(settle::Win::winning).collect();
     let answer = match debug {
-        None => openrtb::answer::write(&req.id, &cfg.currency, &winning),
+        None => openrtb::answer::write(&req.id, terms.answer.as_str(), &winning),
         Some(log) => {
             let stages = debug::Stages {
                 calls: &calls,
@@ -172,7 +187,7 @@ pub(crate) async fn run_auction(
                 auctioned: &auctioned,
                 rules: &live.rules,
             };
-            Some(log.write(&req.id, &cfg.currency, &winning, &stages))
+            Some(log.write(&req.id, terms.answer.as_str(), &winning, &stages))
         }
     };
     app.notifier.fire(notices);

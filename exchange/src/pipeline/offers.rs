@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use auction::Candidate;
 use budget::{BudgetView, Budgets};
+use money::{Rate, Round};
 use openrtb::macros::MacroValues;
 use openrtb::response::{read_answer, AcceptedBid, Answer, Expect};
 
@@ -13,6 +14,7 @@ use super::ledger::Spend;
 use super::notify;
 use crate::fanout::{Call, CallOutcome, Dsp};
 use crate::notices::Notice;
+use crate::pricing::rates::RateTable;
 
 /// One DSP's answer that came in time, read.
 pub(crate) struct Answered<'d, 'b> {
@@ -73,7 +75,13 @@ pub(crate) struct Offer<'o> {
     /// `BidResponse.bidid` of the answer the bid came in.
     pub response_bidid: Option<&'o str>,
     pub bid: &'o AcceptedBid<'o>,
-    /// The auction's view of the bid: its imp's index, price, seat, campaign.
+    /// The currency the DSP bid in (`BidResponse.cur`, absent: USD): its notices and markup
+    /// are told prices in it.
+    pub currency: &'o str,
+    /// That currency's rate from the auction currency.
+    pub rate: Rate,
+    /// The auction's view of the bid: its imp's index, price (converted into the auction
+    /// currency rounding down, then adjusted), seat, campaign.
     pub candidate: Candidate<'o, Spend<'o>>,
 }
 
@@ -89,9 +97,22 @@ impl Offer<'_> {
         self.candidate.seat
     }
 
-    /// The macro values every notice and markup of this bid shares; price, loss code and
-    /// minimum to win depend on how it did and are filled in by the caller.
-    pub fn macro_values<'v>(&'v self, auction_id: &'v str, currency: &'v str) -> MacroValues<'v> {
+    /// A price in the auction currency as this DSP is told it, in its own currency: rounded
+    /// down and never above its bid (a clearing price), or rounded up (a minimum to win, so a
+    /// bid at it would have done).
+    pub fn in_bid_currency(&self, price: money::CpmMicros, round: Round) -> money::CpmMicros {
+        let told = self.rate.from_auction(price, round);
+        match round {
+            Round::Down => told.min(self.bid.price),
+            Round::Up => told,
+        }
+    }
+
+    /// The macro values every notice and markup of this bid shares, in the DSP's currency;
+    /// price, loss code and minimum to win depend on how it did and are filled in by the
+    /// caller.
+    pub fn macro_values<'v>(&'v self, auction_id: &'v str) -> MacroValues<'v> {
+        let currency = self.currency;
         let bid = &self.bid.bid;
         MacroValues {
             auction_id: Some(auction_id),
@@ -107,11 +128,14 @@ impl Offer<'_> {
 }
 
 /// Every accepted bid of `answers` as an offer, its campaign looked up in the node's budget
-/// index (immutable, swapped atomically: no lock, no IO).
+/// index (immutable, swapped atomically: no lock, no IO), its price converted into the
+/// auction currency with `table` (rounding down) and multiplied by its DSP's
+/// `bid_adjustment` (rounding down), capped at what it bid when adjusted.
 pub(crate) fn offers<'o>(
     answers: &'o [Answered<'o, 'o>],
     budgets: &Budgets,
     view: &'o BudgetView<'o>,
+    table: &RateTable,
 ) -> Vec<Offer<'o>> {
     let mut offers = Vec::new();
     for answered in answers {
@@ -122,19 +146,43 @@ pub(crate) fn offers<'o>(
             continue;
         };
         let dsp = answered.dsp;
+        let currency = response
+            .cur
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .unwrap_or("USD");
+        // Reading the answer checked its currency against this same table.
+        let Some(rate) = table.rate(currency) else {
+            dsp.metrics.rejected("wrong_currency");
+            continue;
+        };
         for bid in accepted {
             let wire = &bid.bid;
+            let converted = rate.to_auction(bid.price, Round::Down);
+            if converted == money::CpmMicros::ZERO {
+                // Under one micro of the auction currency: no price at all.
+                dsp.metrics.rejected("bad_price");
+                continue;
+            }
+            let adjusted = dsp.bid_adjustment.apply(converted);
+            if adjusted == money::CpmMicros::ZERO {
+                dsp.metrics.rejected("bad_price");
+                continue;
+            }
             let cid = wire.cid.as_deref();
             let found = view.lookup(&dsp.name, cid);
             offers.push(Offer {
                 dsp,
                 response_bidid: response.bidid.as_deref(),
                 bid,
+                currency,
+                rate,
                 candidate: Candidate {
                     imp: bid.imp,
                     bidder: dsp.index,
                     seat: bid.seat.as_deref().unwrap_or(&dsp.name),
-                    price: bid.price,
+                    price: adjusted,
+                    pay_cap: (adjusted > converted).then_some(converted),
                     deal_id: wire.dealid.as_deref(),
                     adomain: &wire.adomain,
                     cat: &wire.cat,

@@ -1,5 +1,5 @@
-//! What is on sale, as the auction sees it: each imp's floors, deals and blocked creative
-//! attributes, borrowed from the parsed request.
+//! What is on sale, as the auction sees it: each imp's floors (effective, from
+//! `crate::pricing`), deals and blocked creative attributes, borrowed from the parsed request.
 
 use std::borrow::Cow;
 
@@ -7,8 +7,8 @@ use auction::AuctionType;
 use money::CpmMicros;
 use openrtb::request::{BidRequest, Imp};
 
-/// A floor no bid can meet.
-const UNREACHABLE: CpmMicros = CpmMicros::new(u64::MAX);
+use crate::pricing::rates::RateTable;
+use crate::pricing::{convert_floor, Pricing, UNREACHABLE};
 
 /// The blocked creative attributes of every imp, in imp order: the union over its media
 /// objects, borrowed when only one of them blocks anything (the usual case).
@@ -43,32 +43,30 @@ fn imp_battr<'r>(imp: &'r Imp<'r>) -> Cow<'r, [u32]> {
     Cow::Owned(all)
 }
 
-/// A floor in a currency other than the auction's cannot be compared with bids until
-/// currency conversion exists, so such an imp is not sold below an unknown floor: its floor
-/// becomes unreachable and every bid on it loses with "below floor".
-fn floor(value: Option<f64>, floor_currency: Option<&str>, currency: &str) -> CpmMicros {
-    let Some(floor) = value.filter(|f| *f > 0.0) else {
-        return CpmMicros::ZERO;
-    };
-    if floor_currency.is_some_and(|c| !c.eq_ignore_ascii_case(currency)) {
-        return UNREACHABLE;
-    }
-    CpmMicros::from_cpm(floor).unwrap_or(UNREACHABLE)
+/// The prices of a sale: each imp's effective floor (`crate::pricing::floors`) and what deal
+/// floors are converted with.
+pub(crate) struct Prices<'p> {
+    pub floors: &'p [CpmMicros],
+    pub pricing: &'p Pricing,
+    pub table: &'p RateTable,
 }
 
-/// The auction's view of `req`; `battrs` comes from [`blocked_attributes`].
+/// The auction's view of `req`; `battrs` comes from [`blocked_attributes`]. A deal's floor
+/// is converted as an imp's is (rounding up; no rate: unsellable), and not raised by rules:
+/// a deal's price is agreed.
 pub(crate) fn request<'r>(
     req: &'r BidRequest<'r>,
     battrs: &'r [Cow<'r, [u32]>],
     at: AuctionType,
-    currency: &str,
+    prices: &Prices<'_>,
     tie_seed: u64,
 ) -> auction::Request<'r> {
     let imps = req
         .imp
         .iter()
         .zip(battrs)
-        .map(|(imp, battr)| {
+        .enumerate()
+        .map(|(i, (imp, battr))| {
             let imp_floor_cur = imp.bidfloorcur.as_deref();
             let deals = imp
                 .pmp
@@ -78,10 +76,11 @@ pub(crate) fn request<'r>(
                         .iter()
                         .map(|d| auction::Deal {
                             id: &d.id,
-                            floor: floor(
+                            floor: convert_floor(
+                                prices.pricing,
                                 d.bidfloor,
                                 d.bidfloorcur.as_deref().or(imp_floor_cur),
-                                currency,
+                                prices.table,
                             ),
                             at: d.at.and_then(AuctionType::from_openrtb),
                             wseat: &d.wseat,
@@ -91,11 +90,7 @@ pub(crate) fn request<'r>(
                 .unwrap_or_default();
             auction::Imp {
                 id: &imp.id,
-                floor: floor(
-                    imp.bidfloor.as_ref().and_then(|f| f.value),
-                    imp_floor_cur,
-                    currency,
-                ),
+                floor: prices.floors.get(i).copied().unwrap_or(UNREACHABLE),
                 deals,
                 private_auction: imp.pmp.as_ref().and_then(|p| p.private_auction) == Some(1),
                 battr,
@@ -149,20 +144,5 @@ mod tests {
                 false,
             ),
         ]);
-    }
-
-    #[test]
-    fn a_floor_in_another_currency_cannot_be_met() {
-        let cases: &[(Option<f64>, Option<&str>, u64)] = &[
-            (None, None, 0),
-            (Some(0.0), None, 0),
-            (Some(1.5), None, 1_500_000),
-            (Some(1.5), Some("usd"), 1_500_000),
-            (Some(1.5), Some("EUR"), u64::MAX),
-            (Some(f64::INFINITY), None, u64::MAX),
-        ];
-        for &(value, cur, want) in cases {
-            assert_eq!(floor(value, cur, "USD").get(), want, "{value:?} {cur:?}");
-        }
     }
 }

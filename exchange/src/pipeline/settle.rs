@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use auction::{BidResult, Outcome};
 use impressions::{Event, EventType};
-use money::CpmMicros;
+use money::{CpmMicros, Round};
 use openrtb::answer::Winning;
 use openrtb::macros::{expand, expand_url, MacroValues};
 use openrtb::request::BidRequest;
@@ -14,6 +14,7 @@ use openrtb::response::BidEdits;
 use super::notify;
 use super::offers::Offer;
 use crate::notices::{Notice, NoticeKind};
+use crate::pricing::{Payout, Terms};
 use crate::server::App;
 use crate::tracking;
 
@@ -35,7 +36,8 @@ impl<'o> Auctioned<'o> {
 /// A winning bid with its final text: what the publisher's answer carries.
 pub(crate) struct Win<'o> {
     offer: &'o Offer<'o>,
-    clearing: CpmMicros,
+    /// Net, margin and the publisher's price (`crate::pricing::Terms::payout`).
+    payout: Payout,
     adm: Option<String>,
     nurl: Option<String>,
     burl: String,
@@ -44,14 +46,15 @@ pub(crate) struct Win<'o> {
 }
 
 impl Win<'_> {
-    /// The bid as [`openrtb::answer::write`] takes it.
+    /// The bid as [`openrtb::answer::write`] takes it: priced at the publisher's net, in the
+    /// answer's currency.
     pub fn winning(&self) -> Winning<'_> {
         Winning {
             bidder: self.offer.dsp.index,
             seat: self.offer.seat(),
             bid: &self.offer.bid.bid,
             edits: BidEdits {
-                price: self.clearing,
+                price: self.payout.told,
                 adm: self.adm.as_deref(),
                 nurl: self.nurl.as_deref(),
                 burl: Some(&self.burl),
@@ -67,11 +70,14 @@ impl Win<'_> {
 /// were made by the auction's ledger; nothing here touches money. In a `test` auction the
 /// tracking URLs carry the signed test flag (their hits bill nothing and fire no `burl`) and
 /// every event says `"test": true`; win and loss notices go out as usual, since the DSP was
-/// told `test = 1` in the request it bid on.
+/// told `test = 1` in the request it bid on. Each DSP is told prices in its own bid
+/// currency; the publisher's price follows `terms`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn settle<'o>(
     app: &App,
     req: &BidRequest<'_>,
     auctioned: &'o Auctioned<'o>,
+    terms: &Terms,
     auction_ts_ms: u64,
     test: bool,
     notices: &mut Vec<Notice>,
@@ -91,6 +97,7 @@ pub(crate) fn settle<'o>(
                     offer,
                     Priced {
                         clearing,
+                        payout: terms.payout(clearing),
                         min_to_win,
                         auction_ts_ms,
                         test,
@@ -103,8 +110,8 @@ pub(crate) fn settle<'o>(
                 offer.dsp.metrics.lost(reason);
                 let values = MacroValues {
                     loss: Some(result.loss_code()),
-                    min_to_win,
-                    ..offer.macro_values(&req.id, currency)
+                    min_to_win: min_to_win.map(|m| offer.in_bid_currency(m, Round::Up)),
+                    ..offer.macro_values(&req.id)
                 };
                 if notify::loss(offer.dsp, offer.bid.bid.lurl, &values, notices) {
                     let bid = tracking::bid_ref(
@@ -128,6 +135,7 @@ pub(crate) fn settle<'o>(
 /// How a winner came out of its auction.
 struct Priced {
     clearing: CpmMicros,
+    payout: Payout,
     min_to_win: Option<CpmMicros>,
     auction_ts_ms: u64,
     test: bool,
@@ -147,16 +155,19 @@ fn win<'o>(
 ) -> Win<'o> {
     let Priced {
         clearing,
+        payout,
         min_to_win,
         auction_ts_ms,
         test,
     } = priced;
     let currency = app.config.auction.currency.as_str();
+    // The DSP's notices and its markup (its own pixels) hear the gross it pays, in the
+    // currency it bid in, never above its bid; the publisher's `price` is the net.
     let values = MacroValues {
-        price: Some(clearing),
+        price: Some(offer.in_bid_currency(clearing, Round::Down)),
         loss: Some(0),
-        min_to_win,
-        ..offer.macro_values(&req.id, currency)
+        min_to_win: min_to_win.map(|m| offer.in_bid_currency(m, Round::Up)),
+        ..offer.macro_values(&req.id)
     };
     let bid = &offer.bid.bid;
     let [adm, nurl, burl] = [bid.adm, bid.nurl, bid.burl].map(|s| s.map(|s| s.decode()));
@@ -166,10 +177,9 @@ fn win<'o>(
         .map(|nurl| expand_url(nurl, &values).into_owned());
     let burl = burl.as_deref().map(|burl| expand_url(burl, &values));
     let mut billing = tracking::bid_ref(req, offer, clearing, currency, auction_ts_ms);
-    // pricing: net = gross − margin. What the publisher is paid, signed into the tracking
-    // URLs and logged with the win; until the publisher margin exists it is the clearing price.
-    let net_price = clearing;
-    billing.net_price_micros = Some(net_price.get());
+    // What the publisher is paid (gross − margin), signed into the tracking URLs and logged
+    // with the win, so any node bills the split this auction made.
+    billing.net_price_micros = Some(payout.net.get());
     let (burl, adm) = match (adm, req.imp.get(offer.candidate.imp)) {
         (Some(markup), Some(imp)) => {
             let format = tracking::ad_format(bid.mtype, imp);
@@ -199,7 +209,7 @@ fn win<'o>(
     }
     Win {
         offer,
-        clearing,
+        payout,
         adm,
         nurl,
         burl,

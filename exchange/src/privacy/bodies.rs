@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use openrtb::forward::{Document, Node, Outbound, Scrub, Splice};
+use openrtb::forward::{Document, ImpFloor, Node, Outbound, Scrub, Splice};
 use openrtb::request::BidRequest;
 
 use super::Decision;
@@ -59,6 +59,18 @@ impl<'a> Bodies<'a> {
             bodies.base = bodies.doc().map(|d| d.schain(node)).unwrap_or_default();
         }
         bodies
+    }
+
+    /// Every body tells DSPs these imps' effective floors (in the auction currency), from
+    /// `crate::pricing::floors`. Call before the first body is built.
+    pub fn set_floors(&mut self, floors: &[ImpFloor]) {
+        if floors.is_empty() {
+            return;
+        }
+        let splice = self.doc().map(|d| d.floors(floors, self.cur));
+        if let Some(splice) = splice {
+            self.base = splice.and(&self.base);
+        }
     }
 
     fn doc(&self) -> Option<&Document<'a>> {

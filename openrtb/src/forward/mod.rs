@@ -4,11 +4,12 @@
 //!
 //! Everything else (unknown fields, every `ext`, whitespace, key order, number spelling)
 //! passes through byte for byte, because the output is spliced from the input instead of
-//! re-serialised: a scrub or a supply chain rebuilds only the objects it changes (`device`,
-//! `user`, `source`) from their members' own bytes (`object`). The splice is prepared once per
+//! re-serialised: a scrub, a supply chain or a raised floor rebuilds only the objects it
+//! changes (`device`, `user`, `source`, one `imp`) from their members' own bytes (`object`). The splice is prepared once per
 //! auction and kind of body; since only `tmax` differs per DSP, rendering is two copies
 //! around a formatted integer.
 
+mod floors;
 mod object;
 pub mod schain;
 pub mod scrub;
@@ -16,6 +17,7 @@ pub mod scrub;
 use crate::request::BidRequest;
 use crate::span::Span;
 
+pub use floors::ImpFloor;
 pub use schain::Node;
 pub use scrub::Scrub;
 
@@ -79,6 +81,15 @@ impl<'b> Document<'b> {
     /// The splice that appends `node` to the supply chain (see [`schain::splice`]).
     pub fn schain(&self, node: Node<'_>) -> Splice {
         schain::splice(self.body, &self.top, node)
+    }
+
+    /// The splice that sets each imp of `floors` to its floor in `currency` (see
+    /// [`floors`]). Combines with the others: it touches only elements of `imp`.
+    pub fn floors(&self, floors: &[ImpFloor], currency: &str) -> Splice {
+        Splice {
+            edits: floors::edits(self.body, &self.top, floors, currency),
+            members: Vec::new(),
+        }
     }
 
     /// The splice that scrubs the body at `level` (see [`Scrub`]).

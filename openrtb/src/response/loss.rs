@@ -42,7 +42,8 @@ pub enum AnswerRejection {
     InvalidResponse,
     /// `id` missing or not the id of the request the DSP received.
     WrongId,
-    /// `cur` (absent = USD) is a real currency, but not the one the exchange trades in.
+    /// `cur` (absent = USD) is a real currency, but neither the auction currency nor one the
+    /// exchange has a rate for.
     WrongCurrency,
     /// `cur` is not an ISO-4217 code at all.
     UnknownCurrency,

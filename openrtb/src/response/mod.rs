@@ -42,8 +42,11 @@ pub struct Expect<'e> {
     pub request_id: &'e str,
     /// Every `imp.id` in that request. Searched linearly: requests carry few imps.
     pub imp_ids: &'e [&'e str],
-    /// The one currency the exchange accepts bids in (ISO-4217, any case).
+    /// The auction currency (ISO-4217, any case): bids in it are taken as they are.
     pub currency: &'e str,
+    /// The other currencies the exchange has a rate for, uppercase and sorted: bids in one
+    /// of them are accepted for the caller to convert. Empty: only `currency`.
+    pub rated: &'e [[u8; 3]],
 }
 
 /// The outcome of reading one DSP answer.
@@ -70,7 +73,7 @@ pub struct BidResponse<'a> {
     pub seatbid: Vec<SeatBid<'a>>,
     /// The DSP's response id: the spec's source for `${AUCTION_BID_ID}`.
     pub bidid: Option<Cow<'a, str>>,
-    /// As sent; `None` means USD. Matches [`Expect::currency`] (checked).
+    /// As sent; `None` means USD. [`Expect::currency`] or one of [`Expect::rated`] (checked).
     pub cur: Option<Cow<'a, str>>,
     pub customdata: Option<Cow<'a, str>>,
     pub nbr: Option<u32>,
@@ -193,6 +196,7 @@ mod fixtures {
         request_id: "req-1",
         imp_ids: &["imp-1", "imp-2"],
         currency: "USD",
+        rated: &[],
     };
 
     pub(super) fn bids(

@@ -73,7 +73,9 @@ pub fn read_answer<'a>(status: u16, body: &'a [u8], expect: &Expect<'_>) -> Answ
     if !is_currency_code(cur) {
         return Answer::Rejected(AnswerRejection::UnknownCurrency);
     }
-    if !cur.eq_ignore_ascii_case(expect.currency) {
+    let upper = <[u8; 3]>::try_from(cur.as_bytes()).map(|c| c.map(|b| b.to_ascii_uppercase()));
+    let rated = upper.is_ok_and(|c| expect.rated.binary_search(&c).is_ok());
+    if !cur.eq_ignore_ascii_case(expect.currency) && !rated {
         return Answer::Rejected(AnswerRejection::WrongCurrency);
     }
 
@@ -565,6 +567,7 @@ mod tests {
         }
         let eur = Expect {
             currency: "eur",
+            rated: &[],
             ..EXPECT
         };
         let body = with("\"req-1\"", r#""cur":"EUR","#);
@@ -576,7 +579,16 @@ mod tests {
             answer.rejection(),
             Some(AnswerRejection::WrongCurrency),
             "absent cur means USD"
-        );
+        ); // A currency with a rate is let through for the caller to convert; others are not.
+        let rated = Expect {
+            rated: &[*b"EUR", *b"GBP"],
+            ..EXPECT
+        };
+        for (cur, accepted) in [("gbp", true), ("EUR", true), ("JPY", false), ("USD", true)] {
+            let body = with("\"req-1\"", &format!(r#""cur":"{cur}","#));
+            let answer = read_answer(200, body.as_bytes(), &rated);
+            assert_eq!(answer.rejection().is_none(), accepted, "{cur}");
+        }
     }
 
     #[test]

@@ -176,6 +176,7 @@ mod tests {
                 request_id: "r",
                 imp_ids: &["1"],
                 currency: "USD",
+                rated: &[],
             };
             // Every case gets markup, so the one without nurl is accepted too.
             let body = body.replace(r#""price":1"#, r#""price":1,"adm":"<a/>""#);
