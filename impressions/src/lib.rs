@@ -14,12 +14,14 @@
 pub mod dedup;
 pub mod events;
 mod journal;
+pub mod keys;
 pub mod markup;
 pub mod metrics;
 mod redis_conn;
 pub mod report;
 pub mod sign;
 mod spool;
+pub mod streams;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +31,12 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-pub use dedup::{Claim, ClaimKey, DedupStore, EventId, MemoryDedup, RedisDedup};
+pub use dedup::{
+    Bill, BilledCounts, Claim, ClaimKey, DedupStore, EventId, MemoryDedup, RedisDedup,
+};
+pub use keys::{billed_field, billed_key};
+pub use redislink::{RedisConn, Target};
+pub use streams::read_streams;
 pub use events::{read_events, Event, EventLog, EventLogConfig, EventType, ReadStats};
 pub use markup::AdFormat;
 pub use report::Report;
@@ -56,6 +63,8 @@ pub enum Error {
     },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Link(#[from] redislink::Error),
     #[error("encoding: {0}")]
     Encode(String),
     /// The tracker (or its event log or spool) is shut down.
@@ -75,19 +84,30 @@ impl Error {
 /// Redis settings of a tracker.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
-    pub url: String,
+    /// A single server (`redis://[user:password@]host:port[/db]`, or `rediss://`) or the seed
+    /// nodes of a Redis Cluster.
+    pub target: Target,
     /// Bound on every Redis call, connecting included. Default 250 ms.
     pub timeout: Duration,
-    /// Mirror the event log into a Redis Stream (`events.stream_key`, `MAXLEN ~
-    /// events.stream_maxlen`). Default false.
+    /// Mirror the event log into this node's Redis Stream (`events.stream_key:SESSION`, see
+    /// [`streams`], `MAXLEN ~ events.stream_maxlen`). Default false.
     pub stream: bool,
 }
 
 impl RedisConfig {
+    /// One Redis server at `url`.
     pub fn new(url: impl Into<String>) -> Self {
+        Self::with_target(Target::Single(url.into()))
+    }
+
+    /// A Redis Cluster reached through `seeds`.
+    pub fn cluster(seeds: Vec<String>) -> Self {
+        Self::with_target(Target::Cluster(seeds))
+    }
+
+    pub fn with_target(target: Target) -> Self {
         Self {
-            url: url.into(),
+            target,
             timeout: Duration::from_millis(250),
             stream: false,
         }
@@ -96,15 +116,9 @@ impl RedisConfig {
 
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may carry a password.
-        let url = match (self.url.find("://"), self.url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => {
-                format!("{}<redacted>{}", &self.url[..s + 3], &self.url[at..])
-            }
-            _ => self.url.clone(),
-        };
+        // Target's Debug redacts passwords.
         f.debug_struct("RedisConfig")
-            .field("url", &url)
+            .field("target", &self.target)
             .field("timeout", &self.timeout)
             .field("stream", &self.stream)
             .finish()
@@ -133,6 +147,13 @@ pub struct TrackerConfig {
     /// Redis for dedup across nodes (and optionally the event stream). Default none: one node,
     /// in-memory dedup.
     pub redis: Option<RedisConfig>,
+    /// Prefix of every tracking key in Redis (see [`keys`]), so two exchanges can share one
+    /// Redis or cluster. Default `budget` (the exchange passes `[tracking] key_prefix`, which
+    /// defaults to `budget.key_prefix`).
+    pub key_prefix: String,
+    /// The durable billed counts written with each impression claim in Redis (none without
+    /// Redis). Default: the budget crate's default bucket and retention.
+    pub billed: BilledCounts,
     /// Event sinks. Default: `events.jsonl` in the working directory.
     pub events: EventLogConfig,
     /// Directory of the spool. Default `spool`.
@@ -153,6 +174,8 @@ impl Default for TrackerConfig {
             time_bucket_ms: 60_000,
             memory_capacity: 1_000_000,
             redis: None,
+            key_prefix: "budget".to_owned(),
+            billed: BilledCounts::default(),
             events: EventLogConfig {
                 file: Some(PathBuf::from("events.jsonl")),
                 ..EventLogConfig::default()
@@ -192,6 +215,12 @@ impl TrackerConfig {
         }
         if self.replay_interval.is_zero() {
             problems.push("replay_interval must be above 0");
+        }
+        if self.key_prefix.is_empty() {
+            problems.push("key_prefix must be non-empty");
+        }
+        if self.billed.bucket_ms == 0 {
+            problems.push("billed.bucket_ms must be above 0");
         }
         if problems.is_empty() {
             Ok(())
@@ -293,6 +322,8 @@ struct Inner {
     imp_base: String,
     click_base: String,
     time_bucket_ms: u64,
+    /// This tracker's own event stream, when it mirrors events into Redis.
+    stream_key: Option<String>,
     dedup_ttl_ms: u64,
     replay_batch: usize,
     dedup: Box<dyn DedupStore>,
@@ -344,11 +375,16 @@ impl Tracker {
         let metrics = TrackerMetrics::new(recorder);
         let dedup_ttl_ms = config.dedup_ttl_ms();
         let redis = match &config.redis {
-            Some(r) => Some(RedisHandle::new(&r.url, r.timeout, metrics.clone())?),
+            Some(r) => Some(RedisHandle::new(&r.target, r.timeout, metrics.clone())?),
             None => None,
         };
         let dedup: Box<dyn DedupStore> = match &redis {
-            Some(handle) => Box::new(RedisDedup::new(handle.clone(), dedup_ttl_ms.div_ceil(1000))),
+            Some(handle) => Box::new(RedisDedup::new(
+                handle.clone(),
+                dedup_ttl_ms.div_ceil(1000),
+                &config.key_prefix,
+                config.billed,
+            )),
             None => Box::new(
                 MemoryDedup::new(config.memory_capacity, dedup_ttl_ms).with_metrics(&metrics),
             ),
@@ -358,7 +394,14 @@ impl Tracker {
             _ => None,
         };
         let spool = Spool::open(&config.spool_dir, metrics.clone()).await?;
-        let log = EventLog::open(config.events.clone(), stream, metrics.clone())?;
+        // One stream per tracker (see `streams.rs`): one stream key is one cluster shard.
+        let mut events = config.events.clone();
+        let stream_key = stream.as_ref().map(|_| {
+            events.stream_key = streams::node_stream(&config.events.stream_key);
+            events.stream_registry = Some(streams::registry(&config.events.stream_key));
+            events.stream_key.clone()
+        });
+        let log = EventLog::open(events, stream, metrics.clone())?;
         let base = config.public_url.trim_end_matches('/');
         let inner = Arc::new(Inner {
             key: config.key.clone(),
@@ -366,6 +409,7 @@ impl Tracker {
             imp_base: format!("{base}/event/imp"),
             click_base: format!("{base}/event/click"),
             time_bucket_ms: config.time_bucket_ms,
+            stream_key,
             dedup_ttl_ms,
             replay_batch: config.replay_batch,
             dedup,
@@ -511,6 +555,12 @@ impl Tracker {
         self.inner.log.flush().await
     }
 
+    /// This tracker's own Redis Stream (`BASE:SESSION`, listed in `BASE:streams`), when it
+    /// mirrors events into Redis.
+    pub fn stream_key(&self) -> Option<&str> {
+        self.inner.stream_key.as_deref()
+    }
+
     /// Spooled events not yet replayed.
     pub fn spooled(&self) -> u64 {
         self.inner.spool.pending()
@@ -577,12 +627,8 @@ impl Tracker {
             return Ok((Outcome::Test(Box::new(event)), data.landing));
         }
         let token: u128 = rand::random();
-        let key = ClaimKey {
-            id: EventId::new(&data.bid, inner.time_bucket_ms),
-            kind,
-            token,
-        };
-        let claim = inner.dedup.claim(key, now).await;
+        let key = inner.claim_key(&data, token);
+        let claim = inner.dedup.claim(key.clone(), now).await;
         let landing = data.landing.clone();
         let outcome = match claim {
             Claim::Unavailable => {
@@ -608,6 +654,20 @@ impl Tracker {
 }
 
 impl Inner {
+    /// The claim of one sighting: an impression carries what it bills (counted durably with
+    /// the claim in Redis), a click bills nothing.
+    fn claim_key(&self, data: &TrackingData, token: u128) -> ClaimKey {
+        ClaimKey {
+            id: EventId::new(&data.bid, self.time_bucket_ms),
+            kind: data.kind,
+            token,
+            bill: match data.kind {
+                Kind::Impression => Bill::of(&data.bid),
+                Kind::Click => None,
+            },
+        }
+    }
+
     /// Logs a test auction's impression or click as it is: no claim, no cost, no hook. It
     /// goes through the same waiting append as billing lines, so a test hit is as durable as
     /// a real one; test traffic is small enough that the room it takes does not matter.
@@ -725,12 +785,7 @@ impl Inner {
                 if let (Some(token), true) =
                     (record.token(), self.still_checkable(&record.data.bid, now))
                 {
-                    let id = EventId::new(&record.data.bid, self.time_bucket_ms);
-                    keys.push(ClaimKey {
-                        id,
-                        kind: record.data.kind,
-                        token,
-                    });
+                    keys.push(self.claim_key(&record.data, token));
                 }
             }
         }
@@ -767,7 +822,9 @@ impl Inner {
                         stopped = true;
                         break;
                     }
-                    let (outcome, hook) = self.settle(&record.data, *key, claim, now, true).await?;
+                    let (outcome, hook) = self
+                        .settle(&record.data, key.clone(), claim, now, true)
+                        .await?;
                     match outcome {
                         Outcome::Billed(_) => stats.billed += 1,
                         _ => stats.duplicates += 1,

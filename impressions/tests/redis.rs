@@ -315,12 +315,20 @@ async fn redis_down_at_start_spools_until_it_answers() {
 #[tokio::test]
 async fn a_claim_is_idempotent_for_its_own_token() {
     let redis = RedisServer::start().expect("start redis-server");
-    let store = RedisDedup::connect(&redis.url(), Duration::from_millis(500), 60).unwrap();
+    let store = RedisDedup::connect(
+        &impressions::Target::Single(redis.url()),
+        Duration::from_millis(500),
+        60,
+        "p",
+        impressions::BilledCounts::default(),
+    )
+    .unwrap();
     let id = EventId::new(&bid(1, 1_000), 60_000);
     let key = |token| ClaimKey {
         id,
         kind: Kind::Impression,
         token,
+        bill: None,
     };
     assert_eq!(store.claim(key(7), 0).await, Claim::First);
     // The same sighting retried (its first reply lost) is still the first; another is not.
@@ -331,15 +339,18 @@ async fn a_claim_is_idempotent_for_its_own_token() {
         ..key(9)
     };
     assert_eq!(
-        store.claim_many(&[key(7), key(8), click, click], 0).await,
+        store
+            .claim_many(&[key(7), key(8), click.clone(), click], 0)
+            .await,
         vec![Claim::First, Claim::Duplicate, Claim::First, Claim::First]
     );
 
-    // The key is `impression:{id}` and expires.
+    // The key is `P:imp:{iNN}:ID` and expires.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let hex = id.to_string();
     let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("impression:{id}"))
+        .arg(format!("p:imp:{{i{}}}:{hex}", &hex[..2]))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -370,8 +381,17 @@ async fn events_are_mirrored_to_a_redis_stream() {
 
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // The node's own stream, listed in the registry set.
+    let stream = node.tracker.stream_key().unwrap().to_owned();
+    assert!(stream.starts_with("test:events:"), "{stream}");
+    let listed: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("test:events:streams")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(listed, [stream.clone()]);
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("test:events")
+        .arg(&stream)
         .arg("-")
         .arg("+")
         .query_async(&mut conn)
