@@ -86,19 +86,23 @@ impl RedisHandle {
         self.guard(pipe.query_async(&mut conn)).await
     }
 
-    /// Asks Redis whether it answers, whatever the breaker says, and closes or opens the
-    /// breaker accordingly.
+    /// Asks Redis whether it answers (on a cluster: every master), whatever the breaker says,
+    /// and closes or opens the breaker accordingly.
     pub(crate) async fn ping(&self) -> bool {
         let mut up = false;
         // A connection that failed while Redis was down answers its error once more; that
         // failure starts the reconnect the second attempt uses.
         for _ in 0..2 {
-            let mut conn = self.conn.clone();
-            let res: Result<String, _> =
-                self.guard(redis::cmd("PING").query_async(&mut conn)).await;
-            if res.is_ok() {
-                up = true;
-                break;
+            match self.conn.ping(self.timeout).await {
+                Ok(()) => {
+                    up = true;
+                    break;
+                }
+                Err(redislink::Error::Timeout(_)) => self.failed(Unavailable::Timeout),
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis ping failed");
+                    self.failed(Unavailable::Failed);
+                }
             }
         }
         if up && !self.healthy.swap(true, Ordering::Relaxed) {
@@ -120,6 +124,12 @@ impl RedisHandle {
             }
             Err(_) => Unavailable::Timeout,
         };
+        self.failed(err);
+        Err(err)
+    }
+
+    /// Counts a failed call and opens the breaker.
+    fn failed(&self, err: Unavailable) {
         match err {
             Unavailable::Timeout => self.metrics.redis_timeouts.increment(1),
             _ => self.metrics.redis_failures.increment(1),
@@ -130,6 +140,5 @@ impl RedisHandle {
                 "redis unavailable; billing events go to the spool until it answers"
             );
         }
-        Err(err)
     }
 }

@@ -16,10 +16,11 @@
 //! CA for an internal Redis is normally installed. `rediss://host:port/#insecure` skips
 //! certificate checks (tests only).
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
@@ -130,7 +131,39 @@ impl Target {
 #[derive(Clone)]
 pub enum RedisConn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(ClusterLink),
+}
+
+/// A cluster connection that [`RedisConn::ping`] can rebuild from the seeds. redis-rs follows
+/// a failover for keyed commands (a MOVED rebuilds its slot map), but a fan-out such as PING
+/// to every master keeps asking the dead master's address, so a health check alone would
+/// never see the cluster heal; a failed check therefore reconnects from the seeds.
+#[derive(Clone)]
+pub struct ClusterLink {
+    client: Arc<ClusterClient>,
+    config: ClusterConfig,
+    current: Arc<RwLock<ClusterConnection>>,
+}
+
+impl ClusterLink {
+    /// The current connection.
+    pub fn connection(&self) -> ClusterConnection {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the connection with a fresh one, connecting (lazily) from the seeds.
+    fn reconnect(&self) {
+        let fresh = self
+            .client
+            .get_pending_async_connection_with_config(self.config.clone());
+        match self.current.write() {
+            Ok(mut c) => *c = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisConn {
@@ -170,20 +203,24 @@ pub fn open(target: &Target, timeout: Duration) -> Result<RedisConn, Error> {
             let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
-                // One retry after a MOVED or a lost node (a failover), never a long chain of
-                // them: the overall bound below caps the whole request.
-                .retries(1)
+                // After a failover a call may meet the dead node, then a MOVED: a few retries
+                // let it follow the new master, and the overall bound below caps the whole
+                // request, retries included, at `timeout`.
+                .retries(3)
                 .min_retry_wait(10)
                 .max_retry_wait(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
                 .overall_response_timeout(Some(timeout))
                 .build()?;
             // Connects in the background; the first call waits for it under its own timeout.
-            let config = redis::cluster::ClusterConfig::new()
+            let config = ClusterConfig::new()
                 .set_connection_timeout(timeout)
                 .set_response_timeout(timeout);
-            Ok(RedisConn::Cluster(
-                client.get_pending_async_connection_with_config(config),
-            ))
+            let conn = client.get_pending_async_connection_with_config(config.clone());
+            Ok(RedisConn::Cluster(ClusterLink {
+                client: Arc::new(client),
+                config,
+                current: Arc::new(RwLock::new(conn)),
+            }))
         }
     }
 }
@@ -218,9 +255,14 @@ impl RedisConn {
 
     /// Whether Redis answers, under `timeout`: a PING to the server, or to every master of a
     /// cluster (redis-rs routes PING to all masters and needs every answer), so a cluster with
-    /// a master down and not yet failed over is not healthy.
+    /// a master down and not yet failed over is not healthy. A failed cluster check
+    /// reconnects from the seeds (see [`ClusterLink`]), so the next check sees the new masters.
     pub async fn ping(&self, timeout: Duration) -> Result<(), Error> {
-        self.query::<()>(&redis::cmd("PING"), timeout).await
+        let res = self.query::<()>(&redis::cmd("PING"), timeout).await;
+        if let (Err(_), RedisConn::Cluster(link)) = (&res, self) {
+            link.reconnect();
+        }
+        res
     }
 }
 
@@ -228,7 +270,10 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(link) => {
+                let mut c = link.connection();
+                Box::pin(async move { c.req_packed_command(cmd).await })
+            }
         }
     }
 
@@ -240,7 +285,10 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(link) => {
+                let mut c = link.connection();
+                Box::pin(async move { c.req_packed_commands(pipeline, offset, count).await })
+            }
         }
     }
 

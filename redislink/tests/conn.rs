@@ -72,9 +72,10 @@ async fn a_dead_cluster_answers_within_its_timeout() {
         .collect();
     let started = Instant::now();
     let conn = open(&Target::Cluster(seeds), TIMEOUT).unwrap();
-    let RedisConn::Cluster(mut raw) = conn.clone() else {
+    let RedisConn::Cluster(link) = conn.clone() else {
         panic!("a cluster target opens a cluster connection")
     };
+    let mut raw = link.connection();
     let res: redis::RedisResult<()> = redis::cmd("PING").query_async(&mut raw).await;
     assert!(res.is_err());
     assert!(
