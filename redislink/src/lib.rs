@@ -100,7 +100,10 @@ impl Target {
             };
             tls.push(scheme_tls);
             match url.as_str().into_connection_info() {
-                Err(e) => problems.push(format!("{name}: {:?}: {e}", redact(url))),
+                Err(e) => problems.push(format!(
+                    "{name}: {:?} is not a valid Redis URL ({e})",
+                    redact(url)
+                )),
                 Ok(info) => {
                     if matches!(self, Target::Cluster(_)) && info.redis_settings().db() != 0 {
                         problems.push(format!(
