@@ -256,17 +256,86 @@ impl RedisConn {
         }
     }
 
-    /// Whether Redis answers, under `timeout`: a PING to the server, or to every master of a
-    /// cluster (redis-rs routes PING to all masters and needs every answer), so a cluster with
-    /// a master down and not yet failed over is not healthy. A failed cluster check
-    /// reconnects from the seeds (see [`ClusterLink`]), so the next check sees the new masters.
+    /// Whether Redis answers, under `timeout`: a PING to the server, or to every master that
+    /// serves slots in a cluster, each by its address. (redis-rs's own fan-out PING lets a
+    /// replica answer for a dead master, so it cannot tell.) A master the cluster flags as
+    /// failing fails the check. A failed cluster check reconnects from the seeds (see
+    /// [`ClusterLink`]), so the next check sees the new masters after a failover.
     pub async fn ping(&self, timeout: Duration) -> Result<(), Error> {
-        let res = self.query::<()>(&redis::cmd("PING"), timeout).await;
-        if let (Err(_), RedisConn::Cluster(link)) = (&res, self) {
-            link.reconnect();
+        match self {
+            RedisConn::Single(_) => self.query::<()>(&redis::cmd("PING"), timeout).await,
+            RedisConn::Cluster(link) => {
+                let conn = link.connection();
+                let res = match tokio::time::timeout(timeout, ping_masters(conn)).await {
+                    Ok(res) => res,
+                    Err(_) => Err(Error::Timeout(timeout)),
+                };
+                if res.is_err() {
+                    link.reconnect();
+                }
+                res
+            }
         }
-        res
     }
+}
+
+/// PINGs every slot-serving master of the cluster `CLUSTER NODES` describes, by address.
+async fn ping_masters(mut conn: ClusterConnection) -> Result<(), Error> {
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    let nodes = conn
+        .route_command(
+            redis::cmd("CLUSTER").arg("NODES").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        )
+        .await?;
+    let nodes: String = redis::from_redis_value(nodes).map_err(redis::RedisError::from)?;
+    let masters = slot_masters(&nodes)?;
+    let pings = masters.into_iter().map(|(host, port)| {
+        let mut conn = conn.clone();
+        async move {
+            conn.route_command(
+                redis::cmd("PING"),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port }),
+            )
+            .await
+        }
+    });
+    for res in futures::future::join_all(pings).await {
+        res?;
+    }
+    Ok(())
+}
+
+/// The `(host, port)` of every master serving slots in a `CLUSTER NODES` reply; an error when
+/// one of them is flagged failing (`fail` or `fail?`), or when none serves any.
+fn slot_masters(nodes: &str) -> Result<Vec<(String, u16)>, Error> {
+    let mut masters = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // id addr flags master ping pong epoch link slot...
+        if fields.len() < 9 {
+            continue;
+        }
+        let flags: Vec<&str> = fields[2].split(',').collect();
+        if !flags.contains(&"master") {
+            continue;
+        }
+        let addr = fields[1].split(['@', ',']).next().unwrap_or_default();
+        if flags.iter().any(|f| *f == "fail" || *f == "fail?") {
+            return Err(Error::Target(format!("cluster master {addr} is failing")));
+        }
+        let parsed = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)));
+        match parsed {
+            Some(hp) => masters.push(hp),
+            None => return Err(Error::Target(format!("CLUSTER NODES address {addr:?}"))),
+        }
+    }
+    if masters.is_empty() {
+        return Err(Error::Target("no cluster master serves any slot".into()));
+    }
+    Ok(masters)
 }
 
 impl ConnectionLike for RedisConn {

@@ -88,3 +88,28 @@ async fn a_dead_cluster_answers_within_its_timeout() {
     assert!(matches!(err, Error::Redis(_) | Error::Timeout(_)), "{err}");
     assert!(started.elapsed() < TIMEOUT * 5);
 }
+
+/// The health check PINGs every master by address: it fails while a master is dead (a replica
+/// answering for it does not count) and passes again once the replica has taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_fails_while_a_master_is_down_and_recovers_after_failover() {
+    let mut cluster = testkit::RedisCluster::start(3, 1).unwrap();
+    let conn = open(&Target::Cluster(cluster.seeds()), Duration::from_millis(300)).unwrap();
+    conn.ping(Duration::from_millis(300)).await.unwrap();
+    let victim = cluster.master_ports()[0];
+    cluster.kill(victim);
+    assert!(conn.ping(Duration::from_millis(300)).await.is_err());
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_ok().unwrap();
+        cluster
+    })
+    .await
+    .unwrap();
+    assert!(
+        testkit::eventually(Duration::from_secs(30), || async {
+            conn.ping(Duration::from_millis(300)).await.is_ok()
+        })
+        .await
+    );
+    drop(cluster);
+}
