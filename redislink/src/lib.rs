@@ -11,7 +11,8 @@
 //! matters (a multi-key script or pipeline on a cluster must keep its keys in one hash slot:
 //! redis-rs refuses a pipeline whose keys cross slots, Redis refuses such a script).
 //!
-//! TLS: `rediss://` works on both kinds (redis-rs over tokio-rustls with the ring provider),
+//! TLS: `rediss://` works on both kinds (redis-rs over tokio-rustls with the ring provider,
+//! installed as the process default by [`open`] if none is),
 //! trusting the operating system's certificate store (`rustls-native-certs`), where a private
 //! CA for an internal Redis is normally installed. `rediss://host:port/#insecure` skips
 //! certificate checks (tests only).
@@ -127,6 +128,14 @@ impl Target {
     pub fn is_cluster(&self) -> bool {
         matches!(self, Target::Cluster(_))
     }
+
+    /// Whether it is reached over TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Target::Single(url) => url.starts_with("rediss://"),
+            Target::Cluster(urls) => urls.iter().any(|u| u.starts_with("rediss://")),
+        }
+    }
 }
 
 /// A connection to a single server or a cluster. Cheap to clone: clones share the same
@@ -186,6 +195,12 @@ pub fn open(target: &Target, timeout: Duration) -> Result<RedisConn, Error> {
     let problems = target.problems("redis");
     if !problems.is_empty() {
         return Err(Error::Target(problems.join("; ")));
+    }
+    if target.is_tls() {
+        // redis-rs asks rustls for the process-wide provider, which panics when none was
+        // chosen; ring is the workspace's provider. Already installed (by us or the host
+        // program): keep that one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
     match target {
         Target::Single(url) => {
