@@ -36,10 +36,7 @@ struct RedisCheck {
 impl Readiness {
     /// `redis` is `[redis] url` or `[redis] cluster`; an invalid one was refused by the
     /// config validation. Connects lazily: call it inside the runtime.
-    pub fn new(
-        redis: Option<&redislink::Target>,
-        timeout: Duration,
-    ) -> Result<Self, crate::Error> {
+    pub fn new(redis: Option<&redislink::Target>, timeout: Duration) -> Result<Self, crate::Error> {
         let redis = match redis {
             None => None,
             Some(target) => Some(RedisCheck {
@@ -98,7 +95,6 @@ impl RedisCheck {
         self.checking.store(false, Ordering::Release);
         ok
     }
-
 }
 
 #[cfg(test)]

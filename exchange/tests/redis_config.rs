@@ -107,7 +107,9 @@ fn the_tracker_gets_the_cluster_the_key_prefix_and_the_budget_buckets() {
         "[redis]\nurl = \"redis://127.0.0.1:6379\"\n[tracking]\nkey_prefix = \"trk\"\n",
     )
     .unwrap();
-    let (t, _) = own.tracker_config("127.0.0.1:8080".parse().unwrap()).unwrap();
+    let (t, _) = own
+        .tracker_config("127.0.0.1:8080".parse().unwrap())
+        .unwrap();
     assert_eq!(t.key_prefix, "trk");
     assert_eq!(
         t.redis.unwrap().target,

@@ -236,7 +236,11 @@ impl DedupStore for RedisDedup {
             if !self.redis.is_healthy() {
                 return Claim::Unavailable;
             }
-            match self.redis.guard(self.claim_raw(self.redis.conn(), &key)).await {
+            match self
+                .redis
+                .guard(self.claim_raw(self.redis.conn(), &key))
+                .await
+            {
                 Ok(prev) => interpret(&key, prev),
                 Err(_) => Claim::Unavailable,
             }
@@ -255,9 +259,8 @@ impl DedupStore for RedisDedup {
             // Concurrent calls on the multiplexed connection(s): pipelined on the wire, and
             // each routed to its own slot's node on a cluster. One timeout bounds them all.
             let conn = self.redis.conn();
-            let all = futures::future::join_all(
-                keys.iter().map(|k| self.claim_raw(conn.clone(), k)),
-            );
+            let all =
+                futures::future::join_all(keys.iter().map(|k| self.claim_raw(conn.clone(), k)));
             match self.redis.guard(all.map(Ok::<_, redis::RedisError>)).await {
                 Ok(answers) => keys
                     .iter()

@@ -342,8 +342,7 @@ struct StreamSink {
 impl StreamSink {
     async fn send(&self, batch: &Batch) -> bool {
         use std::sync::atomic::Ordering;
-        if let (Some(registry), false) = (&self.registry, self.registered.load(Ordering::Relaxed))
-        {
+        if let (Some(registry), false) = (&self.registry, self.registered.load(Ordering::Relaxed)) {
             // Its own call: on a cluster the set and the stream are keys of different slots.
             let sadd = redis::cmd("SADD").arg(registry).arg(&self.key).clone();
             if self.redis.query::<()>(&sadd).await.is_err() {

@@ -63,13 +63,19 @@ mod tests {
     fn layout() {
         assert_eq!(billed_field("acme", "c1"), "4:acmec1");
         assert_eq!(billed_field("ac", "mec1"), "2:acmec1");
-        assert_eq!(billed_key("budget", 0x7f, 120_000), "budget:billed:{i7f}:120000");
+        assert_eq!(
+            billed_key("budget", 0x7f, 120_000),
+            "budget:billed:{i7f}:120000"
+        );
         assert_eq!(bucket_start(125_999, 60_000), 120_000);
         let id = EventId::new(&BidRef::default(), 60_000);
         let hex = id.to_string();
         let key = dedup_key("p", Kind::Impression, &id);
         assert_eq!(key, format!("p:imp:{{i{}}}:{hex}", &hex[..2]));
         assert!(dedup_key("p", Kind::Click, &id).starts_with("p:clk:{i"));
-        assert_eq!(u16::from(group_of(&id)), u16::from_str_radix(&hex[..2], 16).unwrap());
+        assert_eq!(
+            u16::from(group_of(&id)),
+            u16::from_str_radix(&hex[..2], 16).unwrap()
+        );
     }
 }

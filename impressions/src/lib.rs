@@ -34,14 +34,14 @@ use tokio::task::JoinHandle;
 pub use dedup::{
     Bill, BilledCounts, Claim, ClaimKey, DedupStore, EventId, MemoryDedup, RedisDedup,
 };
-pub use keys::{billed_field, billed_key};
-pub use redislink::{RedisConn, Target};
-pub use streams::read_streams;
 pub use events::{read_events, Event, EventLog, EventLogConfig, EventType, ReadStats};
+pub use keys::{billed_field, billed_key};
 pub use markup::AdFormat;
+pub use redislink::{RedisConn, Target};
 pub use report::Report;
 pub use sign::{BidRef, BidSigner, Kind, Rejection, TrackingData, TrackingKey, Validity};
 pub use spool::SpoolRecord;
+pub use streams::read_streams;
 
 use crate::metrics::{SharedRecorder, TrackerMetrics};
 use redis_conn::RedisHandle;

@@ -215,12 +215,21 @@ async fn two_nodes_on_a_cluster_bill_each_impression_once_and_count_it_durably()
         assert_eq!(s, slot(&conn, &counts).await, "{dedup} and {counts}");
         slots.insert(s);
     }
-    assert!(slots.len() > 100, "{} slots for {N} impressions", slots.len());
+    assert!(
+        slots.len() > 100,
+        "{} slots for {N} impressions",
+        slots.len()
+    );
 
     // Each node wrote its own stream; the reader sees every billing event once.
-    let (sa, sb) = (a.tracker.stream_key().unwrap(), b.tracker.stream_key().unwrap());
+    let (sa, sb) = (
+        a.tracker.stream_key().unwrap(),
+        b.tracker.stream_key().unwrap(),
+    );
     assert_ne!(sa, sb);
-    let events = impressions::read_streams(&conn, "events", CALL).await.unwrap();
+    let events = impressions::read_streams(&conn, "events", CALL)
+        .await
+        .unwrap();
     let mut seen = HashMap::<String, usize>::new();
     for e in events.iter().filter(|e| e.kind == EventType::Impression) {
         *seen.entry(e.impression_id.clone().unwrap()).or_default() += 1;
@@ -300,12 +309,14 @@ async fn a_master_killed_during_claims_neither_loses_nor_doubles_a_billing() {
     })
     .await
     .unwrap();
-    assert!(testkit::eventually(Duration::from_secs(30), || async {
-        let _ = a.tracker.replay_now().await;
-        let _ = b.tracker.replay_now().await;
-        a.tracker.spooled() + b.tracker.spooled() == 0
-    })
-    .await);
+    assert!(
+        testkit::eventually(Duration::from_secs(30), || async {
+            let _ = a.tracker.replay_now().await;
+            let _ = b.tracker.replay_now().await;
+            a.tracker.spooled() + b.tracker.spooled() == 0
+        })
+        .await
+    );
 
     // Every impression fired again, at the other node: none bills a second time.
     for (i, url) in urls.iter().enumerate() {
@@ -316,12 +327,14 @@ async fn a_master_killed_during_claims_neither_loses_nor_doubles_a_billing() {
             "{i}: {outcome:?}"
         );
     }
-    assert!(testkit::eventually(Duration::from_secs(30), || async {
-        let _ = a.tracker.replay_now().await;
-        let _ = b.tracker.replay_now().await;
-        a.tracker.spooled() + b.tracker.spooled() == 0
-    })
-    .await);
+    assert!(
+        testkit::eventually(Duration::from_secs(30), || async {
+            let _ = a.tracker.replay_now().await;
+            let _ = b.tracker.replay_now().await;
+            a.tracker.spooled() + b.tracker.spooled() == 0
+        })
+        .await
+    );
     a.tracker.flush().await.unwrap();
     b.tracker.flush().await.unwrap();
     let ids = billed(&[&a, &b]);

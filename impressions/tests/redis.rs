@@ -389,7 +389,7 @@ async fn events_are_mirrored_to_a_redis_stream() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(listed, [stream.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&stream));
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(&stream)
         .arg("-")

@@ -200,6 +200,7 @@ pub fn open(target: &Target, timeout: Duration) -> Result<RedisConn, Error> {
         // redis-rs asks rustls for the process-wide provider, which panics when none was
         // chosen; ring is the workspace's provider. Already installed (by us or the host
         // program): keep that one.
+        #[allow(deprecated)] // ring: see exchange/src/tls.rs
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
     match target {

@@ -53,7 +53,9 @@ async fn single_and_cluster_answer() {
     for i in 0..32 {
         let key = format!("k{i}");
         let set = redis::cmd("SET").arg(&key).arg(i).clone();
-        conn.query::<()>(&set, Duration::from_secs(2)).await.unwrap();
+        conn.query::<()>(&set, Duration::from_secs(2))
+            .await
+            .unwrap();
     }
     for i in 0..32 {
         let get = redis::cmd("GET").arg(format!("k{i}")).clone();
@@ -94,7 +96,11 @@ async fn a_dead_cluster_answers_within_its_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_fails_while_a_master_is_down_and_recovers_after_failover() {
     let mut cluster = testkit::RedisCluster::start(3, 1).unwrap();
-    let conn = open(&Target::Cluster(cluster.seeds()), Duration::from_millis(300)).unwrap();
+    let conn = open(
+        &Target::Cluster(cluster.seeds()),
+        Duration::from_millis(300),
+    )
+    .unwrap();
     conn.ping(Duration::from_millis(300)).await.unwrap();
     let victim = cluster.master_ports()[0];
     cluster.kill(victim);

@@ -46,7 +46,9 @@ async fn rediss_talks_to_a_tls_redis_trusting_the_configured_ca() {
     let conn = open(&target, Duration::from_secs(2)).unwrap();
     conn.ping(Duration::from_secs(2)).await.unwrap();
     let set = redis::cmd("SET").arg("k").arg("over tls").clone();
-    conn.query::<()>(&set, Duration::from_secs(2)).await.unwrap();
+    conn.query::<()>(&set, Duration::from_secs(2))
+        .await
+        .unwrap();
     let got: String = conn
         .query(redis::cmd("GET").arg("k"), Duration::from_secs(2))
         .await
