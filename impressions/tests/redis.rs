@@ -357,6 +357,57 @@ async fn a_claim_is_idempotent_for_its_own_token() {
     assert!((1..=60).contains(&ttl), "ttl {ttl}");
 }
 
+/// A billable claim counts its cost in the same script: once for a new claim, not again for a
+/// retry of its own token nor for a duplicate.
+#[tokio::test]
+async fn a_billable_claim_counts_its_cost_once() {
+    let redis = RedisServer::start().expect("start redis-server");
+    let billed = impressions::BilledCounts {
+        bucket_ms: 60_000,
+        retain_ms: 10_000,
+    };
+    let store = RedisDedup::connect(
+        &impressions::Target::Single(redis.url()),
+        Duration::from_millis(500),
+        60,
+        "p",
+        billed,
+    )
+    .unwrap();
+    let b = bid(1, 1_234_567);
+    let key = |token| ClaimKey {
+        id: EventId::new(&b, 60_000),
+        kind: Kind::Impression,
+        token,
+        bill: impressions::Bill::of(&b),
+    };
+    assert_eq!(store.claim(key(7), 0).await, Claim::First);
+    assert_eq!(store.claim(key(7), 0).await, Claim::First);
+    assert_eq!(store.claim(key(8), 0).await, Claim::Duplicate);
+    assert_eq!(
+        store.claim_many(&[key(7), key(9)], 0).await,
+        [Claim::First, Claim::Duplicate]
+    );
+
+    let id = EventId::new(&b, 60_000);
+    let counts = impressions::billed_key("p", impressions::keys::group_of(&id), 1_200_000);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let hash: HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(&counts)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // 1 000 001 CPM micros: one impression costs 1 001 micros (rounded up).
+    assert_eq!(hash, HashMap::from([("5:dsp-acamp".to_owned(), 1_001)]));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&counts)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=10).contains(&ttl), "ttl {ttl}");
+}
+
 #[tokio::test]
 async fn events_are_mirrored_to_a_redis_stream() {
     let redis = RedisServer::start().expect("start redis-server");
