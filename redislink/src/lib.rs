@@ -147,9 +147,10 @@ pub enum RedisConn {
 }
 
 /// A cluster connection that [`RedisConn::ping`] can rebuild from the seeds. redis-rs follows
-/// a failover for keyed commands (a MOVED rebuilds its slot map), but a fan-out such as PING
-/// to every master keeps asking the dead master's address, so a health check alone would
-/// never see the cluster heal; a failed check therefore reconnects from the seeds.
+/// a failover for keyed commands (a MOVED rebuilds its slot map), but a health check that
+/// sends no keyed command (the tracker's breaker sends only checks while open) never triggers
+/// that rebuild, and would keep asking the dead master; a failed check therefore reconnects
+/// from the seeds.
 #[derive(Clone)]
 pub struct ClusterLink {
     client: Arc<ClusterClient>,
@@ -189,7 +190,8 @@ impl std::fmt::Debug for RedisConn {
 
 /// Opens a connection to `target` without waiting for Redis: the first call connects (a
 /// node starts while Redis is down). Every call is bounded by `timeout` inside the client
-/// (connecting included) and makes at most one retry; callers still wrap their calls in
+/// (connecting included): no retry on a single server, at most three on a cluster (to follow a
+/// failover), all within the same bound. Callers still wrap their calls in
 /// `tokio::time::timeout` (or use [`RedisConn::query`]). Must run inside a tokio runtime.
 pub fn open(target: &Target, timeout: Duration) -> Result<RedisConn, Error> {
     let problems = target.problems("redis");
