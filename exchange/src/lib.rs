@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod breaker;
+mod budget_store;
 pub mod client_ip;
 pub mod config;
 pub mod dns;

@@ -1,10 +1,13 @@
 //! `GET /readyz`: whether this node should get traffic. Ready once start-up has finished
 //! (the DSP clients are built; pool warm-up hooks in where `mark_started` is called) and,
-//! with Redis configured, once Redis answers a PING. `/healthz` stays liveness only.
+//! with Redis configured, once Redis answers a PING: the server, or every master of a Redis
+//! Cluster (a master down and not yet replaced leaves its slots unserved, so the node is not
+//! ready). `/healthz` stays liveness only.
 //!
 //! The PING is made by a `/readyz` call, never by an auction, at most once per
-//! [`REDIS_CHECK_EVERY`] (others read the cached answer meanwhile), each on a fresh
-//! connection under its own timeout, so a restarted Redis is seen at the next check.
+//! [`REDIS_CHECK_EVERY`] (others read the cached answer meanwhile), under its own timeout, on
+//! a `redislink` connection that reconnects by itself (a cluster's from its seeds after a
+//! failed check), so a restarted Redis or a failed-over cluster is seen at the next check.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,7 +23,7 @@ pub struct Readiness {
 }
 
 struct RedisCheck {
-    client: redis::Client,
+    conn: redislink::RedisConn,
     timeout: Duration,
     epoch: Instant,
     /// When the last check ended, ms after `epoch` plus one; 0 before the first.
@@ -31,14 +34,14 @@ struct RedisCheck {
 }
 
 impl Readiness {
-    /// `redis_url` is `[redis] url`; an invalid one was refused by the config validation,
-    /// and is reported here as never ready.
-    pub fn new(redis_url: Option<&str>, timeout: Duration) -> Result<Self, crate::Error> {
-        let redis = match redis_url {
+    /// `redis` is `[redis] url` or `[redis] cluster`; an invalid one was refused by the
+    /// config validation. Connects lazily: call it inside the runtime.
+    pub fn new(redis: Option<&redislink::Target>, timeout: Duration) -> Result<Self, crate::Error> {
+        let redis = match redis {
             None => None,
-            Some(url) => Some(RedisCheck {
-                client: redis::Client::open(url)
-                    .map_err(|e| crate::Error::Config(vec![format!("redis.url: {e}")]))?,
+            Some(target) => Some(RedisCheck {
+                conn: redislink::open(target, timeout)
+                    .map_err(|e| crate::Error::Config(vec![e.to_string()]))?,
                 timeout,
                 epoch: Instant::now(),
                 checked_at: AtomicU64::new(0),
@@ -86,18 +89,11 @@ impl RedisCheck {
         {
             return self.ok.load(Ordering::Acquire);
         }
-        let ok = tokio::time::timeout(self.timeout, self.ping())
-            .await
-            .is_ok_and(|pong| pong.is_ok());
+        let ok = self.conn.ping(self.timeout).await.is_ok();
         self.ok.store(ok, Ordering::Release);
         self.checked_at.store(now_ms(self.epoch), Ordering::Release);
         self.checking.store(false, Ordering::Release);
         ok
-    }
-
-    async fn ping(&self) -> redis::RedisResult<()> {
-        let mut conn = self.client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<()>(&mut conn).await
     }
 }
 
@@ -115,9 +111,43 @@ mod tests {
         // Nothing listens on a free loopback port: refused at once.
         let port = testkit::free_port().unwrap();
         let url = format!("redis://127.0.0.1:{port}/");
-        let with_redis = Readiness::new(Some(&url), Duration::from_millis(100)).unwrap();
+        let target = redislink::Target::Single(url);
+        let with_redis = Readiness::new(Some(&target), Duration::from_millis(100)).unwrap();
         assert_eq!(with_redis.not_ready().await, ["starting", "redis"]);
         with_redis.mark_started();
         assert_eq!(with_redis.not_ready().await, ["redis"]);
+    }
+
+    /// On a cluster every master must answer: ready, then not once a master is killed, then
+    /// ready again once its replica has taken over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_is_ready_when_every_master_answers() {
+        let mut cluster = testkit::RedisCluster::start(3, 1).unwrap();
+        let target = redislink::Target::Cluster(cluster.seeds());
+        let ready = Readiness::new(Some(&target), Duration::from_millis(300)).unwrap();
+        ready.mark_started();
+        assert!(ready.not_ready().await.is_empty());
+        let victim = cluster.master_ports()[0];
+        cluster.kill(victim);
+        // Checks are cached for REDIS_CHECK_EVERY; poll until the dead master shows.
+        assert!(
+            testkit::eventually(Duration::from_secs(10), || async {
+                ready.not_ready().await == ["redis"]
+            })
+            .await
+        );
+        let cluster = tokio::task::spawn_blocking(move || {
+            cluster.wait_ok().unwrap();
+            cluster
+        })
+        .await
+        .unwrap();
+        assert!(
+            testkit::eventually(Duration::from_secs(30), || async {
+                ready.not_ready().await.is_empty()
+            })
+            .await
+        );
+        drop(cluster);
     }
 }

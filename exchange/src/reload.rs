@@ -123,6 +123,8 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
             old.server.max_in_flight_auctions != new.server.max_in_flight_auctions,
         ),
         ("redis.url", old.redis.url != new.redis.url),
+        ("redis.cluster", old.redis.cluster != new.redis.cluster),
+        ("tracking.key_prefix", o.key_prefix != n.key_prefix),
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("metrics.listen", old.metrics.listen != new.metrics.listen),
         (

@@ -73,7 +73,7 @@ impl App {
         local: SocketAddr,
         registry: Registry,
     ) -> Result<(App, budget::SyncTask), Error> {
-        let store = budget::open_store(&config.budget_config())?;
+        let store = crate::budget_store::open(&config)?;
         let recorder = registry.recorder();
         let (budgets, budget_sync) =
             budget::Budgets::start(config.budget_config(), store, recorder.clone()).await?;
@@ -166,7 +166,7 @@ impl App {
             publishers: crate::publishers::Publishers::from_config(&config),
         });
         let readiness = Readiness::new(
-            config.redis.url.as_deref(),
+            config.redis_target().as_ref(),
             Duration::from_millis(config.tracking.redis_timeout_ms),
         )?;
         let reloads =

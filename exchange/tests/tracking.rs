@@ -129,24 +129,20 @@ async fn one_impression_seen_100_times_on_two_nodes_is_billed_once() {
     assert_eq!(billed["price_micros"], 1_010_000);
     assert_eq!(billed["dsp"], "dedup-dsp");
 
-    // The Redis Stream mirrors the file: one billed impression there too.
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("exchange-events")
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let types: Vec<String> = entries
-        .ids
-        .iter()
-        .flat_map(|e| e.map.values())
-        .filter_map(|v| redis::from_redis_value::<String>(v.clone()).ok())
-        .filter_map(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
-        .filter_map(|e| e["type"].as_str().map(str::to_owned))
-        .collect();
+    // The Redis Streams (one per node, listed in `exchange-events:streams`) mirror the files:
+    // one billed impression there too.
+    let conn = redislink::open(
+        &redislink::Target::Single(redis.url()),
+        std::time::Duration::from_secs(2),
+    )
+    .unwrap();
+    let types: Vec<String> =
+        impressions::read_streams(&conn, "exchange-events", std::time::Duration::from_secs(2))
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.kind.as_str().to_owned())
+            .collect();
     assert_eq!(
         types.iter().filter(|t| *t == "impression").count(),
         1,

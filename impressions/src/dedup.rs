@@ -1,5 +1,6 @@
 //! Impression and click dedup: the stable event id, and the stores that remember which ids were
-//! billed — Redis (`SET NX`, shared by every node) and a bounded in-memory set (one node).
+//! billed — Redis (`SET NX`, shared by every node, a single server or a cluster; an impression's
+//! claim also counts its cost durably, see `keys.rs`) and a bounded in-memory set (one node).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -9,6 +10,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use sha2::{Digest, Sha256};
 
+use crate::keys;
 use crate::metrics::TrackerMetrics;
 use crate::redis_conn::RedisHandle;
 use crate::sign::{BidRef, Kind};
@@ -35,13 +37,9 @@ impl EventId {
         Self(id)
     }
 
-    /// The Redis key: `impression:{id}` or `click:{id}`.
-    pub fn key(&self, kind: Kind) -> String {
-        let prefix = match kind {
-            Kind::Impression => "impression:",
-            Kind::Click => "click:",
-        };
-        format!("{prefix}{self}")
+    /// The id's first byte: its impression group (see `keys.rs`).
+    pub fn first_byte(&self) -> u8 {
+        self.0[0]
     }
 
     fn as_u128(&self) -> u128 {
@@ -62,11 +60,57 @@ impl fmt::Display for EventId {
 /// is random per sighting and travels with it into the spool; a store answers `First` again
 /// for the same token, so a claim whose reply was lost (Redis applied it, then timed out) is
 /// still billed when it is retried, and never mistaken for a duplicate of itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimKey {
     pub id: EventId,
     pub kind: Kind,
     pub token: u128,
+    /// What a new claim bills, counted durably by the Redis store in the same step as the
+    /// claim. `None` for clicks and for impressions without a campaign or cost.
+    pub bill: Option<Bill>,
+}
+
+/// The cost of one billable impression, for the durable billed counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bill {
+    /// When its auction ran (the signed URL's time): picks the reconciliation bucket.
+    pub auction_ts_ms: u64,
+    /// The campaign's field, [`keys::billed_field`].
+    pub field: String,
+    pub micros: u64,
+}
+
+impl Bill {
+    /// What an impression of `bid` bills: its clearing price for one impression, to its
+    /// campaign; `None` without a campaign or cost (nothing a budget could reconcile).
+    pub fn of(bid: &BidRef) -> Option<Self> {
+        let micros = money::CpmMicros::new(bid.price_micros).cost_of_one().get();
+        (micros > 0 && !bid.campaign.is_empty()).then(|| Bill {
+            auction_ts_ms: bid.auction_ts_ms,
+            field: keys::billed_field(&bid.dsp, &bid.campaign),
+            micros,
+        })
+    }
+}
+
+/// Where and how long the Redis store keeps the durable billed counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BilledCounts {
+    /// `budget.reconcile_bucket_ms`: the width of a count's auction-time bucket.
+    pub bucket_ms: u64,
+    /// How long a bucket's counts live after its last increment: `budget.settle_after_ms` +
+    /// `budget.reconcile_retain_ms`, so settlement (after `settle_after_ms`) still finds them.
+    pub retain_ms: u64,
+}
+
+impl Default for BilledCounts {
+    /// The budget crate's defaults: 60 s buckets, kept 2 h 1 min + 24 h.
+    fn default() -> Self {
+        Self {
+            bucket_ms: 60_000,
+            retain_ms: 7_260_000 + 86_400_000,
+        }
+    }
 }
 
 /// The answer of a dedup store.
@@ -92,43 +136,84 @@ pub trait DedupStore: Send + Sync {
     fn ping(&self) -> BoxFuture<'_, bool>;
 }
 
-/// Dedup in Redis: `SET {kind}:{id} {token} NX GET EX ttl`. Needs Redis 7.0 or later (`NX`
-/// together with `GET`). Concurrent calls share one multiplexed connection, which pipelines
-/// them on the wire; `claim_many` sends one explicit pipeline.
+/// Dedup in Redis (a single server or a cluster): `SET P:imp:{iNN}:ID token NX GET EX ttl`
+/// (see `keys.rs`), and for a billable impression the same `SET` inside one script
+/// (`lua/claim.lua`) that also adds its cost to `P:billed:{iNN}:BUCKET_START` on a new claim.
+/// Needs Redis 7.0 or later (`NX` together with `GET`). Concurrent calls share one
+/// multiplexed connection per node, which pipelines them on the wire; `claim_many` issues its
+/// claims concurrently (a pipeline would cross slots on a cluster).
 #[derive(Debug, Clone)]
 pub struct RedisDedup {
     redis: RedisHandle,
     ttl_secs: u64,
+    prefix: String,
+    billed: BilledCounts,
+    script: std::sync::Arc<redis::Script>,
 }
 
 impl RedisDedup {
-    pub(crate) fn new(redis: RedisHandle, ttl_secs: u64) -> Self {
+    pub(crate) fn new(
+        redis: RedisHandle,
+        ttl_secs: u64,
+        prefix: &str,
+        billed: BilledCounts,
+    ) -> Self {
         Self {
             redis,
             ttl_secs: ttl_secs.max(1),
+            prefix: prefix.to_owned(),
+            billed,
+            script: std::sync::Arc::new(redis::Script::new(include_str!("lua/claim.lua"))),
         }
     }
 
-    /// A store on `url` (connected lazily), every call bounded by `timeout`, entries kept
-    /// `ttl_secs`.
+    /// A store on `target` (connected lazily), every call bounded by `timeout`, entries kept
+    /// `ttl_secs`, keys under `prefix`, billed counts as `billed` says.
     pub fn connect(
-        url: &str,
+        target: &redislink::Target,
         timeout: std::time::Duration,
         ttl_secs: u64,
+        prefix: &str,
+        billed: BilledCounts,
     ) -> Result<Self, crate::Error> {
-        let handle = RedisHandle::new(url, timeout, TrackerMetrics::default())?;
-        Ok(Self::new(handle, ttl_secs))
+        let handle = RedisHandle::new(target, timeout, TrackerMetrics::default())?;
+        Ok(Self::new(handle, ttl_secs, prefix, billed))
     }
 
-    fn set_cmd(&self, key: &ClaimKey) -> redis::Cmd {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key.id.key(key.kind))
-            .arg(token_hex(key.token))
-            .arg("NX")
-            .arg("GET")
-            .arg("EX")
-            .arg(self.ttl_secs);
-        cmd
+    /// One claim, unguarded: the script for a billable impression, else a plain `SET NX`.
+    async fn claim_raw(
+        &self,
+        mut conn: redislink::RedisConn,
+        key: &ClaimKey,
+    ) -> redis::RedisResult<Option<String>> {
+        let dedup_key = keys::dedup_key(&self.prefix, key.kind, &key.id);
+        match (&key.bill, key.kind) {
+            (Some(bill), Kind::Impression) => {
+                let start = keys::bucket_start(bill.auction_ts_ms, self.billed.bucket_ms);
+                let billed_key = keys::billed_key(&self.prefix, keys::group_of(&key.id), start);
+                self.script
+                    .key(dedup_key)
+                    .key(billed_key)
+                    .arg(token_hex(key.token))
+                    .arg(self.ttl_secs)
+                    .arg(&bill.field)
+                    .arg(bill.micros)
+                    .arg(self.billed.retain_ms.div_ceil(1000).max(1))
+                    .invoke_async(&mut conn)
+                    .await
+            }
+            _ => {
+                redis::cmd("SET")
+                    .arg(dedup_key)
+                    .arg(token_hex(key.token))
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("EX")
+                    .arg(self.ttl_secs)
+                    .query_async(&mut conn)
+                    .await
+            }
+        }
     }
 }
 
@@ -148,9 +233,12 @@ fn interpret(key: &ClaimKey, previous: Option<String>) -> Claim {
 impl DedupStore for RedisDedup {
     fn claim(&self, key: ClaimKey, _now_ms: u64) -> BoxFuture<'_, Claim> {
         async move {
+            if !self.redis.is_healthy() {
+                return Claim::Unavailable;
+            }
             match self
                 .redis
-                .query::<Option<String>>(&self.set_cmd(&key))
+                .guard(self.claim_raw(self.redis.conn(), &key))
                 .await
             {
                 Ok(prev) => interpret(&key, prev),
@@ -165,21 +253,27 @@ impl DedupStore for RedisDedup {
             if keys.is_empty() {
                 return Vec::new();
             }
-            let mut pipe = redis::pipe();
-            for key in keys {
-                pipe.add_command(self.set_cmd(key));
+            if !self.redis.is_healthy() {
+                return vec![Claim::Unavailable; keys.len()];
             }
-            match self
-                .redis
-                .query_pipeline::<Vec<Option<String>>>(&pipe)
-                .await
-            {
-                Ok(prev) if prev.len() == keys.len() => keys
+            // Concurrent calls on the multiplexed connection(s): pipelined on the wire, and
+            // each routed to its own slot's node on a cluster. One timeout bounds them all.
+            let conn = self.redis.conn();
+            let all =
+                futures::future::join_all(keys.iter().map(|k| self.claim_raw(conn.clone(), k)));
+            match self.redis.guard(all.map(Ok::<_, redis::RedisError>)).await {
+                Ok(answers) => keys
                     .iter()
-                    .zip(prev)
-                    .map(|(k, p)| interpret(k, p))
+                    .zip(answers)
+                    .map(|(k, a)| match a {
+                        Ok(prev) => interpret(k, prev),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "redis claim failed");
+                            Claim::Unavailable
+                        }
+                    })
                     .collect(),
-                _ => vec![Claim::Unavailable; keys.len()],
+                Err(_) => vec![Claim::Unavailable; keys.len()],
             }
         }
         .boxed()
@@ -303,7 +397,10 @@ impl DedupStore for MemoryDedup {
     }
 
     fn claim_many<'a>(&'a self, keys: &'a [ClaimKey], now_ms: u64) -> BoxFuture<'a, Vec<Claim>> {
-        let claims = keys.iter().map(|k| self.claim_now(*k, now_ms)).collect();
+        let claims = keys
+            .iter()
+            .map(|k| self.claim_now(k.clone(), now_ms))
+            .collect();
         async move { claims }.boxed()
     }
 
@@ -331,6 +428,7 @@ mod tests {
             id: EventId::new(&bid(n), 60_000),
             kind: Kind::Impression,
             token,
+            bill: None,
         }
     }
 
@@ -350,9 +448,6 @@ mod tests {
         shifted.imp_id = "11".into();
         assert_ne!(EventId::new(&a, 60_000), EventId::new(&shifted, 60_000));
         assert_eq!(EventId::new(&a, 60_000).to_string().len(), 32);
-        assert!(EventId::new(&a, 60_000)
-            .key(Kind::Click)
-            .starts_with("click:"));
     }
 
     #[test]
@@ -376,7 +471,7 @@ mod tests {
             ..key(1, 9)
         };
         assert_eq!(
-            d.claim_now(click, 19_999),
+            d.claim_now(click.clone(), 19_999),
             Claim::First,
             "clicks have their own keys"
         );

@@ -229,8 +229,12 @@ impl Event {
 pub struct EventLogConfig {
     /// JSON-lines file; created if missing, appended to otherwise.
     pub file: Option<PathBuf>,
-    /// Redis Stream key (used when the log is given a Redis connection).
+    /// Redis Stream key (used when the log is given a Redis connection). A tracker sets it to
+    /// its own stream, `BASE:SESSION` (see `streams.rs`).
     pub stream_key: String,
+    /// A set the stream key is added to (`SADD`) before the first write, so a reader finds
+    /// every node's stream. Default none.
+    pub stream_registry: Option<String>,
     /// `XADD ... MAXLEN ~ cap`.
     pub stream_maxlen: u64,
     /// Events waiting for the writer; `append` waits when it is full. Default 65 536.
@@ -265,6 +269,7 @@ impl Default for EventLogConfig {
         Self {
             file: None,
             stream_key: "exchange:events".to_owned(),
+            stream_registry: None,
             stream_maxlen: 1_000_000,
             queue: 65_536,
             batch_max: 4_096,
@@ -380,6 +385,8 @@ impl EventLog {
             redis,
             key: config.stream_key.clone(),
             maxlen: config.stream_maxlen,
+            registry: config.stream_registry.clone(),
+            registered: std::sync::atomic::AtomicBool::new(false),
         });
         let sampler = Sampler::new(config.sample);
         let writer = Writer {
@@ -522,10 +529,22 @@ struct StreamSink {
     redis: RedisHandle,
     key: String,
     maxlen: u64,
+    registry: Option<String>,
+    /// The stream is listed in `registry`.
+    registered: std::sync::atomic::AtomicBool,
 }
 
 impl StreamSink {
     async fn send(&self, batch: &Batch) -> bool {
+        use std::sync::atomic::Ordering;
+        if let (Some(registry), false) = (&self.registry, self.registered.load(Ordering::Relaxed)) {
+            // Its own call: on a cluster the set and the stream are keys of different slots.
+            let sadd = redis::cmd("SADD").arg(registry).arg(&self.key).clone();
+            if self.redis.query::<()>(&sadd).await.is_err() {
+                return false;
+            }
+            self.registered.store(true, Ordering::Relaxed);
+        }
         let mut pipe = redis::pipe();
         for (kind, json) in batch.lines() {
             pipe.cmd("XADD")

@@ -19,6 +19,7 @@ mod events_housekeep;
 mod events_rotate;
 mod events_sample;
 mod journal;
+pub mod keys;
 pub mod markup;
 pub mod metrics;
 mod redis_conn;
@@ -26,6 +27,7 @@ pub mod report;
 pub mod revenue;
 pub mod sign;
 mod spool;
+pub mod streams;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,16 +37,21 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-pub use dedup::{Claim, ClaimKey, DedupStore, EventId, MemoryDedup, RedisDedup};
+pub use dedup::{
+    Bill, BilledCounts, Claim, ClaimKey, DedupStore, EventId, MemoryDedup, RedisDedup,
+};
 pub use events::{read_events, Event, EventLog, EventLogConfig, EventType, ReadStats};
 pub use events_files::{log_files, read_log};
 pub use events_housekeep::SweepStats;
 pub use events_sample::SampleRates;
+pub use keys::{billed_field, billed_key};
 pub use markup::AdFormat;
+pub use redislink::{RedisConn, Target};
 pub use report::{Dimension, Report};
 pub use revenue::Split;
 pub use sign::{BidRef, BidSigner, Kind, Rejection, TrackingData, TrackingKey, Validity};
 pub use spool::SpoolRecord;
+pub use streams::read_streams;
 
 use crate::metrics::{SharedRecorder, TrackerMetrics};
 use redis_conn::RedisHandle;
@@ -66,6 +73,8 @@ pub enum Error {
     },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Link(#[from] redislink::Error),
     #[error("encoding: {0}")]
     Encode(String),
     /// An events file given to the report could not be read.
@@ -92,19 +101,30 @@ impl Error {
 /// Redis settings of a tracker.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
-    pub url: String,
+    /// A single server (`redis://[user:password@]host:port[/db]`, or `rediss://`) or the seed
+    /// nodes of a Redis Cluster.
+    pub target: Target,
     /// Bound on every Redis call, connecting included. Default 250 ms.
     pub timeout: Duration,
-    /// Mirror the event log into a Redis Stream (`events.stream_key`, `MAXLEN ~
-    /// events.stream_maxlen`). Default false.
+    /// Mirror the event log into this node's Redis Stream (`events.stream_key:SESSION`, see
+    /// [`streams`], `MAXLEN ~ events.stream_maxlen`). Default false.
     pub stream: bool,
 }
 
 impl RedisConfig {
+    /// One Redis server at `url`.
     pub fn new(url: impl Into<String>) -> Self {
+        Self::with_target(Target::Single(url.into()))
+    }
+
+    /// A Redis Cluster reached through `seeds`.
+    pub fn cluster(seeds: Vec<String>) -> Self {
+        Self::with_target(Target::Cluster(seeds))
+    }
+
+    pub fn with_target(target: Target) -> Self {
         Self {
-            url: url.into(),
+            target,
             timeout: Duration::from_millis(250),
             stream: false,
         }
@@ -113,15 +133,9 @@ impl RedisConfig {
 
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may carry a password.
-        let url = match (self.url.find("://"), self.url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => {
-                format!("{}<redacted>{}", &self.url[..s + 3], &self.url[at..])
-            }
-            _ => self.url.clone(),
-        };
+        // Target's Debug redacts passwords.
         f.debug_struct("RedisConfig")
-            .field("url", &url)
+            .field("target", &self.target)
             .field("timeout", &self.timeout)
             .field("stream", &self.stream)
             .finish()
@@ -150,6 +164,13 @@ pub struct TrackerConfig {
     /// Redis for dedup across nodes (and optionally the event stream). Default none: one node,
     /// in-memory dedup.
     pub redis: Option<RedisConfig>,
+    /// Prefix of every tracking key in Redis (see [`keys`]), so two exchanges can share one
+    /// Redis or cluster. Default `budget` (the exchange passes `[tracking] key_prefix`, which
+    /// defaults to `budget.key_prefix`).
+    pub key_prefix: String,
+    /// The durable billed counts written with each impression claim in Redis (none without
+    /// Redis). Default: the budget crate's default bucket and retention.
+    pub billed: BilledCounts,
     /// Event sinks. Default: `events.jsonl` in the working directory.
     pub events: EventLogConfig,
     /// Directory of the spool. Default `spool`.
@@ -170,6 +191,8 @@ impl Default for TrackerConfig {
             time_bucket_ms: 60_000,
             memory_capacity: 1_000_000,
             redis: None,
+            key_prefix: "budget".to_owned(),
+            billed: BilledCounts::default(),
             events: EventLogConfig {
                 file: Some(PathBuf::from("events.jsonl")),
                 ..EventLogConfig::default()
@@ -209,6 +232,12 @@ impl TrackerConfig {
         }
         if self.replay_interval.is_zero() {
             problems.push("replay_interval must be above 0");
+        }
+        if self.key_prefix.is_empty() {
+            problems.push("key_prefix must be non-empty");
+        }
+        if self.billed.bucket_ms == 0 {
+            problems.push("billed.bucket_ms must be above 0");
         }
         if problems.is_empty() {
             Ok(())
@@ -310,6 +339,8 @@ struct Inner {
     imp_base: String,
     click_base: String,
     time_bucket_ms: u64,
+    /// This tracker's own event stream, when it mirrors events into Redis.
+    stream_key: Option<String>,
     dedup_ttl_ms: u64,
     replay_batch: usize,
     dedup: Box<dyn DedupStore>,
@@ -361,11 +392,16 @@ impl Tracker {
         let metrics = TrackerMetrics::new(recorder);
         let dedup_ttl_ms = config.dedup_ttl_ms();
         let redis = match &config.redis {
-            Some(r) => Some(RedisHandle::new(&r.url, r.timeout, metrics.clone())?),
+            Some(r) => Some(RedisHandle::new(&r.target, r.timeout, metrics.clone())?),
             None => None,
         };
         let dedup: Box<dyn DedupStore> = match &redis {
-            Some(handle) => Box::new(RedisDedup::new(handle.clone(), dedup_ttl_ms.div_ceil(1000))),
+            Some(handle) => Box::new(RedisDedup::new(
+                handle.clone(),
+                dedup_ttl_ms.div_ceil(1000),
+                &config.key_prefix,
+                config.billed,
+            )),
             None => Box::new(
                 MemoryDedup::new(config.memory_capacity, dedup_ttl_ms).with_metrics(&metrics),
             ),
@@ -375,12 +411,14 @@ impl Tracker {
             _ => None,
         };
         let spool = Spool::open(&config.spool_dir, metrics.clone()).await?;
-        let log = EventLog::open(
-            config.events.clone(),
-            stream,
-            metrics.clone(),
-            clock.clone(),
-        )?;
+        // One stream per tracker (see `streams.rs`): one stream key is one cluster shard.
+        let mut events = config.events.clone();
+        let stream_key = stream.as_ref().map(|_| {
+            events.stream_key = streams::node_stream(&config.events.stream_key);
+            events.stream_registry = Some(streams::registry(&config.events.stream_key));
+            events.stream_key.clone()
+        });
+        let log = EventLog::open(events, stream, metrics.clone(), clock.clone())?;
         let base = config.public_url.trim_end_matches('/');
         let inner = Arc::new(Inner {
             key: config.key.clone(),
@@ -388,6 +426,7 @@ impl Tracker {
             imp_base: format!("{base}/event/imp"),
             click_base: format!("{base}/event/click"),
             time_bucket_ms: config.time_bucket_ms,
+            stream_key,
             dedup_ttl_ms,
             replay_batch: config.replay_batch,
             dedup,
@@ -539,6 +578,12 @@ impl Tracker {
         self.inner.log.reopen().await
     }
 
+    /// This tracker's own Redis Stream (`BASE:SESSION`, listed in `BASE:streams`), when it
+    /// mirrors events into Redis.
+    pub fn stream_key(&self) -> Option<&str> {
+        self.inner.stream_key.as_deref()
+    }
+
     /// Spooled events not yet replayed.
     pub fn spooled(&self) -> u64 {
         self.inner.spool.pending()
@@ -605,12 +650,8 @@ impl Tracker {
             return Ok((Outcome::Test(Box::new(event)), data.landing));
         }
         let token: u128 = rand::random();
-        let key = ClaimKey {
-            id: EventId::new(&data.bid, inner.time_bucket_ms),
-            kind,
-            token,
-        };
-        let claim = inner.dedup.claim(key, now).await;
+        let key = inner.claim_key(&data, token);
+        let claim = inner.dedup.claim(key.clone(), now).await;
         let landing = data.landing.clone();
         let outcome = match claim {
             Claim::Unavailable => {
@@ -636,6 +677,20 @@ impl Tracker {
 }
 
 impl Inner {
+    /// The claim of one sighting: an impression carries what it bills (counted durably with
+    /// the claim in Redis), a click bills nothing.
+    fn claim_key(&self, data: &TrackingData, token: u128) -> ClaimKey {
+        ClaimKey {
+            id: EventId::new(&data.bid, self.time_bucket_ms),
+            kind: data.kind,
+            token,
+            bill: match data.kind {
+                Kind::Impression => Bill::of(&data.bid),
+                Kind::Click => None,
+            },
+        }
+    }
+
     /// Logs a test auction's impression or click as it is: no claim, no cost, no hook. It
     /// goes through the same waiting append as billing lines, so a test hit is as durable as
     /// a real one; test traffic is small enough that the room it takes does not matter.
@@ -750,12 +805,7 @@ impl Inner {
                 if let (Some(token), true) =
                     (record.token(), self.still_checkable(&record.data.bid, now))
                 {
-                    let id = EventId::new(&record.data.bid, self.time_bucket_ms);
-                    keys.push(ClaimKey {
-                        id,
-                        kind: record.data.kind,
-                        token,
-                    });
+                    keys.push(self.claim_key(&record.data, token));
                 }
             }
         }
@@ -792,7 +842,9 @@ impl Inner {
                         stopped = true;
                         break;
                     }
-                    let (outcome, hook) = self.settle(&record.data, *key, claim, now, true).await?;
+                    let (outcome, hook) = self
+                        .settle(&record.data, key.clone(), claim, now, true)
+                        .await?;
                     match outcome {
                         Outcome::Billed(_) => stats.billed += 1,
                         _ => stats.duplicates += 1,

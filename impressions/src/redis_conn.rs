@@ -1,12 +1,13 @@
-//! The one Redis connection of a tracker: every call under its own timeout, and a breaker that
-//! answers "unavailable" at once while Redis is known to be down, so no request waits on it.
+//! The one Redis connection of a tracker (a single server or a cluster, through `redislink`):
+//! every call under its own timeout, and a breaker that answers "unavailable" at once while
+//! Redis is known to be down, so no request waits on it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline};
+use redislink::{RedisConn, Target};
 
 use crate::metrics::TrackerMetrics;
 use crate::Error;
@@ -22,7 +23,7 @@ pub(crate) enum Unavailable {
 
 #[derive(Clone)]
 pub(crate) struct RedisHandle {
-    conn: ConnectionManager,
+    conn: RedisConn,
     timeout: Duration,
     healthy: Arc<AtomicBool>,
     metrics: TrackerMetrics,
@@ -38,24 +39,15 @@ impl std::fmt::Debug for RedisHandle {
 }
 
 impl RedisHandle {
-    /// A handle to `url`, connecting lazily: a tracker starts while Redis is down and spools
-    /// until it answers.
+    /// A handle to `target`, connecting lazily: a tracker starts while Redis is down and
+    /// spools until it answers. The client makes no long retries (see `redislink::open`); the
+    /// outer `tokio::time::timeout` in [`Self::guard`] is the guarantee.
     pub(crate) fn new(
-        url: &str,
+        target: &Target,
         timeout: Duration,
         metrics: TrackerMetrics,
     ) -> Result<Self, Error> {
-        let client = redis::Client::open(url)?;
-        // The manager's own retries would make one call wait through several reconnect
-        // attempts (the ~9.5 s stall while Redis is down); one attempt per call, bounded by the
-        // same timeout, keeps every call within it. The outer `tokio::time::timeout` below is
-        // the guarantee; these settings keep the manager from working past it.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_max_delay(timeout);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = redislink::open(target, timeout)?;
         Ok(Self {
             conn,
             timeout,
@@ -77,7 +69,12 @@ impl RedisHandle {
         self.guard(cmd.query_async(&mut conn)).await
     }
 
-    /// Runs `pipe` unless the breaker is open.
+    /// A clone of the connection, for calls that [`Self::guard`] bounds as one.
+    pub(crate) fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    /// Runs `pipe` unless the breaker is open. On a cluster its keys must share one slot.
     pub(crate) async fn query_pipeline<T: FromRedisValue>(
         &self,
         pipe: &Pipeline,
@@ -89,19 +86,23 @@ impl RedisHandle {
         self.guard(pipe.query_async(&mut conn)).await
     }
 
-    /// Asks Redis whether it answers, whatever the breaker says, and closes or opens the
-    /// breaker accordingly.
+    /// Asks Redis whether it answers (on a cluster: every master), whatever the breaker says,
+    /// and closes or opens the breaker accordingly.
     pub(crate) async fn ping(&self) -> bool {
         let mut up = false;
         // A connection that failed while Redis was down answers its error once more; that
         // failure starts the reconnect the second attempt uses.
         for _ in 0..2 {
-            let mut conn = self.conn.clone();
-            let res: Result<String, _> =
-                self.guard(redis::cmd("PING").query_async(&mut conn)).await;
-            if res.is_ok() {
-                up = true;
-                break;
+            match self.conn.ping(self.timeout).await {
+                Ok(()) => {
+                    up = true;
+                    break;
+                }
+                Err(redislink::Error::Timeout(_)) => self.failed(Unavailable::Timeout),
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis ping failed");
+                    self.failed(Unavailable::Failed);
+                }
             }
         }
         if up && !self.healthy.swap(true, Ordering::Relaxed) {
@@ -110,7 +111,8 @@ impl RedisHandle {
         up
     }
 
-    async fn guard<T>(
+    /// Bounds `fut` by the timeout; a failure opens the breaker.
+    pub(crate) async fn guard<T>(
         &self,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Unavailable> {
@@ -122,6 +124,12 @@ impl RedisHandle {
             }
             Err(_) => Unavailable::Timeout,
         };
+        self.failed(err);
+        Err(err)
+    }
+
+    /// Counts a failed call and opens the breaker.
+    fn failed(&self, err: Unavailable) {
         match err {
             Unavailable::Timeout => self.metrics.redis_timeouts.increment(1),
             _ => self.metrics.redis_failures.increment(1),
@@ -132,6 +140,5 @@ impl RedisHandle {
                 "redis unavailable; billing events go to the spool until it answers"
             );
         }
-        Err(err)
     }
 }

@@ -316,12 +316,20 @@ async fn redis_down_at_start_spools_until_it_answers() {
 #[tokio::test]
 async fn a_claim_is_idempotent_for_its_own_token() {
     let redis = RedisServer::start().expect("start redis-server");
-    let store = RedisDedup::connect(&redis.url(), Duration::from_millis(500), 60).unwrap();
+    let store = RedisDedup::connect(
+        &impressions::Target::Single(redis.url()),
+        Duration::from_millis(500),
+        60,
+        "p",
+        impressions::BilledCounts::default(),
+    )
+    .unwrap();
     let id = EventId::new(&bid(1, 1_000), 60_000);
     let key = |token| ClaimKey {
         id,
         kind: Kind::Impression,
         token,
+        bill: None,
     };
     assert_eq!(store.claim(key(7), 0).await, Claim::First);
     // The same sighting retried (its first reply lost) is still the first; another is not.
@@ -332,19 +340,73 @@ async fn a_claim_is_idempotent_for_its_own_token() {
         ..key(9)
     };
     assert_eq!(
-        store.claim_many(&[key(7), key(8), click, click], 0).await,
+        store
+            .claim_many(&[key(7), key(8), click.clone(), click], 0)
+            .await,
         vec![Claim::First, Claim::Duplicate, Claim::First, Claim::First]
     );
 
-    // The key is `impression:{id}` and expires.
+    // The key is `P:imp:{iNN}:ID` and expires.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let hex = id.to_string();
     let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("impression:{id}"))
+        .arg(format!("p:imp:{{i{}}}:{hex}", &hex[..2]))
         .query_async(&mut conn)
         .await
         .unwrap();
     assert!((1..=60).contains(&ttl), "ttl {ttl}");
+}
+
+/// A billable claim counts its cost in the same script: once for a new claim, not again for a
+/// retry of its own token nor for a duplicate.
+#[tokio::test]
+async fn a_billable_claim_counts_its_cost_once() {
+    let redis = RedisServer::start().expect("start redis-server");
+    let billed = impressions::BilledCounts {
+        bucket_ms: 60_000,
+        retain_ms: 10_000,
+    };
+    let store = RedisDedup::connect(
+        &impressions::Target::Single(redis.url()),
+        Duration::from_millis(500),
+        60,
+        "p",
+        billed,
+    )
+    .unwrap();
+    let b = bid(1, 1_234_567);
+    let key = |token| ClaimKey {
+        id: EventId::new(&b, 60_000),
+        kind: Kind::Impression,
+        token,
+        bill: impressions::Bill::of(&b),
+    };
+    assert_eq!(store.claim(key(7), 0).await, Claim::First);
+    assert_eq!(store.claim(key(7), 0).await, Claim::First);
+    assert_eq!(store.claim(key(8), 0).await, Claim::Duplicate);
+    assert_eq!(
+        store.claim_many(&[key(7), key(9)], 0).await,
+        [Claim::First, Claim::Duplicate]
+    );
+
+    let id = EventId::new(&b, 60_000);
+    let counts = impressions::billed_key("p", impressions::keys::group_of(&id), 1_200_000);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let hash: HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(&counts)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // 1 000 001 CPM micros: one impression costs 1 001 micros (rounded up).
+    assert_eq!(hash, HashMap::from([("5:dsp-acamp".to_owned(), 1_001)]));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&counts)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=10).contains(&ttl), "ttl {ttl}");
 }
 
 #[tokio::test]
@@ -371,8 +433,17 @@ async fn events_are_mirrored_to_a_redis_stream() {
 
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // The node's own stream, listed in the registry set.
+    let stream = node.tracker.stream_key().unwrap().to_owned();
+    assert!(stream.starts_with("test:events:"), "{stream}");
+    let listed: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("test:events:streams")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(listed, std::slice::from_ref(&stream));
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("test:events")
+        .arg(&stream)
         .arg("-")
         .arg("+")
         .query_async(&mut conn)

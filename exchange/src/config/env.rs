@@ -6,6 +6,8 @@ use crate::Error;
 /// Environment variables that override the file, applied after it is read.
 pub const ENV_LISTEN: &str = "EXCHANGE_LISTEN";
 pub const ENV_REDIS_URL: &str = "EXCHANGE_REDIS_URL";
+/// Comma-separated seed nodes of a Redis Cluster (`[redis] cluster`).
+pub const ENV_REDIS_CLUSTER: &str = "EXCHANGE_REDIS_CLUSTER";
 pub const ENV_ADMIN_TOKEN: &str = "EXCHANGE_ADMIN_TOKEN";
 pub const ENV_TRACKING_SECRET: &str = "EXCHANGE_TRACKING_SECRET";
 pub const ENV_DEBUG_TOKEN: &str = "EXCHANGE_DEBUG_TOKEN";
@@ -21,6 +23,16 @@ impl Config {
         }
         if let Some(url) = var(ENV_REDIS_URL).filter(|u| !u.is_empty()) {
             self.redis.url = Some(url);
+        }
+        if let Some(seeds) = var(ENV_REDIS_CLUSTER).filter(|u| !u.is_empty()) {
+            self.redis.cluster = Some(
+                seeds
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            );
         }
         if let Some(token) = var(ENV_ADMIN_TOKEN).filter(|t| !t.is_empty()) {
             self.admin.token = Some(token);
@@ -47,5 +59,21 @@ mod tests {
             .unwrap();
         assert_eq!(c.server.listen, "0.0.0.0:9999".parse().unwrap());
         assert!(c.apply_env(|_| Some("nonsense".into())).is_err());
+    }
+
+    #[test]
+    fn environment_sets_the_cluster_seeds() {
+        let mut c = Config::default();
+        c.apply_env(|k| {
+            (k == ENV_REDIS_CLUSTER).then(|| "redis://10.0.0.1:7000, redis://10.0.0.2:7000,".into())
+        })
+        .unwrap();
+        assert_eq!(
+            c.redis.cluster,
+            Some(vec![
+                "redis://10.0.0.1:7000".to_owned(),
+                "redis://10.0.0.2:7000".to_owned()
+            ])
+        );
     }
 }

@@ -270,6 +270,9 @@ pub struct TrackingConfig {
     pub redis_timeout_ms: u64,
     /// Impression ids remembered without Redis (one node). Default 1 000 000.
     pub memory_capacity: usize,
+    /// Prefix of the tracking keys in Redis (dedup keys and billed counts), so two exchanges
+    /// can share one Redis or cluster. Default: `budget.key_prefix`.
+    pub key_prefix: Option<String>,
 }
 
 impl Default for TrackingConfig {
@@ -284,6 +287,7 @@ impl Default for TrackingConfig {
             replay_interval_ms: 1_000,
             redis_timeout_ms: 250,
             memory_capacity: 1_000_000,
+            key_prefix: None,
         }
     }
 }
@@ -394,9 +398,34 @@ impl EventSampleConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` shared by every node of a fleet. Absent (the default): budgets
-    /// and dedup live in process, for one node. Also EXCHANGE_REDIS_URL.
+    /// `redis://host:port/db` (or `rediss://` for TLS) shared by every node of a fleet.
+    /// Absent (the default): budgets and dedup live in process, for one node. Also
+    /// EXCHANGE_REDIS_URL.
     pub url: Option<String>,
+    /// Seed nodes of a Redis Cluster (`["redis://host:port", ...]`, all `redis://` or all
+    /// `rediss://`), instead of `url`: the two are exclusive. Also EXCHANGE_REDIS_CLUSTER
+    /// (comma-separated).
+    pub cluster: Option<Vec<String>>,
+}
+
+impl Config {
+    /// The Redis the stores share: `[redis] url`, or `[redis] cluster`; none without either
+    /// (both set is refused by the validation; `url` wins here).
+    pub fn redis_target(&self) -> Option<redislink::Target> {
+        match (&self.redis.url, &self.redis.cluster) {
+            (Some(url), _) => Some(redislink::Target::Single(url.clone())),
+            (None, Some(seeds)) => Some(redislink::Target::Cluster(seeds.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The tracker's key prefix: `[tracking] key_prefix`, else `budget.key_prefix`.
+    pub fn tracking_key_prefix(&self) -> &str {
+        self.tracking
+            .key_prefix
+            .as_deref()
+            .unwrap_or(&self.budget.key_prefix)
+    }
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -771,8 +800,8 @@ impl Config {
             ),
             None => (impressions::TrackingKey::random(), true),
         };
-        let redis = self.redis.url.as_ref().map(|url| impressions::RedisConfig {
-            url: url.clone(),
+        let redis = self.redis_target().map(|target| impressions::RedisConfig {
+            target,
             timeout: std::time::Duration::from_millis(t.redis_timeout_ms),
             stream: self.events.redis_stream.is_some(),
         });
@@ -817,6 +846,16 @@ impl Config {
             replay_horizon_ms: t.replay_horizon_ms,
             memory_capacity: t.memory_capacity,
             redis,
+            key_prefix: self.tracking_key_prefix().to_owned(),
+            // Counted in the budget's reconciliation buckets, and kept until settlement
+            // (settle_after_ms) has read them, plus the budget's own retention.
+            billed: impressions::BilledCounts {
+                bucket_ms: self.budget.reconcile_bucket_ms,
+                retain_ms: self
+                    .budget
+                    .settle_after_ms
+                    .saturating_add(self.budget.reconcile_retain_ms),
+            },
             events,
             spool_dir: t.spool_dir.clone(),
             replay_interval: std::time::Duration::from_millis(t.replay_interval_ms),

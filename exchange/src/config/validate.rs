@@ -258,11 +258,7 @@ impl Config {
         if let Err(e) = self.budget.validate() {
             errors.push(format!("budget: {e}"));
         }
-        if let Some(url) = &self.redis.url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                errors.push(format!("redis.url {url:?} must start with redis://"));
-            }
-        }
+        self.validate_redis(errors);
         if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
             errors.push("admin.token must be at least 16 characters".into());
         }
@@ -331,6 +327,33 @@ impl Config {
         }
     }
 
+    /// `[redis]`: `url` or `cluster`, never both; every URL parses, is `redis://` or
+    /// `rediss://`, and a cluster's seeds share one scheme; the tracking key prefix can carry
+    /// the keys' hash tags.
+    fn validate_redis(&self, errors: &mut Vec<String>) {
+        let r = &self.redis;
+        if r.url.is_some() && r.cluster.is_some() {
+            errors.push(
+                "redis.url and redis.cluster are exclusive: set url for one server or cluster \
+                 for a Redis Cluster's seed nodes, not both"
+                    .into(),
+            );
+        }
+        if let Some(url) = &r.url {
+            errors.extend(redislink::Target::Single(url.clone()).problems("redis.url"));
+        }
+        if let Some(seeds) = &r.cluster {
+            errors.extend(redislink::Target::Cluster(seeds.clone()).problems("redis.cluster"));
+        }
+        let prefix = self.tracking_key_prefix();
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            errors.push(format!(
+                "tracking.key_prefix {prefix:?} must be non-empty and hold no {{ or }} (the \
+                 tracking keys' hash tags)"
+            ));
+        }
+    }
+
     /// Billing events need a sink; overload control needs a window it can measure.
     fn validate_events_and_overload(&self, errors: &mut Vec<String>) {
         let no_file = self
@@ -341,8 +364,8 @@ impl Config {
         if no_file && self.events.redis_stream.is_none() {
             errors.push("events.file may only be empty when events.redis_stream is set: billing events need a sink".into());
         }
-        if self.events.redis_stream.is_some() && self.redis.url.is_none() {
-            errors.push("events.redis_stream needs [redis] url".into());
+        if self.events.redis_stream.is_some() && self.redis_target().is_none() {
+            errors.push("events.redis_stream needs [redis] url or [redis] cluster".into());
         }
         if self.events.max_pending == 0 || self.events.fsync_interval_ms == 0 {
             errors.push("events.max_pending and events.fsync_interval_ms must be above 0".into());
