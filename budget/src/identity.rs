@@ -277,7 +277,7 @@ impl Budgets {
     /// this node knows comes back), the store is fenced for every node.
     async fn lose(&self, why: &str) {
         if !self.identity.lost.swap(true, Ordering::AcqRel) {
-            tracing::error!(reason = why, session = %self.session, "budget store lost its data; no campaign is spendable until an operator adopts it (POST /admin/store/adopt)");
+            tracing::error!(reason = why, session = %self.session.load(), "budget store lost its data; no campaign is spendable until an operator adopts it (POST /admin/store/adopt)");
         }
         self.metrics.identity_lost.set(1.0);
         for c in &self.index.load().all {
@@ -285,16 +285,21 @@ impl Budgets {
             let taken = c.take_above(0);
             book.returned += taken;
         }
-        let reason = format!("{why} (seen by {} at {} ms)", self.session, wall_clock_ms());
+        let reason = format!(
+            "{why} (seen by {} at {} ms)",
+            self.session.load(),
+            wall_clock_ms()
+        );
         if let Err(e) = self.store.fence(&reason).await {
             tracing::warn!(error = %e, "could not fence the budget store");
         }
     }
 
-    /// Forgets every book kept against the old store: fresh counters for the same campaigns
-    /// and no pending reconciliation counts (they describe buckets the adopted store never
-    /// had; dropping them can only withhold credits, never give one twice).
-    fn start_afresh(&self) {
+    /// Forgets every book kept against the old store, or under a session the fleet declared
+    /// dead: fresh counters for the same campaigns (every lease zeroed first, so no money of
+    /// the old books is spent again) and no pending reconciliation counts (dropping them can
+    /// only withhold credits, never give one twice).
+    pub(crate) fn start_afresh(&self) {
         let keys: Vec<CampaignKey> = self
             .index
             .load()

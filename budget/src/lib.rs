@@ -27,6 +27,7 @@ mod index;
 mod key;
 mod lease;
 pub mod metrics;
+mod presence;
 mod reconcile;
 mod reconcile_round;
 mod store;
@@ -47,8 +48,8 @@ pub use store::recon::{
 };
 pub use store::redis::RedisStore;
 pub use store::{
-    open_store, CampaignState, Grant, NodeHold, StatedCampaign, Store, StoreIdentity, SyncItem,
-    MAX_MICROS,
+    open_store, CampaignState, Grant, NodeHold, PartialSync, Presence, Reap, StatedCampaign, Store,
+    StoreIdentity, SyncAnswer, SyncItem, MAX_MICROS,
 };
 pub use sync::{ReleaseReport, SyncReport, SyncTask};
 
