@@ -99,6 +99,8 @@ pub struct RedisStore<C = ConnectionManager> {
     pub(crate) scripts: Arc<Scripts>,
     /// Set once the store's layout was checked (and an old one migrated).
     pub(crate) layout_checked: Arc<tokio::sync::OnceCell<()>>,
+    /// Groups this store value listed in `P:recon:groups`, and when (see `redis_recon.rs`).
+    pub(crate) listed_groups: Arc<std::sync::Mutex<HashMap<u16, std::time::Instant>>>,
 }
 
 impl<C> std::fmt::Debug for RedisStore<C> {
@@ -147,6 +149,7 @@ where
             timeout,
             scripts: Arc::new(Scripts::new()),
             layout_checked: Arc::new(tokio::sync::OnceCell::new()),
+            listed_groups: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
 

@@ -15,6 +15,10 @@ use crate::Error;
 use futures::future::join_all;
 use redis::aio::ConnectionLike;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+/// How often a store value lists a group it uses again (one `SADD` per group and minute).
+const RELIST: Duration = Duration::from_secs(60);
 
 /// One group's part of one batch: indexes into the batch's items.
 struct Part {
@@ -81,13 +85,7 @@ where
         if groups.is_empty() {
             return Ok(outcomes);
         }
-        // Listed before any bucket of theirs can open, so the settlement finds every group.
-        let mut list = redis::cmd("SADD");
-        list.arg(&self.keys.recon_groups);
-        for group in groups.keys() {
-            list.arg(group);
-        }
-        let _: i64 = self.query(&list).await?;
+        self.list_groups(groups.keys().copied()).await?;
         let calls = groups
             .iter()
             .map(|(&group, parts)| self.report_group(session, group, parts, batches, args));
@@ -116,6 +114,36 @@ where
             Some(e) if answered == 0 => Err(e),
             _ => Ok(outcomes),
         }
+    }
+
+    /// Lists groups in `P:recon:groups` before any bucket of theirs can open, so the settlement
+    /// finds every group. Each store value lists a group again after [`RELIST`], so a listing
+    /// lost (a failover that dropped the write) is made good while the group is in use.
+    async fn list_groups(&self, groups: impl Iterator<Item = u16>) -> Result<(), Error> {
+        let now = Instant::now();
+        let missing: Vec<u16> = {
+            let listed = self
+                .listed_groups
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            groups
+                .filter(|g| listed.get(g).is_none_or(|at| now.duration_since(*at) >= RELIST))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut list = redis::cmd("SADD");
+        list.arg(&self.keys.recon_groups).arg(&missing);
+        let _: i64 = self.query(&list).await?;
+        let mut listed = self
+            .listed_groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for g in missing {
+            listed.insert(g, now);
+        }
+        Ok(())
     }
 
     /// One group's parts of the batches, in order, as one pipeline in the group's slot.
