@@ -16,7 +16,8 @@
 //! first, see `identity.rs` `start_afresh`), so it never spends the lease that was returned.
 
 use crate::budgets::{lock, new_session, Budgets};
-use crate::store::{Presence, Reap};
+use crate::campaign::charged;
+use crate::store::{Presence, Reap, SyncItem};
 use crate::Error;
 use futures::future::join_all;
 use std::collections::HashMap;
@@ -46,7 +47,10 @@ impl Budgets {
                     *lock(&self.presence) = Some(sent);
                     return Ok(session);
                 }
-                Ok(Presence::Reaped) => self.restart_session(&session),
+                Ok(Presence::Reaped) => {
+                    self.last_report(&session).await;
+                    self.restart_session(&session);
+                }
                 Err(e) => {
                     self.store_failed("heartbeat", &e);
                     return Err(e);
@@ -66,6 +70,35 @@ impl Budgets {
             .node_ttl()
             .saturating_sub(self.cfg.sync_interval());
         lock(&self.presence).is_some_and(|sent| sent.elapsed() < limit)
+    }
+
+    /// Before the books of a session declared dead are dropped: every lease is zeroed (so
+    /// nothing more is charged under it) and what it charged since its last report is sent,
+    /// with nothing asked for. The store counts that spend (the wins happened) and grants the
+    /// session nothing; a failure here only leaves that spend unrecorded, as a crash would.
+    async fn last_report(&self, session: &str) {
+        let index = self.index.load_full();
+        let mut items = Vec::new();
+        for c in &index.all {
+            let mut book = c.book();
+            let taken = c.take_above(0);
+            book.returned += taken;
+            if book.sent {
+                items.push(SyncItem {
+                    key: c.key().clone(),
+                    granted: book.credited,
+                    spent: charged(&book, c.lease()),
+                    returned: book.returned,
+                    want: 0,
+                });
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.sync(session, &items).await {
+            tracing::warn!(error = %e, session, "could not report the dead session's last spend");
+        }
     }
 
     /// Starts a fresh session after `dead` was declared dead, once however many callers race.

@@ -41,7 +41,7 @@ pub fn recorder() -> budget::metrics::SharedRecorder {
 /// {prefix}:billed:{iNN}:{bucket start} {len(dsp)}:{dsp}{cid} {micros}`, the impression group
 /// `NN` taken from the auction time here (any spread does: settlement sums all 256).
 pub struct DurableBilling {
-    conn: std::sync::Mutex<redis::Connection>,
+    conn: std::sync::Mutex<Box<dyn redis::ConnectionLike + Send>>,
     prefix: String,
     bucket_ms: u64,
 }
@@ -49,6 +49,16 @@ pub struct DurableBilling {
 impl DurableBilling {
     pub fn new(url: &str, cfg: &BudgetConfig) -> Self {
         let conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        Self::over(Box::new(conn), cfg)
+    }
+
+    /// The same over a Redis Cluster.
+    pub fn cluster(seeds: &[String], cfg: &BudgetConfig) -> Self {
+        let client = redis::cluster::ClusterClient::new(seeds.to_vec()).unwrap();
+        Self::over(Box::new(client.get_connection().unwrap()), cfg)
+    }
+
+    fn over(conn: Box<dyn redis::ConnectionLike + Send>, cfg: &BudgetConfig) -> Self {
         DurableBilling {
             conn: std::sync::Mutex::new(conn),
             prefix: cfg.key_prefix.clone(),
@@ -66,7 +76,22 @@ impl DurableBilling {
             .arg(hash)
             .arg(field)
             .arg(micros)
-            .query(&mut *self.conn.lock().unwrap())
+            .query(&mut **self.conn.lock().unwrap())
             .unwrap();
     }
+}
+
+/// A store on a Redis Cluster, as a node opens it (one cluster connection per node).
+pub async fn cluster_store(seeds: &[String], cfg: &BudgetConfig) -> Arc<dyn Store> {
+    let client = redis::cluster::ClusterClient::builder(seeds.to_vec())
+        .connection_timeout(cfg.redis_timeout())
+        .response_timeout(cfg.redis_timeout())
+        .build()
+        .unwrap();
+    let conn = client.get_async_connection().await.unwrap();
+    Arc::new(RedisStore::with_connection(
+        conn,
+        &cfg.key_prefix,
+        cfg.redis_timeout(),
+    ))
 }
