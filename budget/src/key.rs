@@ -212,9 +212,15 @@ mod tests {
             assert!(name.starts_with(&format!("budget:{tag}:")), "{name}");
             assert_eq!(name.matches(':').count(), 3, "{name}");
             assert_eq!(name.matches('{').count(), 1, "only the group tag: {name}");
-            assert_eq!(CampaignKey::from_redis_key("budget", &name), Some(key.clone()));
+            assert_eq!(
+                CampaignKey::from_redis_key("budget", &name),
+                Some(key.clone())
+            );
             let legacy = key.legacy_redis_key("budget");
-            assert_eq!(CampaignKey::from_legacy_redis_key("budget", &legacy), Some(key));
+            assert_eq!(
+                CampaignKey::from_legacy_redis_key("budget", &legacy),
+                Some(key)
+            );
         }
     }
 
@@ -229,17 +235,32 @@ mod tests {
 
     #[test]
     fn foreign_names_are_refused() {
-        assert_eq!(CampaignKey::from_redis_key("budget", "other:{g0001}:a:b"), None);
+        assert_eq!(
+            CampaignKey::from_redis_key("budget", "other:{g0001}:a:b"),
+            None
+        );
         assert_eq!(CampaignKey::from_redis_key("budget", "budget:a:b"), None);
-        assert_eq!(CampaignKey::from_redis_key("budget", "budget:{g0001}:a"), None);
-        assert_eq!(CampaignKey::from_redis_key("budget", "budget:{g0001}:a:b:c"), None);
+        assert_eq!(
+            CampaignKey::from_redis_key("budget", "budget:{g0001}:a"),
+            None
+        );
+        assert_eq!(
+            CampaignKey::from_redis_key("budget", "budget:{g0001}:a:b:c"),
+            None
+        );
         // Right shape, wrong group for the name.
         let key = CampaignKey::new("a", "b");
         let wrong = (key.group() + 1) % GROUPS;
         let name = format!("budget:{{g{wrong:04}}}:a:b");
         assert_eq!(CampaignKey::from_redis_key("budget", &name), None);
-        assert_eq!(CampaignKey::from_legacy_redis_key("budget", "budget:a%zz:b"), None);
-        assert_eq!(CampaignKey::from_legacy_redis_key("budget", "budget:a%2:b"), None);
+        assert_eq!(
+            CampaignKey::from_legacy_redis_key("budget", "budget:a%zz:b"),
+            None
+        );
+        assert_eq!(
+            CampaignKey::from_legacy_redis_key("budget", "budget:a%2:b"),
+            None
+        );
     }
 
     #[test]

@@ -63,12 +63,15 @@ impl Budgets {
     }
 
     /// Whether this node may spend and take grants: its last renewal is recent enough that no
-    /// node can find it dead before the next check (one sync interval of margin).
+    /// node can find it dead before the next check. The margin is one sync interval (the
+    /// checks come every half interval) plus a tenth of the TTL for a busy scheduler, at most
+    /// half of what the TTL leaves beyond two intervals (so a healthy node, renewing every
+    /// interval, stays fresh).
     pub(crate) fn presence_fresh(&self) -> bool {
-        let limit = self
-            .cfg
-            .node_ttl()
-            .saturating_sub(self.cfg.sync_interval());
+        let ttl = self.cfg.node_ttl();
+        let interval = self.cfg.sync_interval();
+        let slack = (ttl / 10).min(ttl.saturating_sub(interval * 2) / 2);
+        let limit = ttl.saturating_sub(interval).saturating_sub(slack);
         lock(&self.presence).is_some_and(|sent| sent.elapsed() < limit)
     }
 
@@ -139,7 +142,9 @@ impl Budgets {
         }
     }
 
-    /// Starts the presence task (see the module); it ends when `stopped` changes.
+    /// Starts the presence task (see the module); it ends when `stopped` changes. The
+    /// watchdog and the reaper run side by side in it, so a reaper call waiting on a dead
+    /// Redis never delays the watchdog.
     pub(crate) fn spawn_presence(
         self: &Arc<Self>,
         mut stopped: watch::Receiver<bool>,
@@ -147,20 +152,30 @@ impl Budgets {
         let budgets = Arc::clone(self);
         tokio::spawn(async move {
             let every = (budgets.cfg.sync_interval() / 2).max(Duration::from_millis(1));
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            let mut schedule = Schedule::default();
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = stopped.changed() => break,
-                    _ = tick.tick() => {}
+            let watch = async {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    budgets.watchdog();
                 }
-                budgets.watchdog();
-                if budgets.closed.load(Ordering::Acquire) || budgets.identity.lost() {
-                    continue;
+            };
+            let reap = async {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                let mut schedule = Schedule::default();
+                loop {
+                    tick.tick().await;
+                    if budgets.closed.load(Ordering::Acquire) || budgets.identity.lost() {
+                        continue;
+                    }
+                    budgets.reap_due(&mut schedule).await;
                 }
-                budgets.reap_due(&mut schedule).await;
+            };
+            tokio::select! {
+                _ = stopped.changed() => {}
+                () = watch => {}
+                () = reap => {}
             }
         })
     }

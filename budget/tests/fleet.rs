@@ -111,11 +111,7 @@ impl Load {
                 }));
             }
         }
-        Load {
-            stop,
-            won,
-            threads,
-        }
+        Load { stop, won, threads }
     }
 
     fn won(&self) -> u64 {
@@ -141,7 +137,8 @@ fn replicas_synced(cluster: &RedisCluster) -> bool {
             .unwrap();
         let info = String::from_utf8_lossy(&out.stdout);
         info.contains("role:master")
-            || (info.contains("master_link_status:up") && info.contains("master_sync_in_progress:0"))
+            || (info.contains("master_link_status:up")
+                && info.contains("master_sync_in_progress:0"))
     })
 }
 
@@ -197,9 +194,16 @@ async fn a_dead_node_has_its_leases_back_once_within_the_ttl() {
         min_lease_micros: 60_000,
         ..config(budget)
     };
-    let (a, task_a, metrics_a) = live(&cluster, &cfg, "a").await;
-    let (b, task_b, metrics_b) = live(&cluster, &cfg, "b").await;
+    // The victim first, so the live nodes' first look at the listed sessions finds it; the
+    // live nodes' own presence lasts longer than the victim's, so a live node starved of CPU
+    // by the other tests is not declared dead too (which would blur the counts below).
     let victim = manual(&cluster, &cfg).await;
+    let live_cfg = BudgetConfig {
+        node_ttl_ms: 1_500,
+        ..cfg.clone()
+    };
+    let (a, task_a, metrics_a) = live(&cluster, &live_cfg, "a").await;
+    let (b, task_b, metrics_b) = live(&cluster, &live_cfg, "b").await;
     let Lookup::Found(c) = victim.lookup("acme", Some("c1")) else {
         panic!("seeded campaign is known");
     };
@@ -208,7 +212,12 @@ async fn a_dead_node_has_its_leases_back_once_within_the_ttl() {
     let session = victim.session();
     let admin = cluster_store(&cluster.seeds(), &cfg).await;
     let state = admin.state(&key()).await.unwrap().unwrap();
-    let held = state.nodes.iter().find(|n| n.session == session).unwrap().held;
+    let held = state
+        .nodes
+        .iter()
+        .find(|n| n.session == session)
+        .unwrap()
+        .held;
     assert_eq!(held, 60_000);
     // The process dies: no release, no more renewals.
     let died = Instant::now();
@@ -299,7 +308,11 @@ async fn a_node_declared_dead_comes_back_under_a_fresh_session() {
     zombie.sync_once().await.unwrap();
     let fresh = zombie.session();
     assert_ne!(fresh, dead);
-    assert_eq!(old.available(), 0, "the returned lease is gone from the old books");
+    assert_eq!(
+        old.available(),
+        0,
+        "the returned lease is gone from the old books"
+    );
     assert!(!old.try_charge(1));
     let local = zombie.local("acme", "c1").unwrap();
     assert_eq!(local.charged_total, 0, "fresh books");
@@ -310,7 +323,10 @@ async fn a_node_declared_dead_comes_back_under_a_fresh_session() {
         (65_000, 5_000, 0)
     );
     let new_record = state.nodes.iter().find(|n| n.session == fresh).unwrap();
-    assert_eq!(new_record.held, local.available, "only fresh grants are spendable");
+    assert_eq!(
+        new_record.held, local.available,
+        "only fresh grants are spendable"
+    );
     assert_eq!(state.spent, 5_000);
     assert!(state.spent + state.held <= budget);
     let listed = admin.sessions().await.unwrap();
@@ -405,7 +421,62 @@ async fn rendered_impressions_are_never_credited_back_when_their_node_is_gone() 
     assert_eq!((r.settle.settled, r.settle.credited), (1, 3 * PRICE));
     let rec = a.reconciliation("acme", "c1").await.unwrap();
     assert_eq!((rec.credited, rec.billed_beyond_charged), (3 * PRICE, 0));
-    assert_eq!(rec.billed, 5 * PRICE, "the durable count, not the lost report");
+    assert_eq!(
+        rec.billed,
+        5 * PRICE,
+        "the durable count, not the lost report"
+    );
     let state = a.state("acme", "c1").await.unwrap().unwrap();
     assert_eq!(state.spent, 5 * PRICE, "spent is what was rendered");
+}
+
+/// A node that cannot renew its presence stops spending before the fleet could declare it
+/// dead, and carries on under the same session once it can renew again in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_stops_spending_before_its_presence_lapses() {
+    let redis = testkit::redis::RedisServer::start().expect("start redis-server");
+    let cfg = BudgetConfig {
+        min_lease_micros: 60_000,
+        node_ttl_ms: 300,
+        ..config(1_000_000)
+    };
+    let (node, task) = Budgets::start(
+        cfg.clone(),
+        common::redis_store(&redis, &cfg),
+        common::recorder(),
+    )
+    .await
+    .unwrap();
+    let session = node.session();
+    let leased = eventually(PATIENCE, || {
+        ready(node.local("acme", "c1").unwrap().available >= 60_000)
+    })
+    .await;
+    assert!(leased, "no lease");
+    redis.freeze().expect("freeze redis-server");
+    let frozen = Instant::now();
+    let zeroed = eventually(PATIENCE, || {
+        ready(node.local("acme", "c1").unwrap().available == 0)
+    })
+    .await;
+    let took = frozen.elapsed();
+    assert!(zeroed, "the lease was kept");
+    assert!(
+        took < Duration::from_millis(300),
+        "leases given up {took:?} after the last renewal could have been sent; the presence lasts 300 ms"
+    );
+    redis.thaw().expect("thaw redis-server");
+    let back = eventually(PATIENCE, || {
+        ready(node.local("acme", "c1").unwrap().available > 0)
+    })
+    .await;
+    assert!(back, "spending never resumed");
+    assert_eq!(node.session(), session, "nobody declared it dead");
+    task.shutdown().await.unwrap();
+    let state = common::redis_store(&redis, &cfg)
+        .state(&key())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((state.spent, state.held), (0, 0));
 }

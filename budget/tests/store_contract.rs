@@ -66,10 +66,7 @@ async fn query<C: ConnectionLike>(mut conn: C, cmd: &redis::Cmd) -> i64 {
 async fn cluster_store(
     cluster: &RedisCluster,
     prefix: &str,
-) -> (
-    RedisStore<redis::cluster_async::ClusterConnection>,
-    Billing,
-) {
+) -> (RedisStore<redis::cluster_async::ClusterConnection>, Billing) {
     let client = redis::cluster::ClusterClient::builder(cluster.seeds())
         .connection_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(2))
@@ -743,7 +740,12 @@ async fn an_old_layout_store_is_migrated_once() {
 async fn presence_contract(store: &dyn Store, other: &dyn Store) {
     let key = CampaignKey::new("p", "c");
     assert!(store.seed_if_absent(&key, 10_000, false).await.unwrap());
-    assert_eq!(grant(store, "n-1", item(&key, 0, 0, 0, 4_000)).await.granted, 4_000);
+    assert_eq!(
+        grant(store, "n-1", item(&key, 0, 0, 0, 4_000))
+            .await
+            .granted,
+        4_000
+    );
     grant(store, "n-1", item(&key, 4_000, 1_000, 0, 3_000)).await;
     assert_eq!(
         store.heartbeat("n-1", 60_000).await.unwrap(),

@@ -87,7 +87,10 @@ impl Layout {
 
     /// The tracker's durable billed hash of impression group `group` and one bucket.
     pub(crate) fn billed(&self, group: u16, bucket_start_ms: u64) -> String {
-        format!("{}:billed:{{i{group:02x}}}:{bucket_start_ms}", self.billed_prefix)
+        format!(
+            "{}:billed:{{i{group:02x}}}:{bucket_start_ms}",
+            self.billed_prefix
+        )
     }
 }
 
@@ -105,6 +108,9 @@ mod tests {
         assert_eq!(l.presence("a{b}-1"), "budget:node:{a%7Bb%7D-1}");
         assert_eq!(l.death("n-1"), "budget:node:{n-1}:reaped");
         assert_eq!(l.billed(0x7f, 60_000), "budget:billed:{i7f}:60000");
-        assert_eq!(CampaignKey::from_redis_key("budget", &l.open_set(477)), None);
+        assert_eq!(
+            CampaignKey::from_redis_key("budget", &l.open_set(477)),
+            None
+        );
     }
 }

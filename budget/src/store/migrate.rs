@@ -59,7 +59,9 @@ where
             )
             .await?;
         let open_names: HashSet<&str> = open.iter().map(|(n, _)| n.as_str()).collect();
-        let buckets = self.scan(&format!("{}:recon:b:*", glob_escape(prefix))).await?;
+        let buckets = self
+            .scan(&format!("{}:recon:b:*", glob_escape(prefix)))
+            .await?;
         let mut call = self.scripts.migrate.prepare_invoke();
         call.key(&self.keys.legacy_catalog)
             .key(&self.keys.legacy_open)
@@ -73,9 +75,7 @@ where
         }
         let parsed: Vec<(&String, CampaignKey, u64)> = buckets
             .iter()
-            .filter_map(|n| {
-                CampaignKey::from_legacy_bucket_key(prefix, n).map(|(k, s)| (n, k, s))
-            })
+            .filter_map(|n| CampaignKey::from_legacy_bucket_key(prefix, n).map(|(k, s)| (n, k, s)))
             .collect();
         call.arg(parsed.len());
         for (old, key, start) in &parsed {
@@ -86,7 +86,11 @@ where
                 .key(self.keys.open_set(group))
                 .key(self.keys.bucket_size(group))
                 .arg(*start)
-                .arg(if open_names.contains(old.as_str()) { "1" } else { "0" })
+                .arg(if open_names.contains(old.as_str()) {
+                    "1"
+                } else {
+                    "0"
+                })
                 .arg(group);
         }
         let moved: i64 = self.eval(&call).await.map_err(refused)?;

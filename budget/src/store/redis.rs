@@ -272,7 +272,9 @@ where
                         idx.len()
                     )));
                 }
-                rows.iter().map(|r| parse_grant(r)).collect::<Result<Vec<_>, _>>()
+                rows.iter()
+                    .map(|r| parse_grant(r))
+                    .collect::<Result<Vec<_>, _>>()
             });
             match parsed {
                 Ok(grants) => {
@@ -356,8 +358,7 @@ where
         let open: Vec<String> = self
             .query(redis::cmd("SMEMBERS").arg(&self.keys.recon_groups))
             .await?;
-        let mut groups: BTreeMap<u16, (Vec<&CampaignKey>, Vec<&StatedCampaign>)> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<u16, (Vec<&CampaignKey>, Vec<&StatedCampaign>)> = BTreeMap::new();
         for key in &existing {
             groups.entry(key.group()).or_default().0.push(key);
         }
@@ -712,7 +713,11 @@ where
             let mut fields: Vec<&str> = vec!["budget"];
             fields.extend(RECON_FIELDS);
             let values: Vec<Option<String>> = self
-                .query(redis::cmd("HMGET").arg(self.keys.campaign(key)).arg(&fields))
+                .query(
+                    redis::cmd("HMGET")
+                        .arg(self.keys.campaign(key))
+                        .arg(&fields),
+                )
                 .await?;
             match values.split_first() {
                 Some((Some(_budget), rest)) => Ok(Some(parse_recon(rest)?)),
@@ -790,7 +795,11 @@ where
     }
 
     fn sessions(&self) -> BoxFuture<'_, Result<Vec<String>, Error>> {
-        async move { self.query(redis::cmd("SMEMBERS").arg(&self.keys.nodes)).await }.boxed()
+        async move {
+            self.query(redis::cmd("SMEMBERS").arg(&self.keys.nodes))
+                .await
+        }
+        .boxed()
     }
 
     fn reap<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<Reap, Error>> {
@@ -830,7 +839,11 @@ mod tests {
 
     #[test]
     fn opening_outside_a_runtime_is_an_error_not_a_panic() {
-        let opened = RedisStore::<ConnectionManager>::open("redis://127.0.0.1:1", "budget", Duration::from_millis(10));
+        let opened = RedisStore::<ConnectionManager>::open(
+            "redis://127.0.0.1:1",
+            "budget",
+            Duration::from_millis(10),
+        );
         assert!(matches!(opened, Err(Error::Config(_))));
     }
 

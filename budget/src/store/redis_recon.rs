@@ -70,7 +70,10 @@ where
                 parts.entry(item.key.group()).or_default().push(i);
             }
             for (group, items) in parts {
-                groups.entry(group).or_default().push(Part { batch: b, items });
+                groups
+                    .entry(group)
+                    .or_default()
+                    .push(Part { batch: b, items });
             }
         }
         // A batch with no items is stored as soon as sent.
@@ -127,7 +130,11 @@ where
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             groups
-                .filter(|g| listed.get(g).is_none_or(|at| now.duration_since(*at) >= RELIST))
+                .filter(|g| {
+                    listed
+                        .get(g)
+                        .is_none_or(|at| now.duration_since(*at) >= RELIST)
+                })
                 .collect()
         };
         if missing.is_empty() {
@@ -188,9 +195,7 @@ where
             }
             prev = batch.seq;
         }
-        let replies: Vec<Vec<i64>> = self
-            .pipeline(&pipe, &[&self.scripts.recon_report])
-            .await?;
+        let replies: Vec<Vec<i64>> = self.pipeline(&pipe, &[&self.scripts.recon_report]).await?;
         if replies.len() != parts.len() {
             return Err(Error::Protocol(format!(
                 "{} answers for {} batches",
@@ -241,7 +246,9 @@ where
                                 key,
                                 name,
                             }),
-                            None => tracing::warn!(bucket = %name, "open bucket with a foreign name left alone"),
+                            None => {
+                                tracing::warn!(bucket = %name, "open bucket with a foreign name left alone")
+                            }
                         }
                     }
                 }
@@ -274,9 +281,7 @@ where
             let mut call = self.scripts.recon_settle.prepare_invoke();
             call.key(self.keys.open_set(group)).arg(args.retain_ms);
             for (d, b) in buckets {
-                call.key(&d.name)
-                    .key(self.keys.campaign(&d.key))
-                    .arg(*b);
+                call.key(&d.name).key(self.keys.campaign(&d.key)).arg(*b);
             }
             let reply: Vec<i64> = self.eval(&call).await?;
             parse_settle(&reply)
@@ -311,10 +316,16 @@ where
 
     /// Per bucket start: every campaign's billed micros summed over the impression groups, or
     /// the error that kept one group from being read.
-    async fn durable_billed(&self, due: &[Due]) -> HashMap<u64, Result<HashMap<String, u64>, String>> {
+    async fn durable_billed(
+        &self,
+        due: &[Due],
+    ) -> HashMap<u64, Result<HashMap<String, u64>, String>> {
         let mut fields: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
         for d in due {
-            fields.entry(d.start).or_default().insert(d.key.billed_field());
+            fields
+                .entry(d.start)
+                .or_default()
+                .insert(d.key.billed_field());
         }
         let reads = fields.iter().map(|(&start, names)| async move {
             let names: Vec<&String> = names.iter().collect();
