@@ -171,9 +171,14 @@ impl Budgets {
         }
         // Before anything is written: a store that lost its data gets no report and no seed.
         self.check_identity().await?;
-        // Then presence: a round reports (and takes grants) only under a session the fleet
-        // knows is alive; a session found dead is replaced here, books and all.
-        let session = self.heartbeat().await?;
+        // Then presence: a round takes grants only under a session the fleet knows is alive;
+        // a session found dead is replaced here, books and all. Without a renewal the round
+        // still reports what was spent and handed back, asking for nothing, so a node cut off
+        // from its presence key's shard keeps its spend counted.
+        let (session, unrenewed) = match self.heartbeat().await {
+            Ok(session) => (session, None),
+            Err(e) => (self.session.load_full(), Some(e)),
+        };
         let round = self.round.fetch_add(1, Ordering::Relaxed);
         let full = round.is_multiple_of(self.full_every);
         let mut report = SyncReport::default();
@@ -209,10 +214,15 @@ impl Budgets {
                     want: 0,
                 }),
         );
+        if unrenewed.is_some() {
+            for item in &mut items {
+                item.want = 0;
+            }
+        }
         report.campaigns = items.len();
         self.metrics.sync_campaigns.set(items.len() as f64);
         if items.is_empty() {
-            return Ok(report);
+            return unrenewed.map_or(Ok(report), Err);
         }
         let started = Instant::now();
         let result = self.store.sync_partial(&session, &items).await;
@@ -249,14 +259,14 @@ impl Budgets {
             if answers.iter().all(|a| *a == SyncAnswer::Unanswered) {
                 return Err(e);
             }
-        } else {
+        } else if unrenewed.is_none() {
             self.store_ok();
         }
         if !found.is_empty() {
             report.discovered += found.len();
             self.insert(&found);
         }
-        Ok(report)
+        unrenewed.map_or(Ok(report), Err)
     }
 
     /// Ends this node's part: no new leases, every lease handed back, all spend reported
