@@ -157,19 +157,28 @@ async fn a_redis_crash_costs_no_spend_and_no_overspend() {
     let mut redis = RedisServer::start_persistent().expect("start redis-server");
     let budget = 50_000_000;
     let price = 1_000;
-    let cfg = config(budget);
+    // A short presence: with Redis gone a node gives up whatever it still holds once its
+    // presence may lapse, and a grant whose reply was still being applied is handed back, so
+    // "dry" below is final.
+    let cfg = BudgetConfig {
+        node_ttl_ms: 300,
+        ..config(budget)
+    };
     let (nodes, tasks): (Vec<_>, Vec<_>) = start_nodes(&redis, &cfg, 2).await.into_iter().unzip();
     let load = Load::start(&nodes, 2, price);
     let some = eventually(PATIENCE, || ready(load.won() >= 1_000_000)).await;
     assert!(some, "no spend: {}", load.won());
 
     redis.kill();
-    // Nodes spend what they hold, then stop bidding on the campaign (fail closed).
+    let killed = std::time::Instant::now();
+    // Nodes spend what they hold, then stop bidding on the campaign (fail closed). Once no
+    // node can have renewed its presence for a whole TTL, none holds or takes spendable money.
     let dry = eventually(PATIENCE, || {
         ready(
-            nodes
-                .iter()
-                .all(|n| n.local("acme", "c1").unwrap().available < price),
+            killed.elapsed() >= cfg.node_ttl()
+                && nodes
+                    .iter()
+                    .all(|n| n.local("acme", "c1").unwrap().available == 0),
         )
     })
     .await;

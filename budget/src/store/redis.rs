@@ -411,6 +411,20 @@ where
     }
 }
 
+/// Whether a fence holds against the store's current identity `id`: a fence names the identity
+/// its node saw (`id=ID;...`), and one naming another identity was set on a stale read, after
+/// an adoption replaced it (the adoption is not undone by it). A fence naming none holds.
+fn fences(fence: &str, id: Option<&str>) -> bool {
+    let Some(named) = fence
+        .strip_prefix(crate::identity::FENCE_SEEN)
+        .and_then(|rest| rest.split_once(';'))
+        .map(|(named, _)| named)
+    else {
+        return true;
+    };
+    named == id.unwrap_or("-")
+}
+
 pub(crate) fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
@@ -739,10 +753,9 @@ where
                 self.query::<Option<String>>(&get_id),
                 self.query::<Option<String>>(&get_fence),
             );
-            Ok(StoreIdentity {
-                id: id?,
-                fenced: fence?.is_some(),
-            })
+            let id = id?;
+            let fenced = fence?.is_some_and(|f| fences(&f, id.as_deref()));
+            Ok(StoreIdentity { id, fenced })
         }
         .boxed()
     }
@@ -835,6 +848,15 @@ mod tests {
         assert_eq!(state.nodes[0].held, 300);
         assert!(state.nodes[1].reclaimed);
         assert!(parse_state(&key, &HashMap::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_fence_set_on_a_stale_read_fences_nothing() {
+        assert!(fences("id=-;vanished", None));
+        assert!(fences("id=created-1;changed", Some("created-1")));
+        assert!(!fences("id=-;vanished", Some("adopted-2")));
+        assert!(!fences("id=created-1;changed", Some("adopted-2")));
+        assert!(fences("written by an older version", Some("adopted-2")));
     }
 
     #[test]
