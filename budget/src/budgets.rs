@@ -21,12 +21,16 @@ use crate::Error;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// A node's campaign budgets. Share it as `Arc<Budgets>`.
 pub struct Budgets {
     pub(crate) cfg: BudgetConfig,
     pub(crate) policy: LeasePolicy,
-    pub(crate) session: String,
+    /// This node's session in the store; replaced when the session was declared dead.
+    pub(crate) session: ArcSwap<String>,
+    /// Presence: when the last renewal that succeeded was sent.
+    pub(crate) presence: Mutex<Option<Instant>>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) index: ArcSwap<Index>,
     /// Serialises index rebuilds (never held across `.await`).
@@ -51,7 +55,7 @@ pub struct Budgets {
 impl std::fmt::Debug for Budgets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Budgets")
-            .field("session", &self.session)
+            .field("session", &self.session.load())
             .field("campaigns", &self.index.load().all.len())
             .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -69,7 +73,7 @@ impl Budgets {
         recorder: SharedRecorder,
     ) -> Result<Arc<Self>, Error> {
         cfg.validate()?;
-        let session = format!("{}-{:016x}", cfg.node_id, rand::random::<u64>());
+        let session = new_session(&cfg.node_id);
         let seeds: Vec<CampaignKey> = cfg
             .campaigns
             .iter()
@@ -78,7 +82,8 @@ impl Budgets {
         let budgets = Arc::new(Budgets {
             policy: LeasePolicy::from_config(&cfg),
             full_every: cfg.full_every_rounds(),
-            session,
+            session: ArcSwap::from_pointee(session),
+            presence: Mutex::new(None),
             store,
             index: ArcSwap::from_pointee(Index::default()),
             index_writer: Mutex::new(()),
@@ -151,9 +156,10 @@ impl Budgets {
         Ok(created)
     }
 
-    /// This node's session name in the store (`{node_id}-{random}`).
-    pub fn session(&self) -> &str {
-        &self.session
+    /// This node's session name in the store (`{node_id}-{random}`); a new one after the
+    /// fleet declared the previous one dead.
+    pub fn session(&self) -> String {
+        self.session.load().as_str().to_owned()
     }
 
     /// The configuration in use.
@@ -165,6 +171,12 @@ impl Budgets {
     pub fn unknown_policy(&self) -> UnknownPolicy {
         self.cfg.unknown_campaign
     }
+}
+
+/// A session name: the node id and a random suffix, so no two processes (or two lives of one
+/// process) share one.
+pub(crate) fn new_session(node_id: &str) -> String {
+    format!("{node_id}-{:016x}", rand::random::<u64>())
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -96,6 +96,11 @@ pub struct BudgetConfig {
     /// trusts the store it finds). The exchange defaults it to
     /// `{tracking.spool_dir}/budget-store-identity` when Redis is configured. One per node.
     pub state_file: Option<std::path::PathBuf>,
+    /// A node silent this long (its presence key in the store expired) is declared dead by
+    /// the live nodes and its unspent leases go back to their campaigns; a node that cannot
+    /// renew its presence stops spending before this. Must exceed 2 × `sync_interval_ms`.
+    /// Default 3000 ms.
+    pub node_ttl_ms: u64,
     /// Budgets created in the store when absent.
     pub campaigns: Vec<CampaignSeed>,
 }
@@ -123,6 +128,7 @@ impl Default for BudgetConfig {
             reconcile_retain_ms: 86_400_000,
             reconcile_max_settle: 1000,
             state_file: None,
+            node_ttl_ms: 3000,
             campaigns: Vec::new(),
         }
     }
@@ -160,6 +166,12 @@ impl BudgetConfig {
         if self.key_prefix.is_empty() {
             return bad("key_prefix must be non-empty");
         }
+        if self.key_prefix.contains(['{', '}']) {
+            return bad("key_prefix must not contain { or } (they would form a cluster hash tag)");
+        }
+        if self.node_ttl_ms <= self.sync_interval_ms.saturating_mul(2) {
+            return bad("node_ttl_ms must be > 2 × sync_interval_ms");
+        }
         if self.min_lease_micros > MAX_MICROS {
             return Err(Error::TooLarge(self.min_lease_micros));
         }
@@ -192,6 +204,11 @@ impl BudgetConfig {
             }
         }
         Ok(())
+    }
+
+    /// How long a node's presence lasts without renewal.
+    pub fn node_ttl(&self) -> Duration {
+        Duration::from_millis(self.node_ttl_ms)
     }
 
     /// The reconciliation period.
@@ -315,5 +332,16 @@ mod tests {
             ..BudgetConfig::default()
         };
         assert!(inverted.validate().is_err());
+        let short_ttl = BudgetConfig {
+            sync_interval_ms: 100,
+            node_ttl_ms: 200,
+            ..BudgetConfig::default()
+        };
+        assert!(short_ttl.validate().is_err());
+        let tagged = BudgetConfig {
+            key_prefix: "b{x}".into(),
+            ..BudgetConfig::default()
+        };
+        assert!(tagged.validate().is_err());
     }
 }

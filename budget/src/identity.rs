@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex};
 const ADOPTED: &str = "adopted-";
 /// How an identity written by a node finding a store never initialised starts.
 const CREATED: &str = "created-";
+/// How a fence names the identity it was set against: `id=ID;reason` (`id=-;` for none).
+pub(crate) const FENCE_SEEN: &str = "id=";
 /// What a node remembers when its state file cannot be read: matches no store identity, so
 /// only an adopted store is accepted.
 const UNREADABLE: &str = "unreadable-state-file";
@@ -39,6 +41,9 @@ const UNREADABLE: &str = "unreadable-state-file";
 pub(crate) struct Identity {
     known: Mutex<Option<String>>,
     lost: AtomicBool,
+    /// Held while an identity is remembered and written to the state file, so a caller that
+    /// finds it already remembered returns only once the file holds it too.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Identity {
@@ -172,7 +177,7 @@ impl Budgets {
                 self.resume();
             }
             Verdict::Lost(why) => {
-                self.lose(&why).await;
+                self.lose(&why, seen.id.as_deref()).await;
                 return Err(Error::StoreLost(why));
             }
         }
@@ -248,6 +253,7 @@ impl Budgets {
     /// the same step. A sync round and an adoption may check at once: only the first changes
     /// anything, so books that already synced with the adopted store are never thrown away.
     async fn remember(&self, was: Option<&str>, id: &str, reset: bool) {
+        let _writing = self.identity.writing.lock().await;
         {
             let mut known = crate::budgets::lock(&self.identity.known);
             if known.as_deref() != was || known.as_deref() == Some(id) {
@@ -275,9 +281,11 @@ impl Budgets {
 
     /// Stops spending: every lease is given up (and counted as handed back, in case the store
     /// this node knows comes back), the store is fenced for every node.
-    async fn lose(&self, why: &str) {
+    /// `seen` is the identity the verdict was reached against: the fence names it, so a fence
+    /// that lands after an adoption (its verdict read the store before) fences nothing.
+    async fn lose(&self, why: &str, seen: Option<&str>) {
         if !self.identity.lost.swap(true, Ordering::AcqRel) {
-            tracing::error!(reason = why, session = %self.session, "budget store lost its data; no campaign is spendable until an operator adopts it (POST /admin/store/adopt)");
+            tracing::error!(reason = why, session = %self.session.load(), "budget store lost its data; no campaign is spendable until an operator adopts it (POST /admin/store/adopt)");
         }
         self.metrics.identity_lost.set(1.0);
         for c in &self.index.load().all {
@@ -285,16 +293,22 @@ impl Budgets {
             let taken = c.take_above(0);
             book.returned += taken;
         }
-        let reason = format!("{why} (seen by {} at {} ms)", self.session, wall_clock_ms());
+        let reason = format!(
+            "{FENCE_SEEN}{};{why} (seen by {} at {} ms)",
+            seen.unwrap_or("-"),
+            self.session.load(),
+            wall_clock_ms()
+        );
         if let Err(e) = self.store.fence(&reason).await {
             tracing::warn!(error = %e, "could not fence the budget store");
         }
     }
 
-    /// Forgets every book kept against the old store: fresh counters for the same campaigns
-    /// and no pending reconciliation counts (they describe buckets the adopted store never
-    /// had; dropping them can only withhold credits, never give one twice).
-    fn start_afresh(&self) {
+    /// Forgets every book kept against the old store, or under a session the fleet declared
+    /// dead: fresh counters for the same campaigns (every lease zeroed first, so no money of
+    /// the old books is spent again) and no pending reconciliation counts (dropping them can
+    /// only withhold credits, never give one twice).
+    pub(crate) fn start_afresh(&self) {
         let keys: Vec<CampaignKey> = self
             .index
             .load()

@@ -7,6 +7,9 @@
 //! reconciliation of charged wins against billed impressions ([`Budgets::record_charge`],
 //! [`Budgets::record_billed`], [`Budgets::reconciliation`]): per auction-time bucket, wins that
 //! were never rendered are credited back to the budget, exactly once, after `settle_after_ms`.
+//! Nodes renew a presence in the store; the leases of a node silent past `node_ttl_ms` go back
+//! to their campaigns, returned once by whichever live node notices first (`presence`). The
+//! Redis store runs on a single server or a Redis Cluster with one key layout (`store::layout`).
 //!
 //! It must never hold a lock across `.await`, never call the store on the request path
 //! (lookups and charges touch only local atomics), and never let a Redis call run without its
@@ -27,6 +30,7 @@ mod index;
 mod key;
 mod lease;
 pub mod metrics;
+mod presence;
 mod reconcile;
 mod reconcile_round;
 mod store;
@@ -47,8 +51,8 @@ pub use store::recon::{
 };
 pub use store::redis::RedisStore;
 pub use store::{
-    open_store, CampaignState, Grant, NodeHold, StatedCampaign, Store, StoreIdentity, SyncItem,
-    MAX_MICROS,
+    open_store, CampaignState, Grant, NodeHold, PartialSync, Presence, Reap, StatedCampaign, Store,
+    StoreIdentity, SyncAnswer, SyncItem, MAX_MICROS,
 };
 pub use sync::{ReleaseReport, SyncReport, SyncTask};
 

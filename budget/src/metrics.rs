@@ -37,6 +37,15 @@ pub const RECONCILE_SECONDS: &str = "budget_reconcile_seconds";
 /// changed, or the store is fenced) and spends nothing; 0 otherwise.
 pub const STORE_IDENTITY_LOST: &str = "budget_store_identity_lost";
 
+/// Counter: dead sessions this node declared dead and reaped (each dead session is counted by
+/// exactly one node of the fleet).
+pub const SESSIONS_RECLAIMED: &str = "budget_sessions_reclaimed_total";
+/// Counter: lease micros this node returned to their campaigns from dead sessions (summed over
+/// the fleet, each micro once).
+pub const LEASE_RECLAIMED: &str = "budget_lease_reclaimed_micros_total";
+/// Counter: times this node found its own session declared dead and started a fresh one.
+pub const SESSION_RESTARTS: &str = "budget_session_restarts_total";
+
 /// The recorder a [`crate::Budgets`] registers its metrics on, e.g. one
 /// `metrics_exporter_prometheus::PrometheusRecorder` per exchange instance.
 pub type SharedRecorder = Arc<dyn Recorder + Send + Sync>;
@@ -83,6 +92,9 @@ pub(crate) struct BudgetMetrics {
     pub reconcile_unreported_charged: Gauge,
     pub reconcile_unreported_billed: Gauge,
     pub identity_lost: Gauge,
+    pub sessions_reclaimed: Counter,
+    pub lease_reclaimed: Counter,
+    pub session_restarts: Counter,
 }
 
 impl BudgetMetrics {
@@ -111,6 +123,11 @@ impl BudgetMetrics {
                 &METADATA,
             ),
             identity_lost: r.register_gauge(&Key::from_static_name(STORE_IDENTITY_LOST), &METADATA),
+            sessions_reclaimed: r
+                .register_counter(&Key::from_static_name(SESSIONS_RECLAIMED), &METADATA),
+            lease_reclaimed: r.register_counter(&Key::from_static_name(LEASE_RECLAIMED), &METADATA),
+            session_restarts: r
+                .register_counter(&Key::from_static_name(SESSION_RESTARTS), &METADATA),
             per_campaign,
             recorder,
         }
@@ -207,6 +224,18 @@ fn describe(r: &dyn Recorder) {
         "Reconciliation micros recorded on this node, not yet in the store",
     );
     histogram(RECONCILE_SECONDS, "Budget reconcile round-trip time");
+    counter(
+        SESSIONS_RECLAIMED,
+        "Dead sessions this node found and reaped (leases returned)",
+    );
+    counter(
+        LEASE_RECLAIMED,
+        "Lease micros this node returned to campaigns from dead sessions",
+    );
+    counter(
+        SESSION_RESTARTS,
+        "Times this node found its session declared dead and started a fresh one",
+    );
     gauge(
         STORE_IDENTITY_LOST,
         "1 while the budget store lost its data and this node spends nothing",

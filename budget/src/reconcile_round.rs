@@ -44,7 +44,8 @@ impl Budgets {
         let batches = self.recon.outgoing();
         let args = self.cfg.recon_args(now_ms);
         let started = Instant::now();
-        let result = self.store.reconcile(&self.session, &batches, &args).await;
+        let session = self.session.load_full();
+        let result = self.store.reconcile(&session, &batches, &args).await;
         self.metrics
             .reconcile_seconds
             .record(started.elapsed().as_secs_f64());

@@ -7,7 +7,7 @@ use crate::campaign::{charged, Campaign, CampaignHandle, Remote};
 use crate::index::FastMap;
 use crate::key::CampaignKey;
 use crate::metrics::BudgetMetrics;
-use crate::store::{Grant, SyncItem};
+use crate::store::{Grant, SyncAnswer, SyncItem};
 use crate::Error;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
@@ -51,6 +51,7 @@ pub struct SyncTask {
     stop: watch::Sender<bool>,
     join: JoinHandle<()>,
     reconcile: JoinHandle<()>,
+    presence: JoinHandle<()>,
     budgets: Arc<Budgets>,
 }
 
@@ -67,6 +68,9 @@ impl SyncTask {
         }
         if let Err(e) = self.reconcile.await {
             tracing::error!(error = %e, "budget reconcile task ended abnormally");
+        }
+        if let Err(e) = self.presence.await {
+            tracing::error!(error = %e, "budget presence task ended abnormally");
         }
         // One budget of `shutdown_timeout_ms` for both steps, so a dead store does not cost it
         // twice.
@@ -93,6 +97,16 @@ impl SyncTask {
     }
 }
 
+impl SyncTask {
+    /// Stops every loop at once without handing anything back or sending the last counts, as
+    /// a crash would: the store keeps this session's leases until the fleet finds it dead.
+    pub fn abort(self) {
+        self.join.abort();
+        self.reconcile.abort();
+        self.presence.abort();
+    }
+}
+
 impl Budgets {
     /// Starts the sync loop on the current tokio runtime: one round per `sync_interval`
     /// (a late round delays the next rather than bunching up), and the reconcile loop beside
@@ -100,6 +114,7 @@ impl Budgets {
     pub fn spawn_sync(self: &Arc<Self>) -> SyncTask {
         let (stop, mut stopped) = watch::channel(false);
         let mut reconcile_stopped = stop.subscribe();
+        let presence = self.spawn_presence(stop.subscribe());
         let reconciling = Arc::clone(self);
         let reconcile = tokio::spawn(async move {
             let mut tick = tokio::time::interval(reconciling.cfg.reconcile_interval());
@@ -140,6 +155,7 @@ impl Budgets {
             stop,
             join,
             reconcile,
+            presence,
             budgets: Arc::clone(self),
         }
     }
@@ -155,6 +171,14 @@ impl Budgets {
         }
         // Before anything is written: a store that lost its data gets no report and no seed.
         self.check_identity().await?;
+        // Then presence: a round takes grants only under a session the fleet knows is alive;
+        // a session found dead is replaced here, books and all. Without a renewal the round
+        // still reports what was spent and handed back, asking for nothing, so a node cut off
+        // from its presence key's shard keeps its spend counted.
+        let (session, unrenewed) = match self.heartbeat().await {
+            Ok(session) => (session, None),
+            Err(e) => (self.session.load_full(), Some(e)),
+        };
         let round = self.round.fetch_add(1, Ordering::Relaxed);
         let full = round.is_multiple_of(self.full_every);
         let mut report = SyncReport::default();
@@ -190,47 +214,59 @@ impl Budgets {
                     want: 0,
                 }),
         );
+        if unrenewed.is_some() {
+            for item in &mut items {
+                item.want = 0;
+            }
+        }
         report.campaigns = items.len();
         self.metrics.sync_campaigns.set(items.len() as f64);
         if items.is_empty() {
-            return Ok(report);
+            return unrenewed.map_or(Ok(report), Err);
         }
         let started = Instant::now();
-        let result = self.store.sync(&self.session, &items).await;
+        let result = self.store.sync_partial(&session, &items).await;
         self.metrics
             .sync_seconds
             .record(started.elapsed().as_secs_f64());
-        let grants = match result {
-            Ok(grants) if grants.len() == items.len() => grants,
-            Ok(grants) => {
-                let e = Error::Protocol(format!(
-                    "{} answers for {} campaigns",
-                    grants.len(),
-                    items.len()
-                ));
-                self.store_failed("sync", &e);
-                return Err(e);
+        if result.answers.len() != items.len() {
+            let e = Error::Protocol(format!(
+                "{} answers for {} campaigns",
+                result.answers.len(),
+                items.len()
+            ));
+            self.store_failed("sync", &e);
+            return Err(e);
+        }
+        let answers = result.answers;
+        // A part of the store that failed (a shard, a timed-out group) changes nothing for its
+        // campaigns: their counts go in the next report, as after a failed round.
+        for ((c, item), answer) in synced.iter().zip(&items).zip(&answers) {
+            match answer {
+                SyncAnswer::Granted(g) => report.credited += self.apply(c, item, Some(g)),
+                SyncAnswer::Absent => report.credited += self.apply(c, item, None),
+                SyncAnswer::Unanswered => {}
             }
-            Err(e) => {
-                self.store_failed("sync", &e);
-                return Err(e);
-            }
-        };
-        self.store_ok();
-        for ((c, item), grant) in synced.iter().zip(&items).zip(&grants) {
-            report.credited += self.apply(c, item, grant.as_ref());
         }
         let found: Vec<CampaignKey> = items[known..]
             .iter()
-            .zip(&grants[known..])
-            .filter(|(_, g)| g.is_some())
+            .zip(&answers[known..])
+            .filter(|(_, a)| matches!(a, SyncAnswer::Granted(_)))
             .map(|(item, _)| item.key.clone())
             .collect();
+        if let Some(e) = result.error {
+            self.store_failed("sync", &e);
+            if answers.iter().all(|a| *a == SyncAnswer::Unanswered) {
+                return Err(e);
+            }
+        } else if unrenewed.is_none() {
+            self.store_ok();
+        }
         if !found.is_empty() {
             report.discovered += found.len();
             self.insert(&found);
         }
-        Ok(report)
+        unrenewed.map_or(Ok(report), Err)
     }
 
     /// Ends this node's part: no new leases, every lease handed back, all spend reported
@@ -252,6 +288,7 @@ impl Budgets {
             return Err(Error::StoreLost("at release".to_owned()));
         }
         let touched: Vec<&CampaignHandle> = index.all.iter().filter(|c| c.book().sent).collect();
+        let session = self.session.load_full();
         let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown_timeout_ms);
         loop {
             let items: Vec<SyncItem> = touched
@@ -270,7 +307,7 @@ impl Budgets {
             if items.is_empty() {
                 break;
             }
-            let result = match self.store.sync(&self.session, &items).await {
+            let result = match self.store.sync(&session, &items).await {
                 Ok(grants) if grants.len() == items.len() => Ok(grants),
                 Ok(grants) => Err(Error::Protocol(format!(
                     "{} answers for {} campaigns",
@@ -307,7 +344,7 @@ impl Budgets {
                             .sum();
                         tracing::error!(
                             error = %e,
-                            session = %self.session,
+                            session = %session,
                             unreported_micros = unreported,
                             "could not hand leases back; the store keeps them held for this session"
                         );
@@ -318,7 +355,7 @@ impl Budgets {
             }
         }
         let keys: Vec<CampaignKey> = touched.iter().map(|c| c.key().clone()).collect();
-        if let Err(e) = self.store.end_session(&self.session, &keys).await {
+        if let Err(e) = self.store.end_session(&session, &keys).await {
             // Only tidiness: the records hold nothing any more.
             tracing::warn!(error = %e, "could not clear this session's records in the store");
         }
@@ -422,8 +459,9 @@ impl Budgets {
         if g.granted > book.credited {
             let add = g.granted - book.credited;
             book.credited = g.granted;
-            if g.paused || self.closed.load(Ordering::Acquire) {
-                // Received but not spendable: count it as handed back right away.
+            if g.paused || self.closed.load(Ordering::Acquire) || !self.presence_fresh() {
+                // Received but not spendable (paused, closing, or this node's presence may
+                // lapse before it could be spent): count it as handed back right away.
                 book.returned += add;
             } else {
                 c.credit(add);

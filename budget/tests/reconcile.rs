@@ -74,18 +74,28 @@ async fn spent(node: &Budgets) -> u64 {
 
 /// Node `a` runs the auctions, node `b` serves the impressions: only the unrendered wins come
 /// back to the budget, once, whichever node settles and however often.
-async fn charge_on_one_node_bill_on_another(a: Arc<Budgets>, b: Arc<Budgets>) {
+async fn charge_on_one_node_bill_on_another(
+    a: Arc<Budgets>,
+    b: Arc<Budgets>,
+    durable: Option<&common::DurableBilling>,
+) {
+    let billed = |ts: u64| {
+        b.record_billed("acme", "c1", ts, PRICE);
+        if let Some(d) = durable {
+            d.bill("acme", "c1", ts, PRICE);
+        }
+    };
     let t1 = T0 + BUCKET;
     // Bucket T0: 10 wins, 6 rendered. Bucket T1: 4 wins, all rendered.
     for i in 0..10 {
         win(&a, T0 + i * 1_000);
     }
     for i in 0..6 {
-        b.record_billed("acme", "c1", T0 + i * 1_000, PRICE);
+        billed(T0 + i * 1_000);
     }
     for i in 0..4 {
         win(&a, t1 + i);
-        b.record_billed("acme", "c1", t1 + i, PRICE);
+        billed(t1 + i);
     }
     a.sync_once().await.unwrap();
     assert_eq!(spent(&a).await, 14 * PRICE);
@@ -136,7 +146,7 @@ async fn charge_on_one_node_bill_on_another(a: Arc<Budgets>, b: Arc<Budgets>) {
     // Billed where no charge was reported (its node died first): reported, never debited.
     let t5 = T0 + 5 * BUCKET;
     for i in 0..3 {
-        b.record_billed("acme", "c1", t5 + i, PRICE);
+        billed(t5 + i);
     }
     b.reconcile_at(t5 + 10).await.unwrap();
     let r = a.reconcile_at(due(t5)).await.unwrap();
@@ -172,7 +182,8 @@ async fn redis_credits_unrendered_wins_once_across_nodes() {
     let cfg = config();
     let a = node(&cfg, redis_store(&redis, &cfg)).await;
     let b = node(&cfg, redis_store(&redis, &cfg)).await;
-    charge_on_one_node_bill_on_another(a, b).await;
+    let durable = common::DurableBilling::new(&redis.url(), &cfg);
+    charge_on_one_node_bill_on_another(a, b, Some(&durable)).await;
 }
 
 #[tokio::test]
@@ -181,7 +192,7 @@ async fn memory_credits_unrendered_wins_once_across_nodes() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let a = node(&cfg, store.clone()).await;
     let b = node(&cfg, store).await;
-    charge_on_one_node_bill_on_another(a, b).await;
+    charge_on_one_node_bill_on_another(a, b, None).await;
 }
 
 #[tokio::test]
@@ -204,6 +215,7 @@ async fn counts_made_while_redis_is_frozen_arrive_later_once() {
     let cfg = config();
     let a = node(&cfg, redis_store(&redis, &cfg)).await;
     let b = node(&cfg, redis_store(&redis, &cfg)).await;
+    let durable = common::DurableBilling::new(&redis.url(), &cfg);
     for i in 0..3 {
         win(&a, T0 + i);
     }
@@ -223,6 +235,9 @@ async fn counts_made_while_redis_is_frozen_arrive_later_once() {
     b.record_billed("acme", "c1", T0 + 1, PRICE);
 
     redis.thaw().expect("thaw redis-server");
+    // The tracker's claims of those two impressions landed once Redis answered.
+    durable.bill("acme", "c1", T0, PRICE);
+    durable.bill("acme", "c1", T0 + 1, PRICE);
     for n in [&a, &b] {
         let back = eventually(Duration::from_secs(30), || async {
             n.reconcile_at(T0 + 300).await.is_ok()
@@ -363,6 +378,7 @@ async fn the_loop_settles_after_the_delay_and_shutdown_flushes() {
     let (b, task_b) = Budgets::start(cfg.clone(), redis_store(&redis, &cfg), common::recorder())
         .await
         .unwrap();
+    let durable = Arc::new(common::DurableBilling::new(&redis.url(), &cfg));
     let leased = eventually(PATIENCE, || {
         ready(
             a.local("acme", "c1")
@@ -378,7 +394,7 @@ async fn the_loop_settles_after_the_delay_and_shutdown_flushes() {
     let rendered = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..2)
         .map(|_| {
-            let (a, b) = (a.clone(), b.clone());
+            let (a, b, durable) = (a.clone(), b.clone(), durable.clone());
             let (stop, won, rendered) = (stop.clone(), won.clone(), rendered.clone());
             std::thread::spawn(move || {
                 let mut n = 0u64;
@@ -397,6 +413,7 @@ async fn the_loop_settles_after_the_delay_and_shutdown_flushes() {
                     n += 1;
                     if n.is_multiple_of(3) {
                         b.record_billed("acme", "c1", ts, PRICE);
+                        durable.bill("acme", "c1", ts, PRICE);
                         rendered.fetch_add(PRICE, Ordering::Relaxed);
                     }
                     // Pacing: wins spread over several buckets, as real traffic would.

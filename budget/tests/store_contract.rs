@@ -1,4 +1,5 @@
-//! One contract, two stores: `RedisStore` (real redis-server) and `MemoryStore` must agree.
+//! One contract, three stores: `MemoryStore`, `RedisStore` on a real redis-server and
+//! `RedisStore` on a real 3-master Redis Cluster must agree.
 
 // Tests fail loudly: unwrap and expect are the assertion here (`clippy.toml` allows them in
 // `#[test]` functions; this covers the helpers beside them).
@@ -8,8 +9,73 @@ use budget::{
     BatchOutcome, BatchReply, CampaignKey, Error, MemoryStore, ReconArgs, ReconBatch, ReconItem,
     RedisStore, StatedCampaign, Store, StoreIdentity, SyncItem, MAX_MICROS,
 };
+use redis::aio::ConnectionLike;
 use std::time::Duration;
+use testkit::cluster::RedisCluster;
 use testkit::redis::RedisServer;
+
+/// Where a store's settlement finds billed impressions: in the node-reported counts (the
+/// memory store), or in the tracker's durable counts, which these tests write as the tracker's
+/// claim script does (`HINCRBY P:billed:{iNN}:START LEN:DSPCID MICROS`).
+#[derive(Clone)]
+enum Billing {
+    Reported,
+    Durable(Durable),
+}
+
+#[derive(Clone)]
+enum Durable {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Billing {
+    async fn single(redis: &RedisServer) -> Billing {
+        let client = redis::Client::open(redis.url()).unwrap();
+        Billing::Durable(Durable::Single(
+            client.get_multiplexed_async_connection().await.unwrap(),
+        ))
+    }
+
+    /// Bills `micros` of campaign `key` in the bucket starting at `start`, spread over three
+    /// impression groups the way distinct impressions would be.
+    async fn bill(&self, prefix: &str, key: &CampaignKey, start: u64, micros: u64) {
+        let Billing::Durable(conn) = self else {
+            return;
+        };
+        let field = format!("{}:{}{}", key.dsp.len(), key.dsp, key.cid);
+        let parts = [micros / 3, micros / 3, micros - 2 * (micros / 3)];
+        for (n, part) in parts.into_iter().enumerate() {
+            let group = (start / 1000 + 97 * n as u64) % 256;
+            let hash = format!("{prefix}:billed:{{i{group:02x}}}:{start}");
+            let mut cmd = redis::cmd("HINCRBY");
+            cmd.arg(&hash).arg(&field).arg(part);
+            let _: i64 = match conn {
+                Durable::Single(c) => query(c.clone(), &cmd).await,
+                Durable::Cluster(c) => query(c.clone(), &cmd).await,
+            };
+        }
+    }
+}
+
+async fn query<C: ConnectionLike>(mut conn: C, cmd: &redis::Cmd) -> i64 {
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+/// A cluster connection to `cluster`, and the store over it.
+async fn cluster_store(
+    cluster: &RedisCluster,
+    prefix: &str,
+) -> (RedisStore<redis::cluster_async::ClusterConnection>, Billing) {
+    let client = redis::cluster::ClusterClient::builder(cluster.seeds())
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let conn = client.get_async_connection().await.unwrap();
+    let store = RedisStore::with_connection(conn.clone(), prefix, Duration::from_secs(2));
+    (store, Billing::Durable(Durable::Cluster(conn)))
+}
 
 fn item(key: &CampaignKey, granted: u64, spent: u64, returned: u64, want: u64) -> SyncItem {
     SyncItem {
@@ -249,7 +315,7 @@ async fn spent_of(store: &dyn Store, key: &CampaignKey) -> u64 {
 
 /// Reconciliation: batches apply once, buckets settle once, credits never take `spent` below
 /// zero, over-billing and late counts are reported, not settled.
-async fn recon_contract(store: &dyn Store) {
+async fn recon_contract(store: &dyn Store, billing: &Billing) {
     let key = CampaignKey::new("dsp:r", "c{2}");
 
     // A campaign the store does not have: the counts are dropped (nothing was charged to it).
@@ -277,6 +343,8 @@ async fn recon_contract(store: &dyn Store) {
         .unwrap();
     assert_eq!(r.batches, [outcome(BatchOutcome::Duplicate, 0, 0)]);
     // Two batches in one call: the second waits for the first, which applies.
+    billing.bill("budget", &key, T0, 3_000).await;
+    billing.bill("budget", &key, t1, 2_000).await;
     let r = store
         .reconcile(
             "b",
@@ -349,6 +417,7 @@ async fn recon_contract(store: &dyn Store) {
 
     // Billed beyond charged (a charge report lost with its node) is reported, not debited.
     let t2 = T0 + 2 * BUCKET;
+    billing.bill("budget", &key, t2, 4_000).await;
     store
         .reconcile("b", &[batch(4, &[(&key, t2, 1_000, 4_000)])], &args(t2))
         .await
@@ -486,7 +555,7 @@ async fn memory_store_keeps_the_contract() {
     let store = MemoryStore::new();
     contract(&store).await;
     many_campaigns(&store).await;
-    recon_contract(&store).await;
+    recon_contract(&store, &Billing::Reported).await;
 }
 
 #[tokio::test]
@@ -503,7 +572,18 @@ async fn redis_store_keeps_the_contract() {
     let store = RedisStore::open(&redis.url(), "budget", Duration::from_secs(2)).unwrap();
     contract(&store).await;
     many_campaigns(&store).await;
-    recon_contract(&store).await;
+    recon_contract(&store, &Billing::single(&redis).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_keeps_the_contract() {
+    let cluster = RedisCluster::start(3, 0).expect("start a redis cluster");
+    let (store, billing) = cluster_store(&cluster, "budget").await;
+    contract(&store).await;
+    many_campaigns(&store).await;
+    recon_contract(&store, &billing).await;
+    let (store, _) = cluster_store(&cluster, "ident").await;
+    identity_contract(&store).await;
 }
 
 #[tokio::test]
@@ -518,6 +598,10 @@ async fn redis_settles_once_when_nodes_race() {
         spent_campaign(&one, key, 10_000).await;
     }
     let items: Vec<_> = keys.iter().map(|k| (k, T0, 1_000, 400)).collect();
+    let billing = Billing::single(&redis).await;
+    for key in &keys {
+        billing.bill("budget", key, T0, 400).await;
+    }
     one.reconcile("n", &[batch(1, &items)], &args(T0))
         .await
         .unwrap();
@@ -563,4 +647,161 @@ async fn redis_store_survives_a_flushed_script_cache() {
         grant(&store, "n", item(&key, 100, 0, 0, 300)).await.granted,
         300
     );
+}
+
+/// A store written before hash tags is moved to the grouped layout by the first node that
+/// reads it; its sessions are listed as nodes, so their leases come back by reaping, and its
+/// open buckets still settle.
+#[tokio::test]
+async fn an_old_layout_store_is_migrated_once() {
+    let redis = RedisServer::start().expect("start redis-server");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let bucket = format!("budget:recon:b:acme:c1:{T0}");
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg("budget:acme:c1")
+        .arg(&[
+            ("budget", "10000"),
+            ("spent", "1000"),
+            ("held", "3000"),
+            ("paused", "0"),
+            ("node:old-1:granted", "4000"),
+            ("node:old-1:spent", "1000"),
+            ("node:old-1:returned", "0"),
+        ])
+        .ignore()
+        .cmd("SADD")
+        .arg("budget:campaigns")
+        .arg("budget:acme:c1")
+        .ignore()
+        .cmd("HSET")
+        .arg(&bucket)
+        .arg(&[
+            ("c", "budget:acme:c1"),
+            ("charged", "1000"),
+            ("billed", "0"),
+            ("settled", "0"),
+        ])
+        .ignore()
+        .cmd("ZADD")
+        .arg("budget:recon:open:buckets")
+        .arg(T0)
+        .arg(&bucket)
+        .ignore()
+        .cmd("SET")
+        .arg("budget:recon:conf:bucket_ms")
+        .arg(BUCKET)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let key = CampaignKey::new("acme", "c1");
+    let store = RedisStore::open(&redis.url(), "budget", Duration::from_secs(2)).unwrap();
+    assert_eq!(store.identity().await.unwrap(), StoreIdentity::default());
+    let old: i64 = redis::cmd("EXISTS")
+        .arg("budget:campaigns")
+        .arg("budget:acme:c1")
+        .arg(&bucket)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(old, 0, "no key of the old layout is left");
+    assert_eq!(store.campaigns().await.unwrap(), vec![key.clone()]);
+    let s = store.state(&key).await.unwrap().unwrap();
+    assert_eq!((s.budget, s.spent, s.held), (10_000, 1_000, 3_000));
+    // A second store value (another node) finds nothing to move.
+    let other = RedisStore::open(&redis.url(), "budget", Duration::from_secs(2)).unwrap();
+    other.identity().await.unwrap();
+    assert_eq!(other.sessions().await.unwrap(), vec!["old-1".to_owned()]);
+    // The old session never renews: reaping returns its 3_000.
+    assert_eq!(
+        other.reap("old-1").await.unwrap(),
+        budget::Reap::Reaped {
+            first: true,
+            micros: 3_000
+        }
+    );
+    assert!(other.sessions().await.unwrap().is_empty());
+    let s = store.state(&key).await.unwrap().unwrap();
+    assert_eq!((s.spent, s.held), (1_000, 0));
+    // The open bucket settles in its new place with the durable billed count.
+    Billing::single(&redis)
+        .await
+        .bill("budget", &key, T0, 400)
+        .await;
+    let r = store.reconcile("z", &[], &args(DUE)).await.unwrap();
+    assert_eq!((r.settle.settled, r.settle.credited), (1, 600));
+    assert_eq!(spent_of(&store, &key).await, 400);
+}
+
+/// Presence: a session renews until it is declared dead; then it can never renew, its lease
+/// is returned exactly once whoever reaps, and it is unlisted.
+async fn presence_contract(store: &dyn Store, other: &dyn Store) {
+    let key = CampaignKey::new("p", "c");
+    assert!(store.seed_if_absent(&key, 10_000, false).await.unwrap());
+    assert_eq!(
+        grant(store, "n-1", item(&key, 0, 0, 0, 4_000))
+            .await
+            .granted,
+        4_000
+    );
+    grant(store, "n-1", item(&key, 4_000, 1_000, 0, 3_000)).await;
+    assert_eq!(
+        store.heartbeat("n-1", 60_000).await.unwrap(),
+        budget::Presence::Alive
+    );
+    assert_eq!(store.sessions().await.unwrap(), vec!["n-1".to_owned()]);
+    match other.reap("n-1").await.unwrap() {
+        budget::Reap::Alive { expires_in_ms } => assert!(expires_in_ms <= 60_000),
+        dead => panic!("a present session was reaped: {dead:?}"),
+    }
+    // Its presence lapses (a short TTL, renewed once more, then silence).
+    assert_eq!(
+        store.heartbeat("n-1", 1).await.unwrap(),
+        budget::Presence::Alive
+    );
+    let dead = testkit::eventually(Duration::from_secs(10), || async {
+        matches!(
+            other.reap("n-1").await.unwrap(),
+            budget::Reap::Reaped { .. }
+        )
+    })
+    .await;
+    assert!(dead);
+    let s = store.state(&key).await.unwrap().unwrap();
+    assert_eq!((s.spent, s.held), (1_000, 0), "its 3_000 came back");
+    assert!(s.nodes[0].reclaimed);
+    // Again, from either side: nothing more to return.
+    assert_eq!(
+        store.reap("n-1").await.unwrap(),
+        budget::Reap::Reaped {
+            first: false,
+            micros: 0
+        }
+    );
+    assert_eq!(
+        store.heartbeat("n-1", 60_000).await.unwrap(),
+        budget::Presence::Reaped,
+        "a dead session never renews"
+    );
+    assert!(store.sessions().await.unwrap().is_empty());
+    // It gets no more money, whatever it asks.
+    let g = grant(store, "n-1", item(&key, 4_000, 1_000, 0, 4_000)).await;
+    assert_eq!((g.granted, g.held), (4_000, 0));
+}
+
+#[tokio::test]
+async fn redis_presence_keeps_the_contract() {
+    let redis = RedisServer::start().expect("start redis-server");
+    let open = || RedisStore::open(&redis.url(), "budget", Duration::from_secs(2)).unwrap();
+    presence_contract(&open(), &open()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_presence_keeps_the_contract() {
+    let cluster = RedisCluster::start(3, 0).expect("start a redis cluster");
+    let (one, _) = cluster_store(&cluster, "budget").await;
+    let (two, _) = cluster_store(&cluster, "budget").await;
+    presence_contract(&one, &two).await;
 }

@@ -4,24 +4,28 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use redislink::Target;
 use crate::Error;
 
 /// The budget store `config` asks for. Call it inside the runtime that runs the sync loop.
+/// Settlement reads the tracker's durable billed counts, so the store is told the tracker's
+/// key prefix.
 pub(crate) fn open(config: &Config) -> Result<Arc<dyn budget::Store>, Error> {
-    if config.redis.url.is_none() && config.redis.cluster.is_some() {
-        // cluster-budget: the budget crate's cluster store plugs in here at merge:
-        //   let cfg = config.budget_config();
-        //   let target = config.redis_target() (a Target::Cluster);
-        //   let conn = redislink::open(&target, cfg.redis_timeout())?;
-        //   return Ok(Arc::new(budget::RedisStore::with_connection(conn, &cfg.key_prefix,
-        //       cfg.redis_timeout())));
-        // Until then a cluster is refused at start: budgets in each process's memory would
-        // let a fleet spend past them.
-        return Err(Error::Config(vec![
-            "redis.cluster: the budget store does not run on Redis Cluster in this build; \
-             use [redis] url"
-                .to_owned(),
-        ]));
-    }
-    Ok(budget::open_store(&config.budget_config())?)
+    let cfg = config.budget_config();
+    let billed = config.tracking_key_prefix();
+    Ok(match config.redis_target() {
+        Some(Target::Single(url)) => Arc::new(
+            budget::RedisStore::open(&url, &cfg.key_prefix, cfg.redis_timeout())?
+                .with_billed_prefix(billed),
+        ),
+        Some(target @ Target::Cluster(_)) => {
+            let conn = redislink::open(&target, cfg.redis_timeout())
+                .map_err(|e| Error::Config(vec![format!("redis.cluster: {e}")]))?;
+            Arc::new(
+                budget::RedisStore::with_connection(conn, &cfg.key_prefix, cfg.redis_timeout())
+                    .with_billed_prefix(billed),
+            )
+        }
+        None => budget::open_store(&cfg)?,
+    })
 }

@@ -39,6 +39,7 @@ fn bid(n: u32, ts: u64) -> BidRef {
         price_micros: 1_000_000 + 7 * u64::from(n),
         currency: "USD".into(),
         auction_ts_ms: ts,
+        ..BidRef::default()
     }
 }
 

@@ -9,9 +9,13 @@
 //! `granted - spent - returned`; a grant is at most `budget - spent - held`, which keeps
 //! `spent + held ≤ budget` after every sync.
 
+mod layout;
 pub mod memory;
+mod migrate;
 pub mod recon;
 pub mod redis;
+mod redis_presence;
+mod redis_recon;
 
 use crate::config::BudgetConfig;
 use crate::key::CampaignKey;
@@ -190,6 +194,103 @@ pub trait Store: Send + Sync + 'static {
         id: &'a str,
         campaigns: &'a [StatedCampaign],
     ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// [`Store::sync`] where a part of the store may fail alone (a cluster shard down, a call
+    /// timed out): answers per item, [`SyncAnswer::Unanswered`] for the items of a failed part
+    /// (their counts go in the next report, as after a failed sync), and the first error.
+    fn sync_partial<'a>(
+        &'a self,
+        session: &'a str,
+        items: &'a [SyncItem],
+    ) -> BoxFuture<'a, PartialSync> {
+        Box::pin(async move {
+            match self.sync(session, items).await {
+                Ok(grants) => PartialSync {
+                    answers: grants
+                        .into_iter()
+                        .map(|g| g.map_or(SyncAnswer::Absent, SyncAnswer::Granted))
+                        .collect(),
+                    error: None,
+                },
+                Err(e) => PartialSync {
+                    answers: vec![SyncAnswer::Unanswered; items.len()],
+                    error: Some(e),
+                },
+            }
+        })
+    }
+
+    /// Renews the session's presence for `ttl_ms` and lists the session among the nodes;
+    /// [`Presence::Reaped`] when another node declared it dead (its leases were returned).
+    /// A store only one process uses (memory) has no one to reap it.
+    fn heartbeat<'a>(
+        &'a self,
+        _session: &'a str,
+        _ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<Presence, Error>> {
+        Box::pin(async { Ok(Presence::Alive) })
+    }
+
+    /// The sessions listed as nodes (alive or not yet reaped).
+    fn sessions(&self) -> BoxFuture<'_, Result<Vec<String>, Error>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Reaps `session` if its presence expired: declares it dead (so it never renews), returns
+    /// its unspent leases to their campaigns exactly once whichever nodes race, and unlists it.
+    fn reap<'a>(&'a self, _session: &'a str) -> BoxFuture<'a, Result<Reap, Error>> {
+        Box::pin(async {
+            Ok(Reap::Alive {
+                expires_in_ms: u64::MAX,
+            })
+        })
+    }
+}
+
+/// One campaign's answer in a [`PartialSync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncAnswer {
+    /// The store applied the report.
+    Granted(Grant),
+    /// The store has no such campaign.
+    Absent,
+    /// This part of the store did not answer: nothing is known to have been applied.
+    Unanswered,
+}
+
+/// A sync's answers when parts of the store may fail alone.
+#[derive(Debug)]
+pub struct PartialSync {
+    /// Per item, in order.
+    pub answers: Vec<SyncAnswer>,
+    /// The first failure, if any part failed.
+    pub error: Option<Error>,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Renewed.
+    Alive,
+    /// The session was declared dead and its leases returned: start a fresh session.
+    Reaped,
+}
+
+/// What a reap of one session did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reap {
+    /// The session is present; its presence ends in this many ms unless renewed.
+    Alive {
+        /// Milliseconds until its presence expires.
+        expires_in_ms: u64,
+    },
+    /// The session is dead, its leases returned and it is unlisted.
+    Reaped {
+        /// This call declared it dead (one node does, whatever the race).
+        first: bool,
+        /// Micros this call returned to their campaigns (0 for a session already reclaimed).
+        micros: u64,
+    },
 }
 
 /// The store's identity as a node reads it each round (see `identity.rs`).

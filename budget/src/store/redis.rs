@@ -1,45 +1,44 @@
-//! Redis store: one hash per campaign, Lua scripts for every change, every call under a timeout.
+//! Redis store: one hash per campaign, Lua scripts for every change, every call under a
+//! timeout, over a single Redis or a Redis Cluster through the same code.
 //!
-//! Layout (prefix `budget` by default): `budget:{dsp}:{cid}` is a hash with `budget`, `spent`,
-//! `held`, `paused` and per session `node:{session}:granted|spent|returned|reclaimed`; the set
-//! `budget:campaigns` lists the campaign hashes. A node's sync is one pipeline of `EVALSHA sync`
-//! (one script per 256 campaigns, usually one), so one round trip per node and interval.
-//! The script touches several campaign hashes, which Redis Cluster refuses across hash slots;
-//! the rule inside is per campaign, so a cluster port only has to group keys by slot.
+//! The key layout is in `layout.rs`: a campaign's keys share its group's hash tag, so every
+//! script call stays in one slot. A campaign hash holds `budget`, `spent`, `held`, `paused`,
+//! per session `node:{session}:granted|spent|returned|reclaimed` and the reconciliation totals
+//! (`rc:*`). A node's sync is one `EVALSHA sync` per group with campaigns to sync (at most 256
+//! campaigns per call), every group's call issued at once, each under its own timeout: a group
+//! that fails keeps its counts for the next round. Reconciliation is in `redis_recon.rs`, node
+//! presence and the reaping of dead sessions in `redis_presence.rs`, the one-time move of a
+//! store written before hash tags in `migrate.rs`.
 //!
-//! Reconciliation (see `recon.rs`) adds, all with three or more separators after the prefix so
-//! no name can be taken for a campaign hash: `budget:recon:b:{dsp}:{cid}:{start}` per bucket
-//! (`c` the campaign hash, `charged`, `billed`, `settled`; expires `retain_ms` after it is
-//! settled), the sorted set `budget:recon:open:buckets` of open buckets by start,
-//! `budget:recon:seq:{session}` (last batch applied, expires after `retain_ms`) and
-//! `budget:recon:conf:bucket_ms`. Campaign totals are `rc:*` fields of the campaign hash, so
-//! the credit to `spent` and the totals change in one script.
-//!
-//! The store's identity (see `identity.rs`) is `budget:store:id:current` (a random id and the
-//! creation time, written once with `SET NX`), and `budget:store:id:fence` is set by the first
-//! node that finds the data lost; `adopt.lua` rewrites both with the stated campaigns.
+//! The store's identity (see `identity.rs`) is `P:store:id:current` (a random id and the
+//! creation time, written once with `SET NX`), and `P:store:id:fence` is set by the first node
+//! that finds the data lost; an adoption rewrites every group, then the identity, and lifts the
+//! fence last.
 
+use super::layout::Layout;
 use super::recon::{
     bucket_mismatch, BatchOutcome, BatchReply, ReconArgs, ReconBatch, ReconReply, ReconTotals,
     SettleReply,
 };
 use super::{
-    CampaignState, Grant, NodeHold, StatedCampaign, Store, StoreIdentity, SyncItem, MAX_MICROS,
+    CampaignState, Grant, NodeHold, PartialSync, Presence, Reap, StatedCampaign, Store,
+    StoreIdentity, SyncAnswer, SyncItem, MAX_MICROS,
 };
 use crate::key::CampaignKey;
 use crate::Error;
-use futures::future::{BoxFuture, FutureExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, Script, ServerErrorKind};
+use futures::future::{join_all, BoxFuture, FutureExt};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, FromRedisValue, Pipeline, Script, ScriptInvocation, ServerErrorKind};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Campaigns per script call: bounds how long one script keeps Redis busy.
-const KEYS_PER_SCRIPT: usize = 256;
+pub(crate) const KEYS_PER_SCRIPT: usize = 256;
 
 /// The reconciliation fields of a campaign hash, in [`ReconTotals`] order.
-const RECON_FIELDS: [&str; 11] = [
+pub(crate) const RECON_FIELDS: [&str; 11] = [
     "rc:charged",
     "rc:billed",
     "rc:s_charged",
@@ -53,37 +52,67 @@ const RECON_FIELDS: [&str; 11] = [
     "rc:late_billed",
 ];
 
-/// Budgets in Redis, shared by every node pointed at it.
-#[derive(Clone)]
-pub struct RedisStore {
-    conn: ConnectionManager,
-    prefix: String,
-    catalog: String,
-    timeout: Duration,
-    sync: Script,
-    end_session: Script,
-    budget: Script,
-    pause: Script,
-    reclaim: Script,
-    recon_report: Script,
-    recon_settle: Script,
-    recon_open: String,
-    recon_size: String,
-    adopt: Script,
-    identity_key: String,
-    fence_key: String,
+/// The scripts, loaded lazily per Redis (`EVALSHA`, then `SCRIPT LOAD` on `NOSCRIPT`).
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    pub sync: Script,
+    pub end_session: Script,
+    pub budget: Script,
+    pub pause: Script,
+    pub reclaim: Script,
+    pub recon_report: Script,
+    pub recon_settle: Script,
+    pub adopt: Script,
+    pub presence: Script,
+    pub reap_mark: Script,
+    pub reap: Script,
+    pub migrate: Script,
 }
 
-impl std::fmt::Debug for RedisStore {
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            sync: Script::new(include_str!("lua/sync.lua")),
+            end_session: Script::new(include_str!("lua/end_session.lua")),
+            budget: Script::new(include_str!("lua/budget.lua")),
+            pause: Script::new(include_str!("lua/pause.lua")),
+            reclaim: Script::new(include_str!("lua/reclaim.lua")),
+            recon_report: Script::new(include_str!("lua/recon_report.lua")),
+            recon_settle: Script::new(include_str!("lua/recon_settle.lua")),
+            adopt: Script::new(include_str!("lua/adopt.lua")),
+            presence: Script::new(include_str!("lua/presence.lua")),
+            reap_mark: Script::new(include_str!("lua/reap_mark.lua")),
+            reap: Script::new(include_str!("lua/reap.lua")),
+            migrate: Script::new(include_str!("lua/migrate.lua")),
+        }
+    }
+}
+
+/// Budgets in Redis, shared by every node pointed at it, over any async Redis connection:
+/// a single server's [`ConnectionManager`] ([`RedisStore::open`]) or a cluster connection
+/// ([`RedisStore::with_connection`]).
+#[derive(Clone)]
+pub struct RedisStore<C = ConnectionManager> {
+    pub(crate) conn: C,
+    pub(crate) keys: Arc<Layout>,
+    pub(crate) timeout: Duration,
+    pub(crate) scripts: Arc<Scripts>,
+    /// Set once the store's layout was checked (and an old one migrated).
+    pub(crate) layout_checked: Arc<tokio::sync::OnceCell<()>>,
+    /// Groups this store value listed in `P:recon:groups`, and when (see `redis_recon.rs`).
+    pub(crate) listed_groups: Arc<std::sync::Mutex<HashMap<u16, std::time::Instant>>>,
+}
+
+impl<C> std::fmt::Debug for RedisStore<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.keys.prefix)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
-impl RedisStore {
+impl RedisStore<ConnectionManager> {
     /// A store at `url` (`redis://host:port/db`). Connects lazily: a node starts while Redis is
     /// down and its calls fail within `timeout` until Redis answers. Connect and response are
     /// bounded by `timeout` too, and the manager retries a lost connection at most twice before
@@ -103,129 +132,162 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(timeout);
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(RedisStore {
+        Ok(RedisStore::with_connection(conn, key_prefix, timeout))
+    }
+}
+
+impl<C> RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    /// A store over `conn` (a single server's or a cluster's connection), keys under
+    /// `key_prefix`, every call bounded by `timeout` whatever the connection's own settings.
+    pub fn with_connection(conn: C, key_prefix: &str, timeout: Duration) -> Self {
+        RedisStore {
             conn,
-            prefix: key_prefix.to_owned(),
-            catalog: format!("{key_prefix}:campaigns"),
+            keys: Arc::new(Layout::new(key_prefix)),
             timeout,
-            sync: Script::new(include_str!("lua/sync.lua")),
-            end_session: Script::new(include_str!("lua/end_session.lua")),
-            budget: Script::new(include_str!("lua/budget.lua")),
-            pause: Script::new(include_str!("lua/pause.lua")),
-            reclaim: Script::new(include_str!("lua/reclaim.lua")),
-            recon_report: Script::new(include_str!("lua/recon_report.lua")),
-            recon_settle: Script::new(include_str!("lua/recon_settle.lua")),
-            recon_open: format!("{key_prefix}:recon:open:buckets"),
-            recon_size: format!("{key_prefix}:recon:conf:bucket_ms"),
-            adopt: Script::new(include_str!("lua/adopt.lua")),
-            identity_key: format!("{key_prefix}:store:id:current"),
-            fence_key: format!("{key_prefix}:store:id:fence"),
-        })
+            scripts: Arc::new(Scripts::new()),
+            layout_checked: Arc::new(tokio::sync::OnceCell::new()),
+            listed_groups: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Reads the tracker's durable billed counts under `prefix` (the tracker's key prefix)
+    /// instead of this store's own prefix.
+    pub fn with_billed_prefix(mut self, prefix: &str) -> Self {
+        let mut keys = (*self.keys).clone();
+        keys.billed_prefix = prefix.to_owned();
+        self.keys = Arc::new(keys);
+        self
     }
 
     /// Runs one call under the store's timeout.
-    async fn timed<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    pub(crate) async fn timed<T>(
+        &self,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(self.timeout)),
         }
     }
 
-    async fn sync_pipeline(
+    /// One command under the timeout.
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        self.timed(async {
+            let mut conn = self.conn.clone();
+            Ok(cmd.query_async(&mut conn).await?)
+        })
+        .await
+    }
+
+    /// One script call under the timeout (loaded on `NOSCRIPT` and sent again).
+    pub(crate) async fn eval<T: FromRedisValue>(
+        &self,
+        call: &ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        self.timed(async {
+            let mut conn = self.conn.clone();
+            Ok(call.invoke_async(&mut conn).await?)
+        })
+        .await
+    }
+
+    /// One pipeline (all in one slot) under the timeout; on `NOSCRIPT` the scripts it uses
+    /// are loaded and the whole pipeline is sent again, which every caller makes safe (reports
+    /// are cumulative or numbered, settling is idempotent).
+    pub(crate) async fn pipeline<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+        uses: &[&Script],
+    ) -> Result<T, Error> {
+        self.timed(async {
+            let mut conn = self.conn.clone();
+            match pipe.query_async(&mut conn).await {
+                Ok(replies) => Ok(replies),
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    for script in uses {
+                        script.load_async(&mut conn).await?;
+                    }
+                    Ok(pipe.query_async(&mut conn).await?)
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Item indexes by campaign group, in chunks of at most [`KEYS_PER_SCRIPT`].
+    fn by_group<'i>(keys: impl Iterator<Item = &'i CampaignKey>) -> Vec<(u16, Vec<usize>)> {
+        let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, key) in keys.enumerate() {
+            groups.entry(key.group()).or_default().push(i);
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        for (group, idx) in groups {
+            for chunk in idx.chunks(KEYS_PER_SCRIPT) {
+                out.push((group, chunk.to_vec()));
+            }
+        }
+        out
+    }
+
+    /// One group's sync call: the campaigns at `idx`.
+    async fn sync_group(
         &self,
         session: &str,
         items: &[SyncItem],
-    ) -> Result<Vec<Vec<Vec<i64>>>, Error> {
-        let mut pipe = redis::pipe();
-        for chunk in items.chunks(KEYS_PER_SCRIPT) {
-            let cmd = pipe
-                .cmd("EVALSHA")
-                .arg(self.sync.get_hash())
-                .arg(chunk.len());
-            for item in chunk {
-                cmd.arg(item.key.redis_key(&self.prefix));
-            }
-            cmd.arg(session);
-            for item in chunk {
-                cmd.arg(item.granted)
-                    .arg(item.spent)
-                    .arg(item.returned)
-                    .arg(item.want);
-            }
+        idx: &[usize],
+    ) -> Result<Vec<Vec<i64>>, Error> {
+        let mut call = self.scripts.sync.prepare_invoke();
+        for &i in idx {
+            call.key(self.keys.campaign(&items[i].key));
         }
-        let mut conn = self.conn.clone();
-        match pipe.query_async(&mut conn).await {
-            Ok(replies) => Ok(replies),
-            // Redis restarted or flushed its script cache: load and send again. Replaying the
-            // whole pipeline is safe because every report is cumulative.
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.sync.load_async(&mut conn).await?;
-                Ok(pipe.query_async(&mut conn).await?)
-            }
-            Err(e) => Err(e.into()),
+        call.arg(session);
+        for &i in idx {
+            let item = &items[i];
+            call.arg(item.granted)
+                .arg(item.spent)
+                .arg(item.returned)
+                .arg(item.want);
         }
+        self.eval(&call).await
     }
 
-    /// The batches, then the settlement, as one pipeline. Replies: one `{code, absent, late}`
-    /// per batch, then `{settled, credited, uncredited, over, more}` if settling was asked.
-    async fn reconcile_pipeline(
-        &self,
-        session: &str,
-        batches: &[ReconBatch],
-        args: &ReconArgs,
-    ) -> Result<Vec<Vec<i64>>, Error> {
-        let mut pipe = redis::pipe();
-        let seq_key = format!("{}:recon:seq:{session}", self.prefix);
-        let mut prev = 0;
-        for batch in batches {
-            let cmd = pipe
-                .cmd("EVALSHA")
-                .arg(self.recon_report.get_hash())
-                .arg(3 + 2 * batch.items.len())
-                .arg(&seq_key)
-                .arg(&self.recon_size)
-                .arg(&self.recon_open);
-            for item in &batch.items {
-                cmd.arg(item.key.redis_key(&self.prefix))
-                    .arg(item.key.bucket_key(&self.prefix, item.bucket_start_ms));
+    async fn sync_all(&self, session: &str, items: &[SyncItem]) -> PartialSync {
+        let groups = Self::by_group(items.iter().map(|i| &i.key));
+        let calls = groups
+            .iter()
+            .map(|(_, idx)| self.sync_group(session, items, idx));
+        let replies = join_all(calls).await;
+        let mut answers = vec![SyncAnswer::Unanswered; items.len()];
+        let mut error = None;
+        for ((_, idx), reply) in groups.iter().zip(replies) {
+            let parsed = reply.and_then(|rows| {
+                if rows.len() != idx.len() {
+                    return Err(Error::Protocol(format!(
+                        "{} answers for {} campaigns",
+                        rows.len(),
+                        idx.len()
+                    )));
+                }
+                rows.iter()
+                    .map(|r| parse_grant(r))
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            match parsed {
+                Ok(grants) => {
+                    for (&i, grant) in idx.iter().zip(grants) {
+                        answers[i] = grant.map_or(SyncAnswer::Absent, SyncAnswer::Granted);
+                    }
+                }
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
             }
-            cmd.arg(batch.seq)
-                .arg(prev)
-                .arg(args.bucket_ms)
-                .arg(args.settle_after_ms)
-                .arg(args.retain_ms)
-                .arg(args.now_ms);
-            for item in &batch.items {
-                cmd.arg(item.bucket_start_ms)
-                    .arg(item.charged)
-                    .arg(item.billed);
-            }
-            prev = batch.seq;
         }
-        let cutoff = args.settle_cutoff().filter(|_| args.max_settle > 0);
-        if batches.is_empty() && cutoff.is_none() {
-            return Ok(Vec::new());
-        }
-        if let Some(cutoff) = cutoff {
-            pipe.cmd("EVALSHA")
-                .arg(self.recon_settle.get_hash())
-                .arg(1)
-                .arg(&self.recon_open)
-                .arg(cutoff)
-                .arg(args.max_settle)
-                .arg(args.retain_ms);
-        }
-        let mut conn = self.conn.clone();
-        match pipe.query_async(&mut conn).await {
-            Ok(replies) => Ok(replies),
-            // Replaying the whole pipeline is safe: batches apply once, settling is idempotent.
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.recon_report.load_async(&mut conn).await?;
-                self.recon_settle.load_async(&mut conn).await?;
-                Ok(pipe.query_async(&mut conn).await?)
-            }
-            Err(e) => Err(e.into()),
-        }
+        PartialSync { answers, error }
     }
 
     async fn change_budget(
@@ -235,33 +297,36 @@ impl RedisStore {
         amount: u64,
         paused: bool,
     ) -> Result<i64, Error> {
-        let mut conn = self.conn.clone();
-        let reply: (i64, i64) = self
-            .budget
-            .key(key.redis_key(&self.prefix))
-            .key(&self.catalog)
+        let name = self.keys.campaign(key);
+        let mut call = self.scripts.budget.prepare_invoke();
+        call.key(&name)
             .arg(mode)
             .arg(amount)
             .arg(if paused { "1" } else { "0" })
-            .arg(MAX_MICROS)
-            .invoke_async(&mut conn)
+            .arg(MAX_MICROS);
+        let reply: (i64, i64) = self.eval(&call).await?;
+        let code = match reply {
+            (code @ (0 | 1), _) => code,
+            (-1, budget) => return Err(Error::TooLarge(to_u64(budget))),
+            (-2, committed) => {
+                return Err(Error::BelowCommitted {
+                    budget: amount,
+                    committed: to_u64(committed),
+                })
+            }
+            (code, _) => return Err(Error::Protocol(format!("budget script answered {code}"))),
+        };
+        // The catalog is another slot on a cluster: listed after the campaign exists, every
+        // time, so a listing lost to a failure is made good by the next change or seed.
+        let _: i64 = self
+            .query(redis::cmd("SADD").arg(&self.keys.catalog).arg(&name))
             .await?;
-        match reply {
-            (code @ (0 | 1), _) => Ok(code),
-            (-1, budget) => Err(Error::TooLarge(to_u64(budget))),
-            (-2, committed) => Err(Error::BelowCommitted {
-                budget: amount,
-                committed: to_u64(committed),
-            }),
-            (code, _) => Err(Error::Protocol(format!("budget script answered {code}"))),
-        }
+        Ok(code)
     }
 
     async fn read_state(&self, key: &CampaignKey) -> Result<Option<CampaignState>, Error> {
-        let mut conn = self.conn.clone();
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(key.redis_key(&self.prefix))
-            .query_async(&mut conn)
+        let fields: HashMap<String, String> = self
+            .query(redis::cmd("HGETALL").arg(self.keys.campaign(key)))
             .await?;
         parse_state(key, &fields)
     }
@@ -271,9 +336,96 @@ impl RedisStore {
             .await?
             .ok_or_else(|| Error::NotFound(key.clone()))
     }
+
+    /// Every campaign in the catalog.
+    pub(crate) async fn catalog(&self) -> Result<Vec<CampaignKey>, Error> {
+        let names: Vec<String> = self
+            .query(redis::cmd("SMEMBERS").arg(&self.keys.catalog))
+            .await?;
+        Ok(names
+            .iter()
+            .filter_map(|n| CampaignKey::from_redis_key(&self.keys.prefix, n))
+            .collect())
+    }
+
+    async fn adopt_all(&self, id: &str, campaigns: &[StatedCampaign]) -> Result<(), Error> {
+        for c in campaigns {
+            if c.budget > MAX_MICROS || c.spent > MAX_MICROS {
+                return Err(Error::TooLarge(c.budget.max(c.spent)));
+            }
+        }
+        let existing = self.catalog().await?;
+        let open: Vec<String> = self
+            .query(redis::cmd("SMEMBERS").arg(&self.keys.recon_groups))
+            .await?;
+        let mut groups: BTreeMap<u16, (Vec<&CampaignKey>, Vec<&StatedCampaign>)> = BTreeMap::new();
+        for key in &existing {
+            groups.entry(key.group()).or_default().0.push(key);
+        }
+        for c in campaigns {
+            groups.entry(c.key.group()).or_default().1.push(c);
+        }
+        for g in open.iter().filter_map(|g| g.parse::<u16>().ok()) {
+            groups.entry(g).or_default();
+        }
+        let calls = groups.iter().map(|(&group, (drop, stated))| async move {
+            let mut call = self.scripts.adopt.prepare_invoke();
+            call.key(self.keys.open_set(group)).arg(drop.len());
+            for key in drop {
+                call.key(self.keys.campaign(key));
+            }
+            for c in stated {
+                call.key(self.keys.campaign(&c.key))
+                    .arg(c.budget)
+                    .arg(c.spent)
+                    .arg(if c.paused { "1" } else { "0" });
+            }
+            let written: i64 = self.eval(&call).await?;
+            if usize::try_from(written).ok() != Some(stated.len()) {
+                return Err(Error::Protocol(format!(
+                    "adopt wrote {written} of {} campaigns",
+                    stated.len()
+                )));
+            }
+            Ok(())
+        });
+        for result in join_all(calls).await {
+            result?;
+        }
+        let mut catalog = redis::pipe();
+        catalog.cmd("DEL").arg(&self.keys.catalog).ignore();
+        if !campaigns.is_empty() {
+            let cmd = catalog.cmd("SADD").arg(&self.keys.catalog);
+            for c in campaigns {
+                cmd.arg(self.keys.campaign(&c.key));
+            }
+            cmd.ignore();
+        }
+        let () = self.pipeline(&catalog, &[]).await?;
+        let () = self
+            .query(redis::cmd("SET").arg(&self.keys.identity).arg(id))
+            .await?;
+        // Last: until here every node stays fenced.
+        let _: i64 = self.query(redis::cmd("DEL").arg(&self.keys.fence)).await?;
+        Ok(())
+    }
 }
 
-fn to_u64(n: i64) -> u64 {
+/// Whether a fence holds against the store's current identity `id`: a fence names the identity
+/// its node saw (`id=ID;...`), and one naming another identity was set on a stale read, after
+/// an adoption replaced it (the adoption is not undone by it). A fence naming none holds.
+fn fences(fence: &str, id: Option<&str>) -> bool {
+    let Some(named) = fence
+        .strip_prefix(crate::identity::FENCE_SEEN)
+        .and_then(|rest| rest.split_once(';'))
+        .map(|(named, _)| named)
+    else {
+        return true;
+    };
+    named == id.unwrap_or("-")
+}
+
+pub(crate) fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
@@ -338,11 +490,11 @@ fn parse_state(
     }))
 }
 
-fn count(n: i64) -> usize {
+pub(crate) fn count(n: i64) -> usize {
     usize::try_from(n).unwrap_or(0)
 }
 
-fn parse_batch(reply: &[i64], bucket_ms: u64) -> Result<BatchReply, Error> {
+pub(crate) fn parse_batch(reply: &[i64], bucket_ms: u64) -> Result<BatchReply, Error> {
     let outcome = match *reply {
         [1, ..] => BatchOutcome::Applied,
         [0, ..] => BatchOutcome::Duplicate,
@@ -360,14 +512,14 @@ fn parse_batch(reply: &[i64], bucket_ms: u64) -> Result<BatchReply, Error> {
     }
 }
 
-fn parse_settle(reply: &[i64]) -> Result<SettleReply, Error> {
+pub(crate) fn parse_settle(reply: &[i64]) -> Result<SettleReply, Error> {
     match *reply {
-        [settled, credited, uncredited, over, more] => Ok(SettleReply {
+        [settled, credited, uncredited, over] => Ok(SettleReply {
             settled: count(settled),
             credited: to_u64(credited),
             uncredited: to_u64(uncredited),
             billed_beyond_charged: to_u64(over),
-            more: more == 1,
+            more: false,
         }),
         _ => Err(Error::Protocol(format!("settle script answered {reply:?}"))),
     }
@@ -415,32 +567,41 @@ fn parse_grant(reply: &[i64]) -> Result<Option<Grant>, Error> {
     }
 }
 
-impl Store for RedisStore {
+impl<C> Store for RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
     fn sync<'a>(
         &'a self,
         session: &'a str,
         items: &'a [SyncItem],
     ) -> BoxFuture<'a, Result<Vec<Option<Grant>>, Error>> {
-        self.timed(async move {
-            if items.is_empty() {
-                return Ok(Vec::new());
+        async move {
+            let partial = self.sync_all(session, items).await;
+            if let Some(e) = partial.error {
+                return Err(e);
             }
-            let replies = self.sync_pipeline(session, items).await?;
-            let grants = replies
-                .iter()
-                .flatten()
-                .map(|r| parse_grant(r))
-                .collect::<Result<Vec<_>, _>>()?;
-            if grants.len() != items.len() {
-                return Err(Error::Protocol(format!(
-                    "{} answers for {} campaigns",
-                    grants.len(),
-                    items.len()
-                )));
-            }
-            Ok(grants)
-        })
+            partial
+                .answers
+                .into_iter()
+                .map(|a| match a {
+                    SyncAnswer::Granted(g) => Ok(Some(g)),
+                    SyncAnswer::Absent => Ok(None),
+                    SyncAnswer::Unanswered => {
+                        Err(Error::Protocol("a campaign was left unanswered".to_owned()))
+                    }
+                })
+                .collect()
+        }
         .boxed()
+    }
+
+    fn sync_partial<'a>(
+        &'a self,
+        session: &'a str,
+        items: &'a [SyncItem],
+    ) -> BoxFuture<'a, PartialSync> {
+        self.sync_all(session, items).boxed()
     }
 
     fn end_session<'a>(
@@ -448,33 +609,27 @@ impl Store for RedisStore {
         session: &'a str,
         keys: &'a [CampaignKey],
     ) -> BoxFuture<'a, Result<(), Error>> {
-        self.timed(async move {
-            let mut conn = self.conn.clone();
-            for chunk in keys.chunks(KEYS_PER_SCRIPT) {
-                let mut call = self.end_session.prepare_invoke();
-                for key in chunk {
-                    call.key(key.redis_key(&self.prefix));
+        async move {
+            let groups = Self::by_group(keys.iter());
+            let calls = groups.iter().map(|(_, idx)| async move {
+                let mut call = self.scripts.end_session.prepare_invoke();
+                for &i in idx {
+                    call.key(self.keys.campaign(&keys[i]));
                 }
-                let _removed: i64 = call.arg(session).invoke_async(&mut conn).await?;
+                call.arg(session);
+                let _removed: i64 = self.eval(&call).await?;
+                Ok::<(), Error>(())
+            });
+            for result in join_all(calls).await {
+                result?;
             }
             Ok(())
-        })
+        }
         .boxed()
     }
 
     fn campaigns(&self) -> BoxFuture<'_, Result<Vec<CampaignKey>, Error>> {
-        self.timed(async move {
-            let mut conn = self.conn.clone();
-            let names: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(&self.catalog)
-                .query_async(&mut conn)
-                .await?;
-            Ok(names
-                .iter()
-                .filter_map(|n| CampaignKey::from_redis_key(&self.prefix, n))
-                .collect())
-        })
-        .boxed()
+        self.catalog().boxed()
     }
 
     fn seed_if_absent<'a>(
@@ -483,8 +638,7 @@ impl Store for RedisStore {
         budget: u64,
         paused: bool,
     ) -> BoxFuture<'a, Result<bool, Error>> {
-        self.timed(async move { Ok(self.change_budget(key, "seed", budget, paused).await? == 1) })
-            .boxed()
+        async move { Ok(self.change_budget(key, "seed", budget, paused).await? == 1) }.boxed()
     }
 
     fn set_budget<'a>(
@@ -492,10 +646,10 @@ impl Store for RedisStore {
         key: &'a CampaignKey,
         budget: u64,
     ) -> BoxFuture<'a, Result<CampaignState, Error>> {
-        self.timed(async move {
+        async move {
             self.change_budget(key, "set", budget, false).await?;
             self.changed_state(key).await
-        })
+        }
         .boxed()
     }
 
@@ -504,13 +658,13 @@ impl Store for RedisStore {
         key: &'a CampaignKey,
         micros: u64,
     ) -> BoxFuture<'a, Result<CampaignState, Error>> {
-        self.timed(async move {
+        async move {
             if micros > MAX_MICROS {
                 return Err(Error::TooLarge(micros));
             }
             self.change_budget(key, "add", micros, false).await?;
             self.changed_state(key).await
-        })
+        }
         .boxed()
     }
 
@@ -519,19 +673,16 @@ impl Store for RedisStore {
         key: &'a CampaignKey,
         paused: bool,
     ) -> BoxFuture<'a, Result<CampaignState, Error>> {
-        self.timed(async move {
-            let mut conn = self.conn.clone();
-            let done: i64 = self
-                .pause
-                .key(key.redis_key(&self.prefix))
-                .arg(if paused { "1" } else { "0" })
-                .invoke_async(&mut conn)
-                .await?;
+        async move {
+            let mut call = self.scripts.pause.prepare_invoke();
+            call.key(self.keys.campaign(key))
+                .arg(if paused { "1" } else { "0" });
+            let done: i64 = self.eval(&call).await?;
             if done != 1 {
                 return Err(Error::NotFound(key.clone()));
             }
             self.changed_state(key).await
-        })
+        }
         .boxed()
     }
 
@@ -539,7 +690,7 @@ impl Store for RedisStore {
         &'a self,
         key: &'a CampaignKey,
     ) -> BoxFuture<'a, Result<Option<CampaignState>, Error>> {
-        self.timed(self.read_state(key)).boxed()
+        self.read_state(key).boxed()
     }
 
     fn reclaim<'a>(
@@ -547,19 +698,15 @@ impl Store for RedisStore {
         key: &'a CampaignKey,
         session: &'a str,
     ) -> BoxFuture<'a, Result<u64, Error>> {
-        self.timed(async move {
-            let mut conn = self.conn.clone();
-            let released: i64 = self
-                .reclaim
-                .key(key.redis_key(&self.prefix))
-                .arg(session)
-                .invoke_async(&mut conn)
-                .await?;
+        async move {
+            let mut call = self.scripts.reclaim.prepare_invoke();
+            call.key(self.keys.campaign(key)).arg(session);
+            let released: i64 = self.eval(&call).await?;
             if released < 0 {
                 return Err(Error::NotFound(key.clone()));
             }
             Ok(to_u64(released))
-        })
+        }
         .boxed()
     }
 
@@ -569,97 +716,78 @@ impl Store for RedisStore {
         batches: &'a [ReconBatch],
         args: &'a ReconArgs,
     ) -> BoxFuture<'a, Result<ReconReply, Error>> {
-        self.timed(async move {
-            args.check()?;
-            let replies = self.reconcile_pipeline(session, batches, args).await?;
-            let settling = replies.len() > batches.len();
-            if replies.len() != batches.len() + usize::from(settling) {
-                return Err(Error::Protocol(format!(
-                    "{} answers for {} batches",
-                    replies.len(),
-                    batches.len()
-                )));
-            }
-            let batches = replies[..batches.len()]
-                .iter()
-                .map(|r| parse_batch(r, args.bucket_ms))
-                .collect::<Result<Vec<_>, _>>()?;
-            let settle = match replies.last().filter(|_| settling) {
-                Some(r) => parse_settle(r)?,
-                None => SettleReply::default(),
-            };
-            Ok(ReconReply { batches, settle })
-        })
-        .boxed()
+        self.reconcile_groups(session, batches, args).boxed()
     }
 
     fn reconciliation<'a>(
         &'a self,
         key: &'a CampaignKey,
     ) -> BoxFuture<'a, Result<Option<ReconTotals>, Error>> {
-        self.timed(async move {
-            let mut conn = self.conn.clone();
+        async move {
             let mut fields: Vec<&str> = vec!["budget"];
             fields.extend(RECON_FIELDS);
-            let values: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(key.redis_key(&self.prefix))
-                .arg(&fields)
-                .query_async(&mut conn)
+            let values: Vec<Option<String>> = self
+                .query(
+                    redis::cmd("HMGET")
+                        .arg(self.keys.campaign(key))
+                        .arg(&fields),
+                )
                 .await?;
             match values.split_first() {
                 Some((Some(_budget), rest)) => Ok(Some(parse_recon(rest)?)),
                 Some((None, _)) => Ok(None),
                 None => Err(Error::Protocol("HMGET answered nothing".to_owned())),
             }
-        })
+        }
         .boxed()
     }
 
     fn identity(&self) -> BoxFuture<'_, Result<StoreIdentity, Error>> {
-        self.timed(async move {
-            let mut conn = self.conn.clone();
-            let (id, fence): (Option<String>, Option<String>) = redis::cmd("MGET")
-                .arg(&self.identity_key)
-                .arg(&self.fence_key)
-                .query_async(&mut conn)
-                .await?;
-            Ok(StoreIdentity {
-                id,
-                fenced: fence.is_some(),
-            })
-        })
+        async move {
+            self.check_layout().await?;
+            // Two keys, two slots on a cluster: two GETs, sent together.
+            let (mut get_id, mut get_fence) = (redis::cmd("GET"), redis::cmd("GET"));
+            get_id.arg(&self.keys.identity);
+            get_fence.arg(&self.keys.fence);
+            let (id, fence) = futures::join!(
+                self.query::<Option<String>>(&get_id),
+                self.query::<Option<String>>(&get_fence),
+            );
+            let id = id?;
+            let fenced = fence?.is_some_and(|f| fences(&f, id.as_deref()));
+            Ok(StoreIdentity { id, fenced })
+        }
         .boxed()
     }
 
     fn init_identity<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, Error>> {
-        self.timed(async move {
-            let mut conn = self.conn.clone();
-            let (held,): (Option<String>,) = redis::pipe()
-                .cmd("SET")
-                .arg(&self.identity_key)
+        async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(&self.keys.identity)
                 .arg(id)
                 .arg("NX")
                 .ignore()
                 .cmd("GET")
-                .arg(&self.identity_key)
-                .query_async(&mut conn)
-                .await?;
+                .arg(&self.keys.identity);
+            let (held,): (Option<String>,) = self.pipeline(&pipe, &[]).await?;
             held.ok_or_else(|| Error::Protocol("the identity vanished as it was written".into()))
-        })
+        }
         .boxed()
     }
 
     fn fence<'a>(&'a self, reason: &'a str) -> BoxFuture<'a, Result<(), Error>> {
-        self.timed(async move {
-            let mut conn = self.conn.clone();
-            let _: Option<String> = redis::cmd("SET")
-                .arg(&self.fence_key)
-                .arg(reason)
-                .arg("NX")
-                .query_async(&mut conn)
+        async move {
+            let _: Option<String> = self
+                .query(
+                    redis::cmd("SET")
+                        .arg(&self.keys.fence)
+                        .arg(reason)
+                        .arg("NX"),
+                )
                 .await?;
             Ok(())
-        })
+        }
         .boxed()
     }
 
@@ -668,33 +796,27 @@ impl Store for RedisStore {
         id: &'a str,
         campaigns: &'a [StatedCampaign],
     ) -> BoxFuture<'a, Result<(), Error>> {
-        self.timed(async move {
-            let mut conn = self.conn.clone();
-            let mut call = self.adopt.prepare_invoke();
-            call.key(&self.identity_key)
-                .key(&self.fence_key)
-                .key(&self.catalog)
-                .key(&self.recon_open)
-                .arg(id);
-            for c in campaigns {
-                if c.budget > MAX_MICROS || c.spent > MAX_MICROS {
-                    return Err(Error::TooLarge(c.budget.max(c.spent)));
-                }
-                call.key(c.key.redis_key(&self.prefix))
-                    .arg(c.budget)
-                    .arg(c.spent)
-                    .arg(if c.paused { "1" } else { "0" });
-            }
-            let written: i64 = call.invoke_async(&mut conn).await?;
-            if usize::try_from(written).ok() != Some(campaigns.len()) {
-                return Err(Error::Protocol(format!(
-                    "adopt wrote {written} of {} campaigns",
-                    campaigns.len()
-                )));
-            }
-            Ok(())
-        })
+        self.adopt_all(id, campaigns).boxed()
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        session: &'a str,
+        ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<Presence, Error>> {
+        self.renew_presence(session, ttl_ms).boxed()
+    }
+
+    fn sessions(&self) -> BoxFuture<'_, Result<Vec<String>, Error>> {
+        async move {
+            self.query(redis::cmd("SMEMBERS").arg(&self.keys.nodes))
+                .await
+        }
         .boxed()
+    }
+
+    fn reap<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<Reap, Error>> {
+        self.reap_session(session).boxed()
     }
 }
 
@@ -729,8 +851,21 @@ mod tests {
     }
 
     #[test]
+    fn a_fence_set_on_a_stale_read_fences_nothing() {
+        assert!(fences("id=-;vanished", None));
+        assert!(fences("id=created-1;changed", Some("created-1")));
+        assert!(!fences("id=-;vanished", Some("adopted-2")));
+        assert!(!fences("id=created-1;changed", Some("adopted-2")));
+        assert!(fences("written by an older version", Some("adopted-2")));
+    }
+
+    #[test]
     fn opening_outside_a_runtime_is_an_error_not_a_panic() {
-        let opened = RedisStore::open("redis://127.0.0.1:1", "budget", Duration::from_millis(10));
+        let opened = RedisStore::<ConnectionManager>::open(
+            "redis://127.0.0.1:1",
+            "budget",
+            Duration::from_millis(10),
+        );
         assert!(matches!(opened, Err(Error::Config(_))));
     }
 
@@ -770,12 +905,12 @@ mod tests {
             Err(Error::Protocol(_))
         ));
         assert!(matches!(parse_batch(&[1], 1), Err(Error::Protocol(_))));
-        let s = parse_settle(&[2, 500, 0, 7, 1]).unwrap();
+        let s = parse_settle(&[2, 500, 0, 7]).unwrap();
         assert_eq!(
             (s.settled, s.credited, s.billed_beyond_charged),
             (2, 500, 7)
         );
-        assert!(s.more);
+        assert!(!s.more);
         assert!(parse_settle(&[1, 2]).is_err());
 
         let mut values: Vec<Option<String>> = vec![None; RECON_FIELDS.len()];

@@ -871,7 +871,8 @@ impl Config {
         let mut cfg = self.budget.clone();
         cfg.redis_url = self.redis.url.clone();
         // Beside the tracking spool: already one per node and kept across restarts.
-        if cfg.redis_url.is_some() && cfg.state_file.is_none() {
+        let shared = cfg.redis_url.is_some() || self.redis.cluster.is_some();
+        if shared && cfg.state_file.is_none() {
             cfg.state_file = Some(self.tracking.spool_dir.join("budget-store-identity"));
         }
         cfg.campaigns = self

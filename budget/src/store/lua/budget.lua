@@ -1,4 +1,5 @@
--- Creates a campaign or changes its budget. KEYS[1]: campaign hash, KEYS[2]: campaign set.
+-- Creates a campaign or changes its budget. KEYS[1]: campaign hash (the caller adds it to the
+-- catalog, another slot on a cluster).
 -- ARGV: mode ('seed' | 'set' | 'add'), amount, paused for a new campaign ('0' | '1'), max.
 -- Reply {code, n}: {1, budget} done, {0, 0} seed found it present,
 -- {-1, budget} past max, {-2, committed} below spent + held.
@@ -27,5 +28,4 @@ if exists then
 else
   redis.call('HSET', KEYS[1], 'budget', int(budget), 'spent', '0', 'held', '0', 'paused', ARGV[3])
 end
-redis.call('SADD', KEYS[2], KEYS[1])
 return {1, budget}
