@@ -8,6 +8,7 @@
 //! batches and settles due buckets (see `reconcile` and `store::recon`); it has the same
 //! property.
 
+use crate::clock::Clock;
 use crate::config::{BudgetConfig, UnknownPolicy};
 use crate::identity::Identity;
 use crate::index::{Index, Pending, RECENT_UNKNOWN_SLOTS};
@@ -46,6 +47,8 @@ pub struct Budgets {
     pub(crate) metrics: BudgetMetrics,
     /// The store identity this node knows, and whether the store lost its data.
     pub(crate) identity: Identity,
+    /// The wall clock (`cfg.clock`): campaigns' days, pacing, reconciliation.
+    pub(crate) clock: Clock,
 }
 
 impl std::fmt::Debug for Budgets {
@@ -93,9 +96,13 @@ impl Budgets {
             recon: Recorder::new(cfg.reconcile_bucket_ms),
             metrics: BudgetMetrics::new(recorder, cfg.per_campaign_metrics),
             identity: Identity::default(),
+            clock: cfg.clock.clone(),
             cfg,
         });
-        budgets.insert(&seeds);
+        for (c, seed) in budgets.insert(&seeds).iter().zip(&budgets.cfg.campaigns) {
+            // The first sync already sends the campaign's day in its configured zone.
+            c.book().tz = Some(Arc::from(seed.timezone.as_str()));
+        }
         Ok(budgets)
     }
 
@@ -142,7 +149,7 @@ impl Budgets {
             let key = CampaignKey::new(&seed.dsp, &seed.cid);
             if self
                 .store
-                .seed_if_absent(&key, seed.budget_micros, seed.paused)
+                .seed_if_absent(&key, seed.budget_micros, seed.paused, &seed.daily())
                 .await?
             {
                 created += 1;
@@ -159,6 +166,11 @@ impl Budgets {
     /// The configuration in use.
     pub fn config(&self) -> &BudgetConfig {
         &self.cfg
+    }
+
+    /// Now, by the clock this node was handed (ms since the Unix epoch).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// The policy for bids without a known campaign.

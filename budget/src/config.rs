@@ -1,5 +1,7 @@
 //! Budget configuration as the exchange embeds it in its TOML file, with documented defaults.
 
+use crate::clock::Clock;
+use crate::daily::{DailySettings, Pacing, DEFAULT_TIMEZONE};
 use crate::store::recon::ReconArgs;
 use crate::store::MAX_MICROS;
 use crate::Error;
@@ -38,6 +40,43 @@ pub struct CampaignSeed {
     /// Created paused.
     #[serde(default)]
     pub paused: bool,
+    /// At most this much spent per day (micros). Absent: no daily cap.
+    #[serde(default)]
+    pub daily_budget_micros: Option<u64>,
+    /// How the daily budget is spent. Default `asap`.
+    #[serde(default)]
+    pub pacing: Pacing,
+    /// IANA zone whose midnight starts the campaign's day. Default `UTC`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    DEFAULT_TIMEZONE.to_owned()
+}
+
+impl CampaignSeed {
+    /// A seed with no daily cap, in UTC.
+    pub fn new(dsp: &str, cid: &str, budget_micros: u64) -> Self {
+        CampaignSeed {
+            dsp: dsp.to_owned(),
+            cid: cid.to_owned(),
+            budget_micros,
+            paused: false,
+            daily_budget_micros: None,
+            pacing: Pacing::Asap,
+            timezone: default_timezone(),
+        }
+    }
+
+    /// Its daily settings.
+    pub fn daily(&self) -> DailySettings {
+        DailySettings {
+            daily_budget_micros: self.daily_budget_micros,
+            pacing: self.pacing,
+            timezone: self.timezone.clone(),
+        }
+    }
 }
 
 /// Budget settings. Every field has a default, so an empty `[budget]` table is valid.
@@ -98,6 +137,10 @@ pub struct BudgetConfig {
     pub state_file: Option<std::path::PathBuf>,
     /// Budgets created in the store when absent.
     pub campaigns: Vec<CampaignSeed>,
+    /// The wall clock of day boundaries, pacing and reconciliation: the system clock unless a
+    /// test hands in another ([`Clock::manual`]). Not read from the config file.
+    #[serde(skip)]
+    pub clock: Clock,
 }
 
 impl Default for BudgetConfig {
@@ -124,6 +167,7 @@ impl Default for BudgetConfig {
             reconcile_max_settle: 1000,
             state_file: None,
             campaigns: Vec::new(),
+            clock: Clock::system(),
         }
     }
 }
@@ -190,6 +234,10 @@ impl BudgetConfig {
             if seed.dsp.is_empty() || seed.cid.is_empty() {
                 return bad("campaign dsp and cid must be non-empty");
             }
+            if let Some(daily) = seed.daily_budget_micros.filter(|d| *d > MAX_MICROS) {
+                return Err(Error::TooLarge(daily));
+            }
+            crate::daily::check_timezone(&seed.timezone)?;
         }
         Ok(())
     }
@@ -301,12 +349,7 @@ mod tests {
         };
         assert!(zero.validate().is_err());
         let huge = BudgetConfig {
-            campaigns: vec![CampaignSeed {
-                dsp: "d".into(),
-                cid: "c".into(),
-                budget_micros: MAX_MICROS + 1,
-                paused: false,
-            }],
+            campaigns: vec![CampaignSeed::new("d", "c", MAX_MICROS + 1)],
             ..BudgetConfig::default()
         };
         assert!(matches!(huge.validate(), Err(Error::TooLarge(_))));

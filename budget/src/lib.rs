@@ -21,7 +21,9 @@
 mod admin;
 mod budgets;
 mod campaign;
+mod clock;
 mod config;
+mod daily;
 mod identity;
 mod index;
 mod key;
@@ -35,7 +37,9 @@ mod sync;
 pub use admin::LocalState;
 pub use budgets::Budgets;
 pub use campaign::{Campaign, CampaignHandle};
+pub use clock::{Clock, ManualClock};
 pub use config::{BudgetConfig, CampaignSeed, UnknownPolicy};
+pub use daily::{check_timezone, DailyChange, DailySettings, DayWindow, Pacing, DEFAULT_TIMEZONE};
 pub use identity::{AdoptReport, StatedSpend};
 pub use index::{BudgetView, Lookup};
 pub use key::CampaignKey;
@@ -75,6 +79,15 @@ pub enum Error {
         /// The budget that was asked for.
         budget: u64,
         /// `spent + held` at the time of the request.
+        committed: u64,
+    },
+    /// Lowering a daily budget below what is spent today or leased out would break the
+    /// daily guarantee.
+    #[error("daily budget {daily} is below the {committed} micros already spent today or leased")]
+    DailyBelowCommitted {
+        /// The daily budget that was asked for.
+        daily: u64,
+        /// `day_spent + held` at the time of the request.
         committed: u64,
     },
     /// An amount past [`MAX_MICROS`] (the store keeps exact integers only up to 2^53).

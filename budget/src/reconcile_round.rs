@@ -4,7 +4,7 @@
 
 use crate::budgets::Budgets;
 use crate::key::CampaignKey;
-use crate::reconcile::{wall_clock_ms, ReconcileReport, Reconciliation, Side};
+use crate::reconcile::{ReconcileReport, Reconciliation, Side};
 use crate::Error;
 use std::time::{Duration, Instant};
 
@@ -28,9 +28,9 @@ impl Budgets {
             .record(Side::Billed, dsp, cid, auction_ts_ms, cost_micros);
     }
 
-    /// One reconcile round at the wall clock (see [`Budgets::reconcile_at`]).
+    /// One reconcile round at this node's clock (see [`Budgets::reconcile_at`]).
     pub async fn reconcile_once(&self) -> Result<ReconcileReport, Error> {
-        self.reconcile_at(wall_clock_ms()).await
+        self.reconcile_at(self.clock.now_ms()).await
     }
 
     /// One reconcile round as if the clock read `now_ms`: sends this node's counts (or resends

@@ -3,7 +3,8 @@
 -- sets the identity and lifts the fence, in one step.
 -- KEYS[1]: identity, KEYS[2]: fence, KEYS[3]: campaign set, KEYS[4]: open buckets; then one
 -- campaign hash per stated campaign. ARGV[1]: the new identity; then per campaign: budget,
--- spent, paused ('0' | '1'), as integer strings. Reply: campaigns written.
+-- spent, paused ('0' | '1'), as integer strings, daily budget ('' for none), pacing, zone.
+-- Reply: campaigns written.
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   redis.call('DEL', key)
 end
@@ -14,9 +15,13 @@ end
 redis.call('DEL', KEYS[4])
 local n = 0
 for i = 5, #KEYS do
-  local a = 2 + (i - 5) * 3
+  local a = 2 + (i - 5) * 6
   redis.call('DEL', KEYS[i])
-  redis.call('HSET', KEYS[i], 'budget', ARGV[a], 'spent', ARGV[a + 1], 'held', '0', 'paused', ARGV[a + 2])
+  redis.call('HSET', KEYS[i], 'budget', ARGV[a], 'spent', ARGV[a + 1], 'held', '0', 'paused', ARGV[a + 2],
+    'pacing', ARGV[a + 4], 'tz', ARGV[a + 5])
+  if ARGV[a + 3] ~= '' then
+    redis.call('HSET', KEYS[i], 'daily', ARGV[a + 3])
+  end
   redis.call('SADD', KEYS[3], KEYS[i])
   n = n + 1
 end
