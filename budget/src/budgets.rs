@@ -47,7 +47,7 @@ pub struct Budgets {
     pub(crate) metrics: BudgetMetrics,
     /// The store identity this node knows, and whether the store lost its data.
     pub(crate) identity: Identity,
-    /// The wall clock (`cfg.clock`): campaigns' days, pacing, reconciliation.
+    /// The wall clock (`cfg.clock`) of campaigns' days and pacing.
     pub(crate) clock: Clock,
 }
 

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Milliseconds since the Unix epoch, read through a function the caller chose: the system
-/// clock by default ([`Clock::system`]), a manual one in tests ([`Clock::manual`]). Day
-/// boundaries, even pacing and the reconcile round all read this one clock.
+/// clock by default ([`Clock::system`]), a manual one in tests ([`Clock::manual`]). Campaign
+/// days and even pacing read it; a test drives reconciliation with `Budgets::reconcile_at`.
 #[derive(Clone)]
 pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
 

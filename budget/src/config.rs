@@ -137,8 +137,9 @@ pub struct BudgetConfig {
     pub state_file: Option<std::path::PathBuf>,
     /// Budgets created in the store when absent.
     pub campaigns: Vec<CampaignSeed>,
-    /// The wall clock of day boundaries, pacing and reconciliation: the system clock unless a
-    /// test hands in another ([`Clock::manual`]). Not read from the config file.
+    /// The wall clock of campaign days and pacing: the system clock unless a test hands in
+    /// another ([`Clock::manual`]). Not read from the config file. (Reconciliation keeps the
+    /// system clock: its buckets are keyed by auction timestamps.)
     #[serde(skip)]
     pub clock: Clock,
 }

@@ -4,7 +4,7 @@
 
 use crate::budgets::Budgets;
 use crate::key::CampaignKey;
-use crate::reconcile::{ReconcileReport, Reconciliation, Side};
+use crate::reconcile::{wall_clock_ms, ReconcileReport, Reconciliation, Side};
 use crate::Error;
 use std::time::{Duration, Instant};
 
@@ -28,9 +28,11 @@ impl Budgets {
             .record(Side::Billed, dsp, cid, auction_ts_ms, cost_micros);
     }
 
-    /// One reconcile round at this node's clock (see [`Budgets::reconcile_at`]).
+    /// One reconcile round at the wall clock (see [`Budgets::reconcile_at`]). Not the
+    /// injected clock: buckets are keyed by auction timestamps, which the exchange takes from
+    /// the wall clock, and settling them by another clock would credit wins still billable.
     pub async fn reconcile_once(&self) -> Result<ReconcileReport, Error> {
-        self.reconcile_at(self.clock.now_ms()).await
+        self.reconcile_at(wall_clock_ms()).await
     }
 
     /// One reconcile round as if the clock read `now_ms`: sends this node's counts (or resends

@@ -371,6 +371,11 @@ impl Budgets {
         // twice the target (the slack keeps a lease from bouncing between node and store).
         let keep = if target == 0 {
             0
+        } else if book.starved && unmet > lease {
+            // A remnant too small for this round's bids while the store has nothing more:
+            // handed back, it pools with the other nodes' remnants into an impression someone
+            // can buy, instead of nodes × (one price − 1 micro) sitting stranded.
+            0
         } else if lease > target.saturating_mul(2) {
             target
         } else {
