@@ -168,11 +168,6 @@ impl Budgets {
         &self.cfg
     }
 
-    /// Now, by the clock this node was handed (ms since the Unix epoch).
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
     /// The policy for bids without a known campaign.
     pub fn unknown_policy(&self) -> UnknownPolicy {
         self.cfg.unknown_campaign

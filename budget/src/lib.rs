@@ -15,7 +15,10 @@
 //! The guarantee: for every campaign, `spent + Σ leases held by nodes ≤ budget` in the store, and
 //! a node only charges what its lease holds, so total spend never exceeds the budget however
 //! many nodes share the store. Reconciliation only lowers `spent` (never below zero), so the
-//! guarantee holds through it. See `ARCHITECTURE.md` ("Budgets", "Reconciliation") for the
+//! guarantee holds through it. A campaign with a daily budget also keeps
+//! `day_spent + held ≤ daily_budget` for its current day in its own time zone, and an
+//! even-paced one `day_spent + held ≤` the straight line of the day (`daily`); days and pacing
+//! read the [`Clock`] the config hands in. See `ARCHITECTURE.md` ("Budgets", "Reconciliation") for the
 //! argument and its costs.
 
 mod admin;

@@ -369,12 +369,12 @@ impl Budgets {
         }
         // Hand back what sits idle: everything when the target is zero, else what exceeds
         // twice the target (the slack keeps a lease from bouncing between node and store).
-        let keep = if target == 0 {
-            0
-        } else if book.starved && unmet > lease {
-            // A remnant too small for this round's bids while the store has nothing more:
-            // handed back, it pools with the other nodes' remnants into an impression someone
-            // can buy, instead of nodes × (one price − 1 micro) sitting stranded.
+        // A remnant too small for this round's bids while the store has nothing more: handed
+        // back without asking for more this round, it pools with the other nodes' remnants
+        // into an impression the next node to ask can buy, instead of nodes × (one price − 1
+        // micro) sitting stranded.
+        let pool = book.starved && lease > 0 && unmet > lease;
+        let keep = if target == 0 || pool {
             0
         } else if lease > target.saturating_mul(2) {
             target
@@ -402,7 +402,7 @@ impl Budgets {
                 granted: book.credited,
                 spent: charged_now,
                 returned: book.returned,
-                want: target,
+                want: if pool { 0 } else { target },
                 day: days.get(book.tz.as_ref()),
             }),
         }
