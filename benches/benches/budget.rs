@@ -31,6 +31,7 @@ fn budgets(rt: &tokio::runtime::Runtime) -> Arc<Budgets> {
             cid: "cmp-1".into(),
             budget_micros: budget::MAX_MICROS,
             paused: false,
+            ..CampaignSeed::new("", "", 0)
         }],
         ..BudgetConfig::default()
     };

@@ -1,8 +1,10 @@
-//! The admin operations: set, raise or pause a campaign's budget, read the store's and this
-//! node's view of it, and reclaim a dead session's lease.
+//! The admin operations: set, raise or pause a campaign's budget, change its daily budget,
+//! pacing and time zone, read the store's and this node's view of it, and reclaim a dead
+//! session's lease.
 
 use crate::budgets::Budgets;
 use crate::campaign::{charged, Campaign};
+use crate::daily::{check_timezone, DailyChange, DayWindow};
 use crate::key::CampaignKey;
 use crate::store::{CampaignState, MAX_MICROS};
 use crate::Error;
@@ -65,6 +67,57 @@ impl Budgets {
         let state = self.store.add_budget(&key, micros).await?;
         self.adopt(&key, &state);
         Ok(state)
+    }
+
+    /// Changes a campaign's daily budget, pacing or time zone ([`Error::NotFound`] if absent;
+    /// [`Error::DailyBelowCommitted`] below what is spent today or leased out). Nodes apply it
+    /// at their next sync of the campaign; a new zone takes them one more round to learn.
+    pub async fn set_daily(
+        &self,
+        dsp: &str,
+        cid: &str,
+        change: &DailyChange,
+    ) -> Result<CampaignState, Error> {
+        let key = CampaignKey::new(dsp, cid);
+        if let Some(daily) = change.daily_budget_micros.flatten() {
+            if daily > MAX_MICROS {
+                return Err(Error::TooLarge(daily));
+            }
+        }
+        let tz = match &change.timezone {
+            Some(tz) => {
+                check_timezone(tz)?;
+                tz.clone()
+            }
+            None => {
+                self.store
+                    .state(&key)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(key.clone()))?
+                    .timezone
+            }
+        };
+        let day = self.day_in(&tz)?;
+        let state = self.store.set_daily(&key, change, &day).await?;
+        self.adopt(&key, &state);
+        Ok(state)
+    }
+
+    /// The day in zone `tz` by this node's clock.
+    pub fn day_in(&self, tz: &str) -> Result<DayWindow, Error> {
+        DayWindow::at(&std::sync::Arc::from(tz), self.clock.now_ms())
+    }
+
+    /// What a campaign spent today by this node's clock: the store's `day_spent` while the
+    /// store is on today, 0 once the day has turned and no report has landed in it yet.
+    pub fn spent_today(&self, state: &CampaignState) -> Result<(DayWindow, u64), Error> {
+        let today = self.day_in(&state.timezone)?;
+        let spent = if state.day >= today.id {
+            state.day_spent
+        } else {
+            0
+        };
+        Ok((today, spent))
     }
 
     /// Pauses or resumes a campaign. This node stops spending at once and hands its lease back;

@@ -8,6 +8,7 @@
 //! batches and settles due buckets (see `reconcile` and `store::recon`); it has the same
 //! property.
 
+use crate::clock::Clock;
 use crate::config::{BudgetConfig, UnknownPolicy};
 use crate::identity::Identity;
 use crate::index::{Index, Pending, RECENT_UNKNOWN_SLOTS};
@@ -50,6 +51,8 @@ pub struct Budgets {
     pub(crate) metrics: BudgetMetrics,
     /// The store identity this node knows, and whether the store lost its data.
     pub(crate) identity: Identity,
+    /// The wall clock (`cfg.clock`) of campaigns' days and pacing.
+    pub(crate) clock: Clock,
 }
 
 impl std::fmt::Debug for Budgets {
@@ -98,9 +101,13 @@ impl Budgets {
             recon: Recorder::new(cfg.reconcile_bucket_ms),
             metrics: BudgetMetrics::new(recorder, cfg.per_campaign_metrics),
             identity: Identity::default(),
+            clock: cfg.clock.clone(),
             cfg,
         });
-        budgets.insert(&seeds);
+        for (c, seed) in budgets.insert(&seeds).iter().zip(&budgets.cfg.campaigns) {
+            // The first sync already sends the campaign's day in its configured zone.
+            c.book().tz = Some(Arc::from(seed.timezone.as_str()));
+        }
         Ok(budgets)
     }
 
@@ -147,7 +154,7 @@ impl Budgets {
             let key = CampaignKey::new(&seed.dsp, &seed.cid);
             if self
                 .store
-                .seed_if_absent(&key, seed.budget_micros, seed.paused)
+                .seed_if_absent(&key, seed.budget_micros, seed.paused, &seed.daily())
                 .await?
             {
                 created += 1;

@@ -59,6 +59,8 @@ pub(crate) struct Book {
     pub sent: bool,
     /// The store's totals as of the last successful sync.
     pub remote: Option<Remote>,
+    /// The campaign's time zone as the store last said (`None`: not yet heard, taken as UTC).
+    pub tz: Option<std::sync::Arc<str>>,
 }
 
 /// The store's totals for a campaign as last seen.
@@ -67,6 +69,9 @@ pub(crate) struct Remote {
     pub budget: u64,
     pub spent: u64,
     pub held: u64,
+    pub daily_budget: Option<u64>,
+    pub day: u64,
+    pub day_spent: u64,
 }
 
 impl Campaign {

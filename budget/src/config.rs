@@ -1,5 +1,7 @@
 //! Budget configuration as the exchange embeds it in its TOML file, with documented defaults.
 
+use crate::clock::Clock;
+use crate::daily::{DailySettings, Pacing, DEFAULT_TIMEZONE};
 use crate::store::recon::ReconArgs;
 use crate::store::MAX_MICROS;
 use crate::Error;
@@ -38,6 +40,43 @@ pub struct CampaignSeed {
     /// Created paused.
     #[serde(default)]
     pub paused: bool,
+    /// At most this much spent per day (micros). Absent: no daily cap.
+    #[serde(default)]
+    pub daily_budget_micros: Option<u64>,
+    /// How the daily budget is spent. Default `asap`.
+    #[serde(default)]
+    pub pacing: Pacing,
+    /// IANA zone whose midnight starts the campaign's day. Default `UTC`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    DEFAULT_TIMEZONE.to_owned()
+}
+
+impl CampaignSeed {
+    /// A seed with no daily cap, in UTC.
+    pub fn new(dsp: &str, cid: &str, budget_micros: u64) -> Self {
+        CampaignSeed {
+            dsp: dsp.to_owned(),
+            cid: cid.to_owned(),
+            budget_micros,
+            paused: false,
+            daily_budget_micros: None,
+            pacing: Pacing::Asap,
+            timezone: default_timezone(),
+        }
+    }
+
+    /// Its daily settings.
+    pub fn daily(&self) -> DailySettings {
+        DailySettings {
+            daily_budget_micros: self.daily_budget_micros,
+            pacing: self.pacing,
+            timezone: self.timezone.clone(),
+        }
+    }
 }
 
 /// Budget settings. Every field has a default, so an empty `[budget]` table is valid.
@@ -103,6 +142,11 @@ pub struct BudgetConfig {
     pub node_ttl_ms: u64,
     /// Budgets created in the store when absent.
     pub campaigns: Vec<CampaignSeed>,
+    /// The wall clock of campaign days and pacing: the system clock unless a test hands in
+    /// another ([`Clock::manual`]). Not read from the config file. (Reconciliation keeps the
+    /// system clock: its buckets are keyed by auction timestamps.)
+    #[serde(skip)]
+    pub clock: Clock,
 }
 
 impl Default for BudgetConfig {
@@ -130,6 +174,7 @@ impl Default for BudgetConfig {
             state_file: None,
             node_ttl_ms: 3000,
             campaigns: Vec::new(),
+            clock: Clock::system(),
         }
     }
 }
@@ -202,6 +247,10 @@ impl BudgetConfig {
             if seed.dsp.is_empty() || seed.cid.is_empty() {
                 return bad("campaign dsp and cid must be non-empty");
             }
+            if let Some(daily) = seed.daily_budget_micros.filter(|d| *d > MAX_MICROS) {
+                return Err(Error::TooLarge(daily));
+            }
+            crate::daily::check_timezone(&seed.timezone)?;
         }
         Ok(())
     }
@@ -318,12 +367,7 @@ mod tests {
         };
         assert!(zero.validate().is_err());
         let huge = BudgetConfig {
-            campaigns: vec![CampaignSeed {
-                dsp: "d".into(),
-                cid: "c".into(),
-                budget_micros: MAX_MICROS + 1,
-                paused: false,
-            }],
+            campaigns: vec![CampaignSeed::new("d", "c", MAX_MICROS + 1)],
             ..BudgetConfig::default()
         };
         assert!(matches!(huge.validate(), Err(Error::TooLarge(_))));

@@ -220,11 +220,14 @@ impl Budgets {
                     return Err(Error::TooLarge(amount));
                 }
             }
+            // The daily settings come from this node's config (an adopted store has none).
+            let daily = seed.map(|c| c.daily()).unwrap_or_default();
             campaigns.push(StatedCampaign {
                 key,
                 budget,
                 spent: s.spent_micros,
                 paused: s.paused,
+                daily,
             });
         }
         if let Some(missing) = self

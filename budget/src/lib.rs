@@ -18,13 +18,18 @@
 //! The guarantee: for every campaign, `spent + Σ leases held by nodes ≤ budget` in the store, and
 //! a node only charges what its lease holds, so total spend never exceeds the budget however
 //! many nodes share the store. Reconciliation only lowers `spent` (never below zero), so the
-//! guarantee holds through it. See `ARCHITECTURE.md` ("Budgets", "Reconciliation") for the
+//! guarantee holds through it. A campaign with a daily budget also keeps
+//! `day_spent + held ≤ daily_budget` for its current day in its own time zone, and an
+//! even-paced one `day_spent + held ≤` the straight line of the day (`daily`); days and pacing
+//! read the [`Clock`] the config hands in. See `ARCHITECTURE.md` ("Budgets", "Reconciliation") for the
 //! argument and its costs.
 
 mod admin;
 mod budgets;
 mod campaign;
+mod clock;
 mod config;
+mod daily;
 mod identity;
 mod index;
 mod key;
@@ -39,7 +44,9 @@ mod sync;
 pub use admin::LocalState;
 pub use budgets::Budgets;
 pub use campaign::{Campaign, CampaignHandle};
+pub use clock::{Clock, ManualClock};
 pub use config::{BudgetConfig, CampaignSeed, UnknownPolicy};
+pub use daily::{check_timezone, DailyChange, DailySettings, DayWindow, Pacing, DEFAULT_TIMEZONE};
 pub use identity::{AdoptReport, StatedSpend};
 pub use index::{BudgetView, Lookup};
 pub use key::CampaignKey;
@@ -79,6 +86,15 @@ pub enum Error {
         /// The budget that was asked for.
         budget: u64,
         /// `spent + held` at the time of the request.
+        committed: u64,
+    },
+    /// Lowering a daily budget below what is spent today or leased out would break the
+    /// daily guarantee.
+    #[error("daily budget {daily} is below the {committed} micros already spent today or leased")]
+    DailyBelowCommitted {
+        /// The daily budget that was asked for.
+        daily: u64,
+        /// `day_spent + held` at the time of the request.
         committed: u64,
     },
     /// An amount past [`MAX_MICROS`] (the store keeps exact integers only up to 2^53).

@@ -28,7 +28,9 @@ impl Budgets {
             .record(Side::Billed, dsp, cid, auction_ts_ms, cost_micros);
     }
 
-    /// One reconcile round at the wall clock (see [`Budgets::reconcile_at`]).
+    /// One reconcile round at the wall clock (see [`Budgets::reconcile_at`]). Not the
+    /// injected clock: buckets are keyed by auction timestamps, which the exchange takes from
+    /// the wall clock, and settling them by another clock would credit wins still billable.
     pub async fn reconcile_once(&self) -> Result<ReconcileReport, Error> {
         self.reconcile_at(wall_clock_ms()).await
     }

@@ -4,6 +4,7 @@
 
 use crate::budgets::Budgets;
 use crate::campaign::{charged, Campaign, CampaignHandle, Remote};
+use crate::daily::DayWindow;
 use crate::index::FastMap;
 use crate::key::CampaignKey;
 use crate::metrics::BudgetMetrics;
@@ -190,8 +191,9 @@ impl Budgets {
         let mut items = Vec::with_capacity(index.all.len() + probes.len());
         let mut synced = Vec::with_capacity(index.all.len());
         let mut stats = RoundStats::new(self.cfg.per_campaign_metrics);
+        let mut days = Days::new(self.clock.now_ms());
         for c in &index.all {
-            let prepared = self.prepare(c, full);
+            let prepared = self.prepare(c, full, &mut days);
             stats.add(c.key(), &prepared);
             if let Some(item) = prepared.item {
                 items.push(item);
@@ -212,6 +214,7 @@ impl Budgets {
                     spent: 0,
                     returned: 0,
                     want: 0,
+                    day: None,
                 }),
         );
         if unrenewed.is_some() {
@@ -301,6 +304,8 @@ impl Budgets {
                         spent: charged(&book, c.lease()),
                         returned: book.returned,
                         want: 0,
+                        // Spend reported at release counts in the store's current day.
+                        day: None,
                     }
                 })
                 .collect();
@@ -386,7 +391,7 @@ impl Budgets {
     }
 
     /// Folds one round into a campaign's book and decides whether it is in this report.
-    fn prepare(&self, c: &Campaign, full: bool) -> Prepared {
+    fn prepare(&self, c: &Campaign, full: bool, days: &mut Days) -> Prepared {
         let mut book = c.book();
         let lease = c.lease();
         let charged_now = charged(&book, lease);
@@ -401,7 +406,12 @@ impl Budgets {
         }
         // Hand back what sits idle: everything when the target is zero, else what exceeds
         // twice the target (the slack keeps a lease from bouncing between node and store).
-        let keep = if target == 0 {
+        // A remnant too small for this round's bids while the store has nothing more: handed
+        // back without asking for more this round, it pools with the other nodes' remnants
+        // into an impression the next node to ask can buy, instead of nodes × (one price − 1
+        // micro) sitting stranded.
+        let pool = book.starved && lease > 0 && unmet > lease;
+        let keep = if target == 0 || pool {
             0
         } else if lease > target.saturating_mul(2) {
             target
@@ -429,7 +439,8 @@ impl Budgets {
                 granted: book.credited,
                 spent: charged_now,
                 returned: book.returned,
-                want: target,
+                want: if pool { 0 } else { target },
+                day: days.get(book.tz.as_ref()),
             }),
         }
     }
@@ -454,7 +465,13 @@ impl Budgets {
             budget: g.budget,
             spent: g.spent,
             held: g.held,
+            daily_budget: g.daily_budget,
+            day: g.day,
+            day_spent: g.day_spent,
         });
+        if book.tz.as_deref() != Some(g.timezone.as_str()) {
+            book.tz = Some(Arc::from(g.timezone.as_str()));
+        }
         let mut credited = 0;
         if g.granted > book.credited {
             let add = g.granted - book.credited;
@@ -472,8 +489,9 @@ impl Budgets {
             let taken = c.take_above(0);
             book.returned += taken;
         }
-        let available = g.budget.saturating_sub(g.spent).saturating_sub(g.held);
-        book.starved = g.paused || (available == 0 && c.lease() < item.want);
+        // `room` counts every cap (lifetime, daily, pacing): a paced campaign that reached its
+        // line is starved until the line moves on, and syncs in full rounds only.
+        book.starved = g.paused || (g.room == 0 && c.lease() < item.want);
         credited
     }
 
@@ -494,6 +512,43 @@ impl Budgets {
     pub(crate) fn store_ok(&self) {
         if self.failing.swap(false, Ordering::Relaxed) {
             tracing::info!("budget store reachable again");
+        }
+    }
+}
+
+/// The campaigns' days for one round, computed once per time zone from one clock reading.
+struct Days {
+    now_ms: u64,
+    utc: Arc<str>,
+    seen: Vec<DayWindow>,
+}
+
+impl Days {
+    fn new(now_ms: u64) -> Self {
+        Days {
+            now_ms,
+            utc: Arc::from(crate::daily::DEFAULT_TIMEZONE),
+            seen: Vec::new(),
+        }
+    }
+
+    /// The day in `tz` (UTC until the store has named the campaign's zone); `None` if the
+    /// zone is unknown to the bundled database (the store then grants a capped campaign
+    /// nothing).
+    fn get(&mut self, tz: Option<&Arc<str>>) -> Option<DayWindow> {
+        let tz = tz.unwrap_or(&self.utc);
+        if let Some(d) = self.seen.iter().find(|d| d.tz == *tz) {
+            return Some(d.clone());
+        }
+        match DayWindow::at(tz, self.now_ms) {
+            Ok(d) => {
+                self.seen.push(d.clone());
+                Some(d)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "campaign day not computed");
+                None
+            }
         }
     }
 }

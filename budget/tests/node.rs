@@ -222,12 +222,14 @@ async fn embedded_budgets_come_from_config() {
                 cid: "c1".into(),
                 budget_micros: 30_000,
                 paused: false,
+                ..CampaignSeed::new("", "", 0)
             },
             CampaignSeed {
                 dsp: "acme".into(),
                 cid: "off".into(),
                 budget_micros: 30_000,
                 paused: true,
+                ..CampaignSeed::new("", "", 0)
             },
         ],
         ..config(0)

@@ -38,6 +38,7 @@ fn config() -> BudgetConfig {
             cid: "c1".into(),
             budget_micros: 1_000_000,
             paused: false,
+            ..CampaignSeed::new("", "", 0)
         }],
         ..BudgetConfig::default()
     }

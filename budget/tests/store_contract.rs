@@ -6,8 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use budget::{
-    BatchOutcome, BatchReply, CampaignKey, Error, MemoryStore, ReconArgs, ReconBatch, ReconItem,
-    RedisStore, StatedCampaign, Store, StoreIdentity, SyncItem, MAX_MICROS,
+    BatchOutcome, BatchReply, CampaignKey, DailyChange, DailySettings, DayWindow, Error,
+    MemoryStore, Pacing, ReconArgs, ReconBatch, ReconItem, RedisStore, StatedCampaign, Store,
+    StoreIdentity, SyncItem, MAX_MICROS,
 };
 use redis::aio::ConnectionLike;
 use std::time::Duration;
@@ -84,6 +85,7 @@ fn item(key: &CampaignKey, granted: u64, spent: u64, returned: u64, want: u64) -
         spent,
         returned,
         want,
+        day: None,
     }
 }
 
@@ -114,8 +116,14 @@ async fn contract(store: &dyn Store) {
     ));
 
     // Seeding creates once and never overrides.
-    assert!(store.seed_if_absent(&key, 1_000, false).await.unwrap());
-    assert!(!store.seed_if_absent(&key, 5_000, true).await.unwrap());
+    assert!(store
+        .seed_if_absent(&key, 1_000, false, &DailySettings::default())
+        .await
+        .unwrap());
+    assert!(!store
+        .seed_if_absent(&key, 5_000, true, &DailySettings::default())
+        .await
+        .unwrap());
     let s = store.state(&key).await.unwrap().unwrap();
     assert_eq!((s.budget, s.spent, s.held, s.paused), (1_000, 0, 0, false));
     assert!(s.nodes.is_empty());
@@ -197,7 +205,10 @@ async fn contract(store: &dyn Store) {
 
     // A grant the store lost (restored from an older snapshot) is held again, not re-granted.
     let fresh = CampaignKey::new("dsp:one", "lost");
-    assert!(store.seed_if_absent(&fresh, 1_000, false).await.unwrap());
+    assert!(store
+        .seed_if_absent(&fresh, 1_000, false, &DailySettings::default())
+        .await
+        .unwrap());
     let g = grant(store, "c", item(&fresh, 400, 100, 0, 300)).await;
     assert_eq!((g.granted, g.spent, g.held), (400, 100, 300));
 
@@ -212,7 +223,12 @@ async fn contract(store: &dyn Store) {
     ));
     assert!(matches!(
         store
-            .seed_if_absent(&CampaignKey::new("d", "huge"), MAX_MICROS + 1, false)
+            .seed_if_absent(
+                &CampaignKey::new("d", "huge"),
+                MAX_MICROS + 1,
+                false,
+                &DailySettings::default()
+            )
             .await,
         Err(Error::TooLarge(_))
     ));
@@ -237,7 +253,7 @@ async fn many_campaigns(store: &dyn Store) {
     for (i, key) in keys.iter().enumerate() {
         if i % 7 != 0 {
             store
-                .seed_if_absent(key, 1_000 + i as u64, false)
+                .seed_if_absent(key, 1_000 + i as u64, false, &DailySettings::default())
                 .await
                 .unwrap();
         }
@@ -249,7 +265,7 @@ async fn many_campaigns(store: &dyn Store) {
         if i % 7 == 0 {
             assert!(g.is_none(), "campaign {i} was never created");
         } else {
-            let g = g.expect("created campaign");
+            let g = g.as_ref().expect("created campaign");
             assert_eq!(g.granted, 1_000 + i as u64, "campaign {i}");
         }
     }
@@ -303,7 +319,10 @@ fn outcome(outcome: BatchOutcome, absent: usize, late: usize) -> BatchReply {
 
 /// A campaign with `spent` micros reported spent by session "spender".
 async fn spent_campaign(store: &dyn Store, key: &CampaignKey, spent: u64) {
-    assert!(store.seed_if_absent(key, 1_000_000, false).await.unwrap());
+    assert!(store
+        .seed_if_absent(key, 1_000_000, false, &DailySettings::default())
+        .await
+        .unwrap());
     grant(store, "spender", item(key, 0, 0, 0, spent)).await;
     let g = grant(store, "spender", item(key, spent, spent, 0, 0)).await;
     assert_eq!(g.spent, spent);
@@ -521,7 +540,10 @@ async fn identity_contract(store: &dyn Store) {
         CampaignKey::new("d", "dropped"),
     );
     for key in [&kept, &dropped] {
-        assert!(store.seed_if_absent(key, 1_000, false).await.unwrap());
+        assert!(store
+            .seed_if_absent(key, 1_000, false, &DailySettings::default())
+            .await
+            .unwrap());
         grant(store, "a", item(key, 0, 0, 0, 400)).await;
     }
     let stated = StatedCampaign {
@@ -529,6 +551,7 @@ async fn identity_contract(store: &dyn Store) {
         budget: 10_000,
         spent: 7_000,
         paused: false,
+        daily: DailySettings::default(),
     };
     store.adopt("adopted-x", &[stated]).await.unwrap();
     let seen = store.identity().await.unwrap();
@@ -548,6 +571,230 @@ async fn identity_contract(store: &dyn Store) {
     // follows the adoption starts a fresh book, so only the stated spend is there.
     let g = grant(store, "b", item(&kept, 0, 0, 0, 5_000)).await;
     assert_eq!((g.granted, g.spent, g.held), (3_000, 7_000, 3_000));
+}
+
+const DAY_MS: u64 = 86_400_000;
+/// 2026-12-07T00:00:00Z, the start of day 20261207 in UTC.
+const D1_START: u64 = 1_796_601_600_000;
+
+fn window(tz: &str, id: u64, start_ms: u64, now_ms: u64) -> DayWindow {
+    DayWindow {
+        tz: tz.into(),
+        id,
+        start_ms,
+        end_ms: start_ms + DAY_MS,
+        now_ms,
+    }
+}
+
+fn on(it: SyncItem, day: &DayWindow) -> SyncItem {
+    SyncItem {
+        day: Some(day.clone()),
+        ..it
+    }
+}
+
+fn daily(micros: Option<u64>, pacing: Pacing, tz: &str) -> DailySettings {
+    DailySettings {
+        daily_budget_micros: micros,
+        pacing,
+        timezone: tz.to_owned(),
+    }
+}
+
+/// Daily caps, day changes and even pacing: the same answers from both stores.
+async fn daily_contract(store: &dyn Store) {
+    let key = CampaignKey::new("d", "daily");
+    let d1 = window("UTC", 20_261_207, D1_START, D1_START + 3_600_000);
+    let d2 = window(
+        "UTC",
+        20_261_208,
+        D1_START + DAY_MS,
+        D1_START + DAY_MS + 60_000,
+    );
+    assert!(matches!(
+        store.set_daily(&key, &DailyChange::default(), &d1).await,
+        Err(Error::NotFound(_))
+    ));
+    let settings = daily(Some(1_000), Pacing::Asap, "UTC");
+    assert!(store
+        .seed_if_absent(&key, 10_000, false, &settings)
+        .await
+        .unwrap());
+    let s = store.state(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            s.daily_budget,
+            s.pacing,
+            s.timezone.as_str(),
+            s.day,
+            s.day_spent
+        ),
+        (Some(1_000), Pacing::Asap, "UTC", 0, 0)
+    );
+
+    // Without the campaign's day a capped campaign gets nothing.
+    let g = grant(store, "a", item(&key, 0, 0, 0, 600)).await;
+    assert_eq!((g.granted, g.room, g.day), (0, 0, 0));
+    // The daily cap binds before the lifetime budget: 600 + 400, then nothing.
+    let g = grant(store, "a", on(item(&key, 0, 0, 0, 600), &d1)).await;
+    assert_eq!(
+        (g.granted, g.held, g.room, g.day),
+        (600, 600, 400, 20_261_207)
+    );
+    let g = grant(store, "b", on(item(&key, 0, 0, 0, 600), &d1)).await;
+    assert_eq!((g.granted, g.held, g.room), (400, 1_000, 0));
+    // Spend moves held to day_spent; the day stays full.
+    let g = grant(store, "a", on(item(&key, 600, 500, 0, 600), &d1)).await;
+    assert_eq!(
+        (g.granted, g.spent, g.day_spent, g.held, g.room),
+        (600, 500, 500, 500, 0)
+    );
+    assert_eq!(g.daily_budget, Some(1_000));
+    assert_eq!(g.timezone, "UTC");
+
+    // The next day: day_spent starts again, what is held still counts against it.
+    let g = grant(store, "b", on(item(&key, 400, 0, 0, 600), &d2)).await;
+    assert_eq!(
+        (g.granted, g.day, g.day_spent, g.held, g.room),
+        (600, 20_261_208, 0, 700, 300)
+    );
+    // A node whose clock is still on yesterday cannot move the day back; its report lands in
+    // today, and it gets nothing until its clock agrees.
+    let g = grant(store, "a", on(item(&key, 600, 600, 0, 600), &d1)).await;
+    assert_eq!(
+        (g.granted, g.day, g.day_spent, g.held, g.room),
+        (600, 20_261_208, 100, 600, 0)
+    );
+    // A window in another zone is no window.
+    let paris = window(
+        "Europe/Paris",
+        20_261_209,
+        D1_START + 2 * DAY_MS,
+        D1_START + 2 * DAY_MS,
+    );
+    let g = grant(store, "a", on(item(&key, 600, 600, 0, 600), &paris)).await;
+    assert_eq!((g.granted, g.day, g.room), (600, 20_261_208, 0));
+    let s = store.state(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (s.day, s.day_spent, s.spent, s.held),
+        (20_261_208, 100, 600, 600)
+    );
+
+    // A daily budget below today's spend plus what is held is refused.
+    let lower = DailyChange {
+        daily_budget_micros: Some(Some(600)),
+        ..DailyChange::default()
+    };
+    assert!(matches!(
+        store.set_daily(&key, &lower, &d2).await,
+        Err(Error::DailyBelowCommitted {
+            daily: 600,
+            committed: 700
+        })
+    ));
+    assert!(matches!(
+        store
+            .set_daily(
+                &key,
+                &DailyChange {
+                    daily_budget_micros: Some(Some(MAX_MICROS + 1)),
+                    ..DailyChange::default()
+                },
+                &d2
+            )
+            .await,
+        Err(Error::TooLarge(_))
+    ));
+    let raised = DailyChange {
+        daily_budget_micros: Some(Some(2_000)),
+        ..DailyChange::default()
+    };
+    let s = store.set_daily(&key, &raised, &d2).await.unwrap();
+    assert_eq!((s.daily_budget, s.day_spent), (Some(2_000), 100));
+    // A new zone takes the caller's day in it and keeps today's spend.
+    let ny = window(
+        "America/New_York",
+        20_261_207,
+        D1_START + 5 * 3_600_000,
+        D1_START + DAY_MS,
+    );
+    let moved = DailyChange {
+        timezone: Some("America/New_York".to_owned()),
+        ..DailyChange::default()
+    };
+    let s = store.set_daily(&key, &moved, &ny).await.unwrap();
+    assert_eq!(
+        (s.timezone.as_str(), s.day, s.day_spent),
+        ("America/New_York", 20_261_207, 100)
+    );
+    // Removing the cap leaves the lifetime budget only (no day needed).
+    let uncapped = DailyChange {
+        daily_budget_micros: Some(None),
+        ..DailyChange::default()
+    };
+    let s = store.set_daily(&key, &uncapped, &ny).await.unwrap();
+    assert_eq!(s.daily_budget, None);
+    let g = grant(store, "c", item(&key, 0, 0, 0, 5_000)).await;
+    assert_eq!((g.granted, g.held, g.room), (5_000, 5_600, 3_800));
+
+    // Even pacing: 86_400 micros a day is one per second of the day, granted along the line.
+    let paced = CampaignKey::new("d", "paced");
+    let settings = daily(Some(86_400), Pacing::Even, "UTC");
+    assert!(store
+        .seed_if_absent(&paced, 1_000_000, false, &settings)
+        .await
+        .unwrap());
+    let at = |ms: u64| window("UTC", 20_261_207, D1_START, D1_START + ms);
+    let g = grant(store, "a", on(item(&paced, 0, 0, 0, 10_000), &at(0))).await;
+    assert_eq!(g.granted, 0, "nothing before the line moves");
+    let g = grant(
+        store,
+        "a",
+        on(item(&paced, 0, 0, 0, 10_000), &at(3_600_000)),
+    )
+    .await;
+    assert_eq!((g.granted, g.room, g.pacing), (3_600, 0, Pacing::Even));
+    // A minute later, one minute more, whoever asks.
+    let g = grant(
+        store,
+        "b",
+        on(item(&paced, 0, 0, 0, 10_000), &at(3_660_000)),
+    )
+    .await;
+    assert_eq!((g.granted, g.held), (60, 3_660));
+    // Underspend is made up later: what was handed back is there again under the line.
+    let g = grant(
+        store,
+        "a",
+        on(item(&paced, 3_600, 1_000, 2_600, 0), &at(7_200_000)),
+    )
+    .await;
+    assert_eq!((g.day_spent, g.held, g.room), (1_000, 60, 6_140));
+    let g = grant(
+        store,
+        "b",
+        on(item(&paced, 60, 0, 0, 10_000), &at(7_200_000)),
+    )
+    .await;
+    assert_eq!((g.granted, g.held, g.room), (6_200, 6_200, 0));
+    // At the day's end the line is the daily budget.
+    let g = grant(
+        store,
+        "b",
+        on(item(&paced, 6_200, 6_200, 0, 100_000), &at(DAY_MS)),
+    )
+    .await;
+    assert_eq!((g.granted, g.day_spent, g.held), (85_400, 7_200, 79_200));
+    assert_eq!(g.day_spent + g.held, 86_400);
+}
+
+#[tokio::test]
+async fn both_stores_keep_the_daily_contract() {
+    daily_contract(&MemoryStore::new()).await;
+    let redis = RedisServer::start().expect("start redis-server");
+    let store = RedisStore::open(&redis.url(), "budget", Duration::from_secs(2)).unwrap();
+    daily_contract(&store).await;
 }
 
 #[tokio::test]
@@ -621,7 +868,10 @@ async fn redis_prefixes_keep_stores_apart() {
     let one = RedisStore::open(&redis.url(), "one", Duration::from_secs(2)).unwrap();
     let two = RedisStore::open(&redis.url(), "two", Duration::from_secs(2)).unwrap();
     let key = CampaignKey::new("d", "c");
-    assert!(one.seed_if_absent(&key, 100, false).await.unwrap());
+    assert!(one
+        .seed_if_absent(&key, 100, false, &DailySettings::default())
+        .await
+        .unwrap());
     assert!(two.state(&key).await.unwrap().is_none());
     assert!(two.campaigns().await.unwrap().is_empty());
 }
@@ -631,7 +881,10 @@ async fn redis_store_survives_a_flushed_script_cache() {
     let redis = RedisServer::start().expect("start redis-server");
     let store = RedisStore::open(&redis.url(), "budget", Duration::from_secs(2)).unwrap();
     let key = CampaignKey::new("d", "c");
-    store.seed_if_absent(&key, 1_000, false).await.unwrap();
+    store
+        .seed_if_absent(&key, 1_000, false, &DailySettings::default())
+        .await
+        .unwrap();
     assert_eq!(
         grant(&store, "n", item(&key, 0, 0, 0, 100)).await.granted,
         100

@@ -1,5 +1,5 @@
-//! The admin API: campaign budgets over HTTP, behind a bearer token, and the adoption of a
-//! budget store that lost its data.
+//! The admin API: campaign budgets (lifetime and daily, pacing, time zone) over HTTP, behind
+//! a bearer token, and the adoption of a budget store that lost its data.
 //!
 //! Amounts cross this API in currency units, the way operators and finance think of them, and
 //! are kept in integer micros inside; every answer carries both.
@@ -23,6 +23,63 @@ struct PutCampaign {
     budget: Option<f64>,
     /// Pauses or resumes the campaign.
     paused: Option<bool>,
+    /// Sets the daily budget in currency units; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    daily_budget: Option<Option<f64>>,
+    /// IANA zone whose midnight starts the campaign's day.
+    timezone: Option<String>,
+    /// `asap` or `even`.
+    pacing: Option<budget::Pacing>,
+}
+
+/// A field that is present, `null` included (`Some(None)`), as opposed to absent (`None`).
+fn present<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+impl PutCampaign {
+    /// The daily part of the change, or every problem with it as `(message, field)`.
+    fn daily(&self) -> Result<Option<budget::DailyChange>, Vec<(String, &'static str)>> {
+        let mut problems = Vec::new();
+        let daily_budget_micros = match self.daily_budget {
+            Some(Some(amount)) => match money_to_micros(amount) {
+                Some(m) => Some(Some(m)),
+                None => {
+                    problems.push((
+                        "daily_budget must be a non-negative amount below 9 billion, or null"
+                            .to_owned(),
+                        "daily_budget",
+                    ));
+                    None
+                }
+            },
+            Some(None) => Some(None),
+            None => None,
+        };
+        if let Some(tz) = self.timezone.as_deref() {
+            if budget::check_timezone(tz).is_err() {
+                problems.push((
+                    format!("timezone {tz:?} is not an IANA time zone"),
+                    "timezone",
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        if self.daily_budget.is_none() && self.timezone.is_none() && self.pacing.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(budget::DailyChange {
+            daily_budget_micros,
+            pacing: self.pacing,
+            timezone: self.timezone.clone(),
+        }))
+    }
 }
 
 pub(crate) async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
@@ -134,16 +191,34 @@ async fn put(app: &App, dsp: &str, cid: &str, req: Request<Incoming>) -> Respons
     if dsp.is_empty() || cid.is_empty() {
         return error(StatusCode::BAD_REQUEST, "dsp and cid must not be empty", "");
     }
+    // Every problem at once, before anything changes; the field named is the first one's.
+    let budget = change
+        .budget
+        .map(|amount| money_to_micros(amount).ok_or(amount));
+    let daily = change.daily();
+    let mut problems = Vec::new();
+    if let Some(Err(_)) = budget {
+        problems.push((
+            "budget must be a non-negative amount below 9 billion".to_owned(),
+            "budget",
+        ));
+    }
+    if let Err(more) = &daily {
+        problems.extend(more.iter().cloned());
+    }
+    if let Some((_, field)) = problems.first() {
+        let message: Vec<&str> = problems.iter().map(|(m, _)| m.as_str()).collect();
+        return error(StatusCode::BAD_REQUEST, &message.join("; "), field);
+    }
     let mut state = None;
-    if let Some(amount) = change.budget {
-        let Some(micros) = money_to_micros(amount) else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "budget must be a non-negative amount below 9 billion",
-                "budget",
-            );
-        };
+    if let Some(Ok(micros)) = budget {
         match app.budgets.set_budget(dsp, cid, micros).await {
+            Ok(s) => state = Some(s),
+            Err(e) => return store_error(&e),
+        }
+    }
+    if let Ok(Some(daily)) = &daily {
+        match app.budgets.set_daily(dsp, cid, daily).await {
             Ok(s) => state = Some(s),
             Err(e) => return store_error(&e),
         }
@@ -158,7 +233,7 @@ async fn put(app: &App, dsp: &str, cid: &str, req: Request<Incoming>) -> Respons
         Some(state) => json_value(StatusCode::OK, &describe(app, &state)),
         None => error(
             StatusCode::BAD_REQUEST,
-            "give \"budget\", \"paused\" or both",
+            "give \"budget\", \"paused\", \"daily_budget\", \"pacing\" or \"timezone\"",
             "",
         ),
     }
@@ -213,6 +288,11 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, (String
 fn describe(app: &App, state: &budget::CampaignState) -> serde_json::Value {
     let units = |micros: u64| money::Micros::new(micros).as_units();
     let local = app.budgets.local(&state.key.dsp, &state.key.cid);
+    // The store's day may be yesterday's until the first report of today lands.
+    let (today, spent_today) = match app.budgets.spent_today(state) {
+        Ok((day, spent)) => (day.id, spent),
+        Err(_) => (state.day, state.day_spent),
+    };
     serde_json::json!({
         "dsp": &*state.key.dsp,
         "cid": &*state.key.cid,
@@ -225,6 +305,13 @@ fn describe(app: &App, state: &budget::CampaignState) -> serde_json::Value {
         "budget_micros": state.budget,
         "spent_micros": state.spent,
         "held_micros": state.held,
+        "daily_budget": state.daily_budget.map(units),
+        "daily_budget_micros": state.daily_budget,
+        "pacing": state.pacing,
+        "timezone": state.timezone,
+        "day": today,
+        "spent_today": units(spent_today),
+        "spent_today_micros": spent_today,
         "nodes": state.nodes,
         "this_node": local.map(|l| serde_json::json!({
             "session": app.budgets.session(),
@@ -238,7 +325,9 @@ fn describe(app: &App, state: &budget::CampaignState) -> serde_json::Value {
 fn store_error(e: &budget::Error) -> Response<Body> {
     let status = match e {
         budget::Error::NotFound(_) => StatusCode::NOT_FOUND,
-        budget::Error::BelowCommitted { .. } => StatusCode::CONFLICT,
+        budget::Error::BelowCommitted { .. } | budget::Error::DailyBelowCommitted { .. } => {
+            StatusCode::CONFLICT
+        }
         budget::Error::TooLarge(_) | budget::Error::Adopt(_) => StatusCode::BAD_REQUEST,
         budget::Error::Timeout(_) | budget::Error::Redis(_) | budget::Error::StoreLost(_) => {
             StatusCode::SERVICE_UNAVAILABLE

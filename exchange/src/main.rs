@@ -126,6 +126,7 @@ async fn demo() -> anyhow::Result<(Config, MockFleet)> {
             id: campaign.id,
             budget: DEMO_BUDGET,
             paused: false,
+            ..CampaignConfig::default()
         });
     }
     Ok((config, fleet))

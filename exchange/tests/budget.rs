@@ -42,6 +42,7 @@ fn node_config(dsp: &MockDspHandle, redis: Option<&RedisServer>, budget: f64) ->
         id: "small".into(),
         budget,
         paused: false,
+        ..CampaignConfig::default()
     }];
     config
 }

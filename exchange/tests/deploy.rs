@@ -120,6 +120,7 @@ async fn exposition() -> String {
         id: "c1".into(),
         budget: 100.0,
         paused: false,
+        ..CampaignConfig::default()
     }];
     let ex = TestExchange::start(config).await;
 

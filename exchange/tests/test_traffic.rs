@@ -63,6 +63,7 @@ async fn setup() -> Setup {
         id: "small".into(),
         budget: 1.0,
         paused: false,
+        ..CampaignConfig::default()
     }];
     let ex = TestExchange::start(config).await;
     // The lease is filled by the first sync; until then the campaign cannot pay.

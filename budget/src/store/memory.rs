@@ -5,9 +5,10 @@ use super::recon::{
     ReconReply, ReconTotals, SettleReply,
 };
 use super::{
-    apply_sync, CampaignState, Grant, NodeHold, Session, StatedCampaign, Store, StoreIdentity,
-    SyncItem, Totals,
+    apply_daily, apply_sync, CampaignState, Grant, NodeHold, Session, StatedCampaign, Store,
+    StoreIdentity, SyncItem, Totals,
 };
+use crate::daily::{DailyChange, DailySettings, DayWindow};
 use crate::key::CampaignKey;
 use crate::store::MAX_MICROS;
 use crate::Error;
@@ -92,7 +93,7 @@ impl MemoryStore {
     ) -> Result<CampaignState, Error> {
         let mut inner = self.lock();
         let map = &mut inner.campaigns;
-        let totals = map.get(key).map(|r| r.totals).unwrap_or_default();
+        let totals = map.get(key).map(|r| r.totals.clone()).unwrap_or_default();
         let budget = if add {
             totals.budget.saturating_add(amount)
         } else {
@@ -236,6 +237,11 @@ fn snapshot(key: &CampaignKey, record: &Record) -> CampaignState {
         spent: record.totals.spent,
         held: record.totals.held,
         paused: record.totals.paused,
+        daily_budget: record.totals.daily,
+        pacing: record.totals.pacing,
+        timezone: record.totals.tz.clone(),
+        day: record.totals.day,
+        day_spent: record.totals.day_spent,
         nodes: record
             .sessions
             .iter()
@@ -287,9 +293,11 @@ impl Store for MemoryStore {
         key: &'a CampaignKey,
         budget: u64,
         paused: bool,
+        daily: &'a DailySettings,
     ) -> BoxFuture<'a, Result<bool, Error>> {
-        let result = if budget > MAX_MICROS {
-            Err(Error::TooLarge(budget))
+        let daily_micros = daily.daily_budget_micros.unwrap_or(0);
+        let result = if budget.max(daily_micros) > MAX_MICROS {
+            Err(Error::TooLarge(budget.max(daily_micros)))
         } else {
             let mut inner = self.lock();
             let map = &mut inner.campaigns;
@@ -298,6 +306,9 @@ impl Store for MemoryStore {
                 let totals = Totals {
                     budget,
                     paused,
+                    daily: daily.daily_budget_micros,
+                    pacing: daily.pacing,
+                    tz: daily.timezone.clone(),
                     ..Totals::default()
                 };
                 map.insert(
@@ -327,6 +338,22 @@ impl Store for MemoryStore {
         micros: u64,
     ) -> BoxFuture<'a, Result<CampaignState, Error>> {
         future::ready(self.change_budget(key, micros, true)).boxed()
+    }
+
+    fn set_daily<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+        change: &'a DailyChange,
+        day: &'a DayWindow,
+    ) -> BoxFuture<'a, Result<CampaignState, Error>> {
+        let mut inner = self.lock();
+        let result = match inner.campaigns.get_mut(key) {
+            Some(record) => {
+                apply_daily(&mut record.totals, change, day).map(|()| snapshot(key, record))
+            }
+            None => Err(Error::NotFound(key.clone())),
+        };
+        future::ready(result).boxed()
     }
 
     fn set_paused<'a>(
@@ -434,6 +461,10 @@ impl Store for MemoryStore {
                 spent: c.spent,
                 held: 0,
                 paused: c.paused,
+                daily: c.daily.daily_budget_micros,
+                pacing: c.daily.pacing,
+                tz: c.daily.timezone.clone(),
+                ..Totals::default()
             };
         }
         inner.identity = Some(id.to_owned());

@@ -7,7 +7,9 @@
 //! twice (a reply lost to a timeout, then a retry) counts once, and a report that never arrived
 //! is covered by the next one. The store's `held` is the sum over sessions of
 //! `granted - spent - returned`; a grant is at most `budget - spent - held`, which keeps
-//! `spent + held ≤ budget` after every sync.
+//! `spent + held ≤ budget` after every sync. A campaign with a daily budget also keeps
+//! `day_spent + held ≤ daily_budget` for its current day, and an even-paced one
+//! `day_spent + held ≤ line(now)` (see `daily`).
 
 mod layout;
 pub mod memory;
@@ -18,6 +20,7 @@ mod redis_presence;
 mod redis_recon;
 
 use crate::config::BudgetConfig;
+use crate::daily::{DailyChange, DailySettings, DayWindow, Pacing};
 use crate::key::CampaignKey;
 use crate::Error;
 use futures::future::BoxFuture;
@@ -42,10 +45,14 @@ pub struct SyncItem {
     pub returned: u64,
     /// The lease the node wants to hold after this sync (the store tops it up to this).
     pub want: u64,
+    /// The campaign's day by the node's clock, in the zone the node believes the campaign has.
+    /// A campaign with a daily budget gets no grant without the right one (wrong zone, or a
+    /// day the store has already left).
+    pub day: Option<DayWindow>,
 }
 
 /// The store's answer for one campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Grant {
     /// Micros granted to this session so far (cumulative); the node credits the increase.
     pub granted: u64,
@@ -57,6 +64,18 @@ pub struct Grant {
     pub held: u64,
     /// Paused campaigns get no new money.
     pub paused: bool,
+    /// What the store could still grant now, after this grant (every cap applied).
+    pub room: u64,
+    /// The campaign's daily budget, if it has one.
+    pub daily_budget: Option<u64>,
+    /// The store's current day of the campaign (`yyyymmdd`, 0 before the first).
+    pub day: u64,
+    /// Spent during that day, as reported.
+    pub day_spent: u64,
+    /// How the day's budget is spent.
+    pub pacing: Pacing,
+    /// The campaign's time zone.
+    pub timezone: String,
 }
 
 /// One session's share of a campaign, as the store sees it.
@@ -89,6 +108,16 @@ pub struct CampaignState {
     pub held: u64,
     /// No new leases while paused.
     pub paused: bool,
+    /// At most this much spent per day, if set.
+    pub daily_budget: Option<u64>,
+    /// How the day's budget is spent.
+    pub pacing: Pacing,
+    /// The zone whose midnight starts the campaign's day.
+    pub timezone: String,
+    /// The store's current day of the campaign (`yyyymmdd`, 0 before the first report).
+    pub day: u64,
+    /// Spent during `day`, as reported (reports count in the day they reach the store).
+    pub day_spent: u64,
     /// Per session, sorted by name.
     pub nodes: Vec<NodeHold>,
 }
@@ -115,13 +144,26 @@ pub trait Store: Send + Sync + 'static {
     /// Every campaign the store knows.
     fn campaigns(&self) -> BoxFuture<'_, Result<Vec<CampaignKey>, Error>>;
 
-    /// Creates the campaign unless it exists; `true` if it was created.
+    /// Creates the campaign unless it exists, with its daily settings; `true` if it was created.
     fn seed_if_absent<'a>(
         &'a self,
         key: &'a CampaignKey,
         budget: u64,
         paused: bool,
+        daily: &'a DailySettings,
     ) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// Changes a campaign's daily settings ([`Error::NotFound`] if absent). `day` is the
+    /// campaign's day in the zone it has after the change, by the caller's clock: a new zone
+    /// moves the campaign to that day keeping what it spent today; the same zone moves it
+    /// forward only, as a sync does. Refuses a daily budget below `day_spent + held`
+    /// ([`Error::DailyBelowCommitted`]).
+    fn set_daily<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+        change: &'a DailyChange,
+        day: &'a DayWindow,
+    ) -> BoxFuture<'a, Result<CampaignState, Error>>;
 
     /// Creates the campaign or sets its budget. Refuses a budget below `spent + held`.
     fn set_budget<'a>(
@@ -315,6 +357,8 @@ pub struct StatedCampaign {
     pub spent: u64,
     /// Created paused.
     pub paused: bool,
+    /// Its daily settings (the day's spend starts again from zero).
+    pub daily: DailySettings,
 }
 
 /// The store the config asks for: Redis when `redis_url` is set, else in process. Call it
@@ -331,12 +375,65 @@ pub fn open_store(cfg: &BudgetConfig) -> Result<Arc<dyn Store>, Error> {
 }
 
 /// A campaign's totals, as the sync rule reads and writes them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Totals {
     pub budget: u64,
     pub spent: u64,
     pub held: u64,
     pub paused: bool,
+    pub daily: Option<u64>,
+    pub pacing: Pacing,
+    pub tz: String,
+    pub day: u64,
+    pub day_spent: u64,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            budget: 0,
+            spent: 0,
+            held: 0,
+            paused: false,
+            daily: None,
+            pacing: Pacing::Asap,
+            tz: crate::daily::DEFAULT_TIMEZONE.to_owned(),
+            day: 0,
+            day_spent: 0,
+        }
+    }
+}
+
+impl Totals {
+    /// Moves to the day of `window` when it is in the campaign's zone and later than the
+    /// store's (never backwards: a node whose clock lags cannot undo a day change); whether
+    /// the window is the store's current day afterwards.
+    pub fn advance_day(&mut self, window: Option<&DayWindow>) -> bool {
+        let Some(w) = window.filter(|w| *w.tz == *self.tz) else {
+            return false;
+        };
+        if w.id > self.day {
+            self.day = w.id;
+            self.day_spent = 0;
+        }
+        w.id == self.day
+    }
+
+    /// What the daily cap and pacing leave to grant now, at most `left`.
+    pub fn daily_room(&self, left: u64, today: Option<&DayWindow>) -> u64 {
+        let Some(daily) = self.daily else {
+            return left;
+        };
+        let Some(w) = today else {
+            return 0;
+        };
+        let committed = self.day_spent.saturating_add(self.held);
+        let mut room = left.min(daily.saturating_sub(committed));
+        if self.pacing == Pacing::Even {
+            room = room.min(w.line(daily).saturating_sub(committed));
+        }
+        room
+    }
 }
 
 /// A session's record within a campaign.
@@ -359,6 +456,8 @@ impl Session {
 /// The sync rule for one campaign and one session. `sync.lua` is a line-by-line copy; keep the
 /// two in step (the store contract tests run both).
 pub(crate) fn apply_sync(totals: &mut Totals, session: &mut Session, item: &SyncItem) -> Grant {
+    // Reports count in the store's current day, after the day moved forward if it did.
+    let today = totals.advance_day(item.day.as_ref());
     // A node can know of a grant the store has lost (Redis restored from an older snapshot):
     // count it as held again rather than hand the same money out twice.
     if item.granted > session.granted && !session.reclaimed {
@@ -371,17 +470,20 @@ pub(crate) fn apply_sync(totals: &mut Totals, session: &mut Session, item: &Sync
     session.spent = session.spent.max(item.spent);
     session.returned = session.returned.max(item.returned);
     totals.spent = totals.spent.saturating_add(new_spent);
+    totals.day_spent = totals.day_spent.saturating_add(new_spent);
     let gone = new_spent.saturating_add(new_returned).min(held);
     totals.held = totals.held.saturating_sub(gone);
     held -= gone;
+    let left = totals
+        .budget
+        .saturating_sub(totals.spent)
+        .saturating_sub(totals.held);
+    let mut available = totals.daily_room(left, item.day.as_ref().filter(|_| today));
     let mut grant = 0;
     if !totals.paused && !session.reclaimed && item.want > held {
-        let available = totals
-            .budget
-            .saturating_sub(totals.spent)
-            .saturating_sub(totals.held);
         grant = (item.want - held).min(available);
     }
+    available -= grant;
     session.granted += grant;
     totals.held = totals.held.saturating_add(grant);
     Grant {
@@ -390,7 +492,48 @@ pub(crate) fn apply_sync(totals: &mut Totals, session: &mut Session, item: &Sync
         spent: totals.spent,
         held: totals.held,
         paused: totals.paused,
+        room: available,
+        daily_budget: totals.daily,
+        day: totals.day,
+        day_spent: totals.day_spent,
+        pacing: totals.pacing,
+        timezone: totals.tz.clone(),
     }
+}
+
+/// An admin change of the daily settings (see [`Store::set_daily`]); `budget.lua`'s `daily`
+/// mode is a line-by-line copy.
+pub(crate) fn apply_daily(
+    totals: &mut Totals,
+    change: &DailyChange,
+    day: &DayWindow,
+) -> Result<(), Error> {
+    let mut next = totals.clone();
+    if let Some(daily) = change.daily_budget_micros {
+        next.daily = daily;
+    }
+    if let Some(pacing) = change.pacing {
+        next.pacing = pacing;
+    }
+    if let Some(tz) = &change.timezone {
+        // A new zone has its own day ids: take the caller's, keeping what was spent today.
+        if *tz != next.tz && **tz == *day.tz {
+            next.tz = tz.clone();
+            next.day = day.id;
+        }
+    }
+    next.advance_day(Some(day));
+    if let Some(daily) = next.daily {
+        if daily > MAX_MICROS {
+            return Err(Error::TooLarge(daily));
+        }
+        let committed = next.day_spent.saturating_add(next.held);
+        if daily < committed {
+            return Err(Error::DailyBelowCommitted { daily, committed });
+        }
+    }
+    *totals = next;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -404,6 +547,7 @@ mod tests {
             spent,
             returned,
             want,
+            day: None,
         }
     }
 

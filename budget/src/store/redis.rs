@@ -3,6 +3,8 @@
 //!
 //! The key layout is in `layout.rs`: a campaign's keys share its group's hash tag, so every
 //! script call stays in one slot. A campaign hash holds `budget`, `spent`, `held`, `paused`,
+//! the daily fields `daily` (absent: no daily cap), `pacing`, `tz`, `day` (`yyyymmdd`) and
+//! `day_spent`,
 //! per session `node:{session}:granted|spent|returned|reclaimed` and the reconciliation totals
 //! (`rc:*`). A node's sync is one `EVALSHA sync` per group with campaigns to sync (at most 256
 //! campaigns per call), every group's call issued at once, each under its own timeout: a group
@@ -24,6 +26,7 @@ use super::{
     CampaignState, Grant, NodeHold, PartialSync, Presence, Reap, StatedCampaign, Store,
     StoreIdentity, SyncAnswer, SyncItem, MAX_MICROS,
 };
+use crate::daily::{DailyChange, DailySettings, DayWindow, Pacing, DEFAULT_TIMEZONE};
 use crate::key::CampaignKey;
 use crate::Error;
 use futures::future::{join_all, BoxFuture, FutureExt};
@@ -58,6 +61,7 @@ pub(crate) struct Scripts {
     pub sync: Script,
     pub end_session: Script,
     pub budget: Script,
+    pub daily: Script,
     pub pause: Script,
     pub reclaim: Script,
     pub recon_report: Script,
@@ -75,6 +79,7 @@ impl Scripts {
             sync: Script::new(include_str!("lua/sync.lua")),
             end_session: Script::new(include_str!("lua/end_session.lua")),
             budget: Script::new(include_str!("lua/budget.lua")),
+            daily: Script::new(include_str!("lua/daily.lua")),
             pause: Script::new(include_str!("lua/pause.lua")),
             reclaim: Script::new(include_str!("lua/reclaim.lua")),
             recon_report: Script::new(include_str!("lua/recon_report.lua")),
@@ -239,7 +244,7 @@ where
         session: &str,
         items: &[SyncItem],
         idx: &[usize],
-    ) -> Result<Vec<Vec<i64>>, Error> {
+    ) -> Result<Vec<Vec<redis::Value>>, Error> {
         let mut call = self.scripts.sync.prepare_invoke();
         for &i in idx {
             call.key(self.keys.campaign(&items[i].key));
@@ -251,6 +256,15 @@ where
                 .arg(item.spent)
                 .arg(item.returned)
                 .arg(item.want);
+            match &item.day {
+                Some(d) => call
+                    .arg(&*d.tz)
+                    .arg(d.id)
+                    .arg(d.start_ms)
+                    .arg(d.end_ms)
+                    .arg(d.now_ms),
+                None => call.arg("").arg(0).arg(0).arg(0).arg(0),
+            };
         }
         self.eval(&call).await
     }
@@ -296,6 +310,7 @@ where
         mode: &str,
         amount: u64,
         paused: bool,
+        daily: &DailySettings,
     ) -> Result<i64, Error> {
         let name = self.keys.campaign(key);
         let mut call = self.scripts.budget.prepare_invoke();
@@ -303,7 +318,15 @@ where
             .arg(mode)
             .arg(amount)
             .arg(if paused { "1" } else { "0" })
-            .arg(MAX_MICROS);
+            .arg(MAX_MICROS)
+            .arg(
+                daily
+                    .daily_budget_micros
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(daily.pacing.as_str())
+            .arg(&daily.timezone);
         let reply: (i64, i64) = self.eval(&call).await?;
         let code = match reply {
             (code @ (0 | 1), _) => code,
@@ -378,7 +401,15 @@ where
                 call.key(self.keys.campaign(&c.key))
                     .arg(c.budget)
                     .arg(c.spent)
-                    .arg(if c.paused { "1" } else { "0" });
+                    .arg(if c.paused { "1" } else { "0" })
+                    .arg(
+                        c.daily
+                            .daily_budget_micros
+                            .map(|d| d.to_string())
+                            .unwrap_or_default(),
+                    )
+                    .arg(c.daily.pacing.as_str())
+                    .arg(&c.daily.timezone);
             }
             let written: i64 = self.eval(&call).await?;
             if usize::try_from(written).ok() != Some(stated.len()) {
@@ -480,6 +511,17 @@ fn parse_state(
         spent: parse_u64(fields, "spent")?,
         held: parse_u64(fields, "held")?,
         paused: fields.get("paused").is_some_and(|p| p == "1"),
+        daily_budget: fields
+            .contains_key("daily")
+            .then(|| parse_u64(fields, "daily"))
+            .transpose()?,
+        pacing: Pacing::parse(fields.get("pacing").map_or("", String::as_str)),
+        timezone: fields
+            .get("tz")
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_TIMEZONE.to_owned()),
+        day: parse_u64(fields, "day")?,
+        day_spent: parse_u64(fields, "day_spent")?,
         nodes: nodes
             .into_values()
             .map(|mut n| {
@@ -553,18 +595,38 @@ fn parse_recon(values: &[Option<String>]) -> Result<ReconTotals, Error> {
     })
 }
 
-fn parse_grant(reply: &[i64]) -> Result<Option<Grant>, Error> {
-    match *reply {
-        [0, ..] => Ok(None),
-        [1, granted, budget, spent, held, paused] => Ok(Some(Grant {
-            granted: to_u64(granted),
-            budget: to_u64(budget),
-            spent: to_u64(spent),
-            held: to_u64(held),
-            paused: paused == 1,
-        })),
-        _ => Err(Error::Protocol(format!("sync script answered {reply:?}"))),
+fn parse_grant(reply: &[redis::Value]) -> Result<Option<Grant>, Error> {
+    let bad = || Error::Protocol(format!("sync script answered {reply:?}"));
+    let n = |i: usize| -> Result<i64, Error> {
+        reply
+            .get(i)
+            .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok())
+            .ok_or_else(bad)
+    };
+    match n(0)? {
+        0 => return Ok(None),
+        1 if reply.len() == 12 => {}
+        _ => return Err(bad()),
     }
+    let timezone = redis::from_redis_value_ref::<String>(&reply[11]).map_err(|_| bad())?;
+    let daily = n(7)?;
+    Ok(Some(Grant {
+        granted: to_u64(n(1)?),
+        budget: to_u64(n(2)?),
+        spent: to_u64(n(3)?),
+        held: to_u64(n(4)?),
+        paused: n(5)? == 1,
+        room: to_u64(n(6)?),
+        daily_budget: (daily >= 0).then(|| to_u64(daily)),
+        day: to_u64(n(8)?),
+        day_spent: to_u64(n(9)?),
+        pacing: if n(10)? == 1 {
+            Pacing::Even
+        } else {
+            Pacing::Asap
+        },
+        timezone,
+    }))
 }
 
 impl<C> Store for RedisStore<C>
@@ -637,8 +699,59 @@ where
         key: &'a CampaignKey,
         budget: u64,
         paused: bool,
+        daily: &'a DailySettings,
     ) -> BoxFuture<'a, Result<bool, Error>> {
-        async move { Ok(self.change_budget(key, "seed", budget, paused).await? == 1) }.boxed()
+        async move {
+            if let Some(d) = daily.daily_budget_micros.filter(|d| *d > MAX_MICROS) {
+                return Err(Error::TooLarge(d));
+            }
+            Ok(self
+                .change_budget(key, "seed", budget, paused, daily)
+                .await?
+                == 1)
+        }
+        .boxed()
+    }
+
+    fn set_daily<'a>(
+        &'a self,
+        key: &'a CampaignKey,
+        change: &'a DailyChange,
+        day: &'a DayWindow,
+    ) -> BoxFuture<'a, Result<CampaignState, Error>> {
+        async move {
+            let mut call = self.scripts.daily.prepare_invoke();
+            call.key(self.keys.campaign(key))
+                .arg(if change.daily_budget_micros.is_some() {
+                    "1"
+                } else {
+                    "0"
+                })
+                .arg(
+                    change
+                        .daily_budget_micros
+                        .flatten()
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(change.pacing.map_or("", Pacing::as_str))
+                .arg(change.timezone.as_deref().unwrap_or(""))
+                .arg(&*day.tz)
+                .arg(day.id)
+                .arg(MAX_MICROS);
+            let reply: (i64, i64) = self.eval(&call).await?;
+            match reply {
+                (1, _) => self.changed_state(key).await,
+                (0, _) => Err(Error::NotFound(key.clone())),
+                (-1, daily) => Err(Error::TooLarge(to_u64(daily))),
+                (-2, committed) => Err(Error::DailyBelowCommitted {
+                    daily: change.daily_budget_micros.flatten().unwrap_or(0),
+                    committed: to_u64(committed),
+                }),
+                (code, _) => Err(Error::Protocol(format!("daily script answered {code}"))),
+            }
+        }
+        .boxed()
     }
 
     fn set_budget<'a>(
@@ -647,7 +760,8 @@ where
         budget: u64,
     ) -> BoxFuture<'a, Result<CampaignState, Error>> {
         async move {
-            self.change_budget(key, "set", budget, false).await?;
+            self.change_budget(key, "set", budget, false, &DailySettings::default())
+                .await?;
             self.changed_state(key).await
         }
         .boxed()
@@ -662,7 +776,8 @@ where
             if micros > MAX_MICROS {
                 return Err(Error::TooLarge(micros));
             }
-            self.change_budget(key, "add", micros, false).await?;
+            self.change_budget(key, "add", micros, false, &DailySettings::default())
+                .await?;
             self.changed_state(key).await
         }
         .boxed()
@@ -880,8 +995,9 @@ mod tests {
             parse_state(&key, &fields),
             Err(Error::Protocol(_))
         ));
-        assert!(parse_grant(&[1, 2]).is_err());
-        assert_eq!(parse_grant(&[0, 0, 0, 0, 0, 0]).unwrap(), None);
+        let int = redis::Value::Int;
+        assert!(parse_grant(&[int(1), int(2)]).is_err());
+        assert_eq!(parse_grant(&[int(0)]).unwrap(), None);
     }
 
     #[test]

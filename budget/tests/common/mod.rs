@@ -21,6 +21,7 @@ pub fn config(budget_micros: u64) -> BudgetConfig {
             cid: "c1".into(),
             budget_micros,
             paused: false,
+            ..CampaignSeed::new("", "", 0)
         }],
         ..BudgetConfig::default()
     }

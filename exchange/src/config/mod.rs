@@ -460,7 +460,7 @@ pub struct MetricsConfig {
 }
 
 /// A campaign budget from the config file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignConfig {
     /// The DSP's configured name.
@@ -472,6 +472,15 @@ pub struct CampaignConfig {
     /// Created paused. Default false.
     #[serde(default)]
     pub paused: bool,
+    /// At most this much spent per day, in the auction currency. Absent: no daily cap.
+    #[serde(default)]
+    pub daily_budget: Option<f64>,
+    /// IANA zone whose midnight starts the campaign's day. Default `UTC`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// `asap` (default) or `even`: spend the daily budget along a straight line over the day.
+    #[serde(default)]
+    pub pacing: budget::Pacing,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -879,10 +888,14 @@ impl Config {
             .campaigns
             .iter()
             .map(|c| budget::CampaignSeed {
-                dsp: c.dsp.clone(),
-                cid: c.id.clone(),
-                budget_micros: money_to_micros(c.budget).unwrap_or(0),
                 paused: c.paused,
+                daily_budget_micros: c.daily_budget.map(|d| money_to_micros(d).unwrap_or(0)),
+                pacing: c.pacing,
+                timezone: c
+                    .timezone
+                    .clone()
+                    .unwrap_or_else(|| budget::DEFAULT_TIMEZONE.to_owned()),
+                ..budget::CampaignSeed::new(&c.dsp, &c.id, money_to_micros(c.budget).unwrap_or(0))
             })
             .collect();
         cfg

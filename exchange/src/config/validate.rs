@@ -280,6 +280,19 @@ impl Config {
                     c.budget
                 ));
             }
+            if let Some(daily) = c.daily_budget.filter(|d| money_to_micros(*d).is_none()) {
+                errors.push(format!(
+                    "{at}: daily_budget must be a non-negative amount below 9 billion, not {daily}"
+                ));
+            }
+            if let Some(tz) = c.timezone.as_deref() {
+                if budget::check_timezone(tz).is_err() {
+                    errors.push(format!("{at}: timezone {tz:?} is not an IANA time zone"));
+                }
+            }
+            if c.pacing == budget::Pacing::Even && c.daily_budget.is_none() {
+                errors.push(format!("{at}: pacing = \"even\" needs a daily_budget"));
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 -- Creates a campaign or changes its budget. KEYS[1]: campaign hash (the caller adds it to the
 -- catalog, another slot on a cluster).
--- ARGV: mode ('seed' | 'set' | 'add'), amount, paused for a new campaign ('0' | '1'), max.
+-- ARGV: mode ('seed' | 'set' | 'add'), amount, paused for a new campaign ('0' | '1'), max,
+-- then a new campaign's daily budget ('' for none), pacing and zone.
 -- Reply {code, n}: {1, budget} done, {0, 0} seed found it present,
 -- {-1, budget} past max, {-2, committed} below spent + held.
 local function int(x) return string.format('%d', x) end
@@ -26,6 +27,10 @@ end
 if exists then
   redis.call('HSET', KEYS[1], 'budget', int(budget))
 else
-  redis.call('HSET', KEYS[1], 'budget', int(budget), 'spent', '0', 'held', '0', 'paused', ARGV[3])
+  redis.call('HSET', KEYS[1], 'budget', int(budget), 'spent', '0', 'held', '0', 'paused', ARGV[3],
+    'pacing', ARGV[6] or 'asap', 'tz', ARGV[7] or 'UTC')
+  if ARGV[5] and ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[1], 'daily', ARGV[5])
+  end
 end
 return {1, budget}
