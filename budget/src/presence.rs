@@ -93,6 +93,8 @@ impl Budgets {
                     spent: charged(&book, c.lease()),
                     returned: book.returned,
                     want: 0,
+                    // Spend reported with nothing asked counts in the store's current day.
+                    day: None,
                 });
             }
         }
