@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use redislink::Target;
 use crate::Error;
+use redislink::Target;
 
 /// The budget store `config` asks for. Call it inside the runtime that runs the sync loop.
 /// Settlement reads the tracker's durable billed counts, so the store is told the tracker's

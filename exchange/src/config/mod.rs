@@ -17,11 +17,11 @@ mod publisher;
 mod validate;
 
 pub use env::{ENV_ADMIN_TOKEN, ENV_DEBUG_TOKEN, ENV_LISTEN, ENV_REDIS_URL, ENV_TRACKING_SECRET};
+pub(crate) use pricing::parse_size;
+pub use pricing::{CurrencyConfig, FloorRule};
 pub use publisher::{
     PublisherConfig, SellerType, SellersConfig, SellersIdentifier, UnknownPublisher,
 };
-pub(crate) use pricing::parse_size;
-pub use pricing::{CurrencyConfig, FloorRule};
 
 /// The whole configuration of one exchange node. Every field has a default, so an empty
 /// file is a valid configuration (an exchange with no DSPs, which answers 204 to everything).

@@ -167,10 +167,11 @@ impl Config {
                 (Some(t), _) if t.is_empty() => errors.push(format!(
                     "{at}: token must not be empty (leave it out for a publisher without one)"
                 )),
-                (Some(t), _) if !t.bytes().all(|b| (0x21..=0x7e).contains(&b)) => errors
-                    .push(format!(
+                (Some(t), _) if !t.bytes().all(|b| (0x21..=0x7e).contains(&b)) => {
+                    errors.push(format!(
                     "{at}: token must be printable ASCII without spaces (it is sent as a header)"
-                )),
+                ))
+                }
                 (None, Some(var)) => errors.push(format!(
                     "{at}: token_env {var} is not set in the environment or is empty"
                 )),

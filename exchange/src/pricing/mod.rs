@@ -12,8 +12,8 @@ use openrtb::request::BidRequest;
 
 use crate::config::Config;
 use crate::metrics::Registry;
-use crate::reload::Live;
 use crate::publishers::Publisher;
+use crate::reload::Live;
 use crate::Error;
 use floors::{FloorRules, Placement};
 use rates::{RateTable, Rates};
