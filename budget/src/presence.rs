@@ -93,6 +93,8 @@ impl Budgets {
                     spent: charged(&book, c.lease()),
                     returned: book.returned,
                     want: 0,
+                    // Spend reported by a node going silent counts in the store's current day.
+                    day: None,
                 });
             }
         }

@@ -290,7 +290,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// One campaign's answer in a [`PartialSync`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncAnswer {
     /// The store applied the report.
     Granted(Grant),
