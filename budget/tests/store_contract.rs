@@ -992,7 +992,10 @@ async fn an_old_layout_store_is_migrated_once() {
 /// is returned exactly once whoever reaps, and it is unlisted.
 async fn presence_contract(store: &dyn Store, other: &dyn Store) {
     let key = CampaignKey::new("p", "c");
-    assert!(store.seed_if_absent(&key, 10_000, false).await.unwrap());
+    assert!(store
+        .seed_if_absent(&key, 10_000, false, &DailySettings::default())
+        .await
+        .unwrap());
     assert_eq!(
         grant(store, "n-1", item(&key, 0, 0, 0, 4_000))
             .await
