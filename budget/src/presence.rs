@@ -93,7 +93,7 @@ impl Budgets {
                     spent: charged(&book, c.lease()),
                     returned: book.returned,
                     want: 0,
-                    // Spend reported with nothing asked counts in the store's current day.
+                    // Spend reported by a node going silent counts in the store's current day.
                     day: None,
                 });
             }

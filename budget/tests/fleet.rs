@@ -127,21 +127,6 @@ impl Load {
     }
 }
 
-/// Every replica's link to its master is up and its first sync done.
-fn replicas_synced(cluster: &RedisCluster) -> bool {
-    cluster.nodes().iter().all(|node| {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &node.port().to_string()])
-            .args(["INFO", "replication"])
-            .output()
-            .unwrap();
-        let info = String::from_utf8_lossy(&out.stdout);
-        info.contains("role:master")
-            || (info.contains("master_link_status:up")
-                && info.contains("master_sync_in_progress:0"))
-    })
-}
-
 fn charged_on(nodes: &[Arc<Budgets>]) -> u64 {
     nodes
         .iter()
@@ -275,6 +260,59 @@ async fn a_dead_node_has_its_leases_back_once_within_the_ttl() {
     }
 }
 
+/// A node that reported a charge to reconciliation but died before its next budget sync: the
+/// charge stays spent when its lease returns, or settlement would credit back (if unrendered)
+/// money that was never counted spent, and the campaign's spent would end below what rendered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_charges_reported_to_reconciliation_stay_spent() {
+    let cluster = RedisCluster::start(3, 0).expect("start a redis cluster");
+    let budget = 1_000_000;
+    let cfg = BudgetConfig {
+        min_lease_micros: 60_000,
+        ..config(budget)
+    };
+    let victim = manual(&cluster, &cfg).await;
+    let live_cfg = BudgetConfig {
+        node_ttl_ms: 1_500,
+        ..cfg.clone()
+    };
+    let (a, task_a, _) = live(&cluster, &live_cfg, "a").await;
+    let Lookup::Found(c) = victim.lookup("acme", Some("c1")) else {
+        panic!("seeded campaign is known");
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(c.try_charge(4_000));
+    victim.record_charge("acme", "c1", now, 4_000);
+    victim.reconcile_at(now).await.unwrap();
+    let session = victim.session();
+    drop(c);
+    drop(victim);
+    let admin = cluster_store(&cluster.seeds(), &cfg).await;
+    let reaped = eventually(PATIENCE, || async {
+        let state = admin.state(&key()).await.unwrap().unwrap();
+        state
+            .nodes
+            .iter()
+            .any(|n| n.session == session && n.reclaimed && n.held == 0)
+    })
+    .await;
+    assert!(reaped, "the dead session was never reaped");
+    let state = admin.state(&key()).await.unwrap().unwrap();
+    let dead = state.nodes.iter().find(|n| n.session == session).unwrap();
+    assert_eq!(
+        (dead.granted, dead.spent, dead.returned),
+        (60_000, 4_000, 56_000),
+        "the reported charge is spent, the rest returned"
+    );
+    assert_eq!(state.spent, 4_000);
+    assert!(state.spent + state.held <= budget);
+    task_a.shutdown().await.unwrap();
+    drop(a);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_declared_dead_comes_back_under_a_fresh_session() {
     let cluster = RedisCluster::start(3, 0).expect("start a redis cluster");
@@ -340,8 +378,9 @@ async fn a_master_killed_under_load_fails_over_and_the_budget_holds() {
     let mut cluster = RedisCluster::start(3, 1).expect("start a redis cluster");
     // A replica promoted before its first sync holds nothing: the fleet would find the store
     // lost and fence it (fail closed). This test is about a failover to a synced replica.
-    let synced = eventually(PATIENCE, || ready(replicas_synced(&cluster))).await;
-    assert!(synced, "the replicas never finished their first sync");
+    cluster
+        .wait_replicas_synced()
+        .expect("the replicas finish their first sync");
     let budget = 3_000_000;
     let price = 900;
     // The presence outlives a failover (a node timeout of 1 s plus the election), as

@@ -267,7 +267,7 @@ async fn an_adjusted_bid_ranks_higher_but_never_pays_more_than_it_bid() {
         id: "c1".into(),
         budget: 10.0,
         paused: false,
-        ..Default::default()
+        ..CampaignConfig::default()
     }];
     let ex = TestExchange::start(config).await;
 

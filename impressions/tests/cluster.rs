@@ -127,33 +127,6 @@ async fn durable_counts(conn: &RedisConn, ts: u64) -> BTreeMap<String, u64> {
     sums
 }
 
-/// Waits until every replica's link to its master is up, so writes acknowledged from now on
-/// reach it (a replica still in its first sync would take over without them).
-async fn replicas_in_sync(cluster: &RedisCluster) -> bool {
-    let ports: Vec<u16> = cluster.nodes().iter().map(|n| n.port()).collect();
-    testkit::eventually(Duration::from_secs(30), || {
-        let ports = ports.clone();
-        async move {
-            for port in ports {
-                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-                let Ok(mut c) = client.get_multiplexed_async_connection().await else {
-                    return false;
-                };
-                let info: String = redis::cmd("INFO")
-                    .arg("replication")
-                    .query_async(&mut c)
-                    .await
-                    .unwrap_or_default();
-                if info.contains("role:slave") && !info.contains("master_link_status:up") {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await
-}
-
 async fn slot(conn: &RedisConn, key: &str) -> i64 {
     conn.query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key), CALL)
         .await
@@ -257,7 +230,9 @@ async fn two_nodes_on_a_cluster_bill_each_impression_once_and_count_it_durably()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_during_claims_neither_loses_nor_doubles_a_billing() {
     let mut cluster = RedisCluster::start(3, 1).unwrap();
-    assert!(replicas_in_sync(&cluster).await);
+    // Writes acknowledged from now on reach the replicas (one still in its first sync would
+    // take over without them).
+    cluster.wait_replicas_synced().unwrap();
     let conn = redislink::open(&Target::Cluster(cluster.seeds()), CALL).unwrap();
     let timeout = Duration::from_millis(300);
     let a = Node::start("fo-a", cluster.seeds(), timeout).await;

@@ -124,6 +124,35 @@ impl RedisCluster {
         }
     }
 
+    /// Waits until every running replica's link to its master is up and its first full sync
+    /// is done. A replica promoted before that holds nothing, and a failover to it is a store
+    /// that lost its data (the budget store fences itself); a failover test waits here first.
+    pub fn wait_replicas_synced(&self) -> io::Result<()> {
+        let ports: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter(|n| n.pid().is_some())
+            .map(RedisServer::port)
+            .collect();
+        let synced = eventually_blocking(SETTLE_LIMIT, || {
+            ports.iter().all(|p| {
+                cli(*p, &["INFO", "replication"]).is_some_and(|i| {
+                    i.contains("role:master")
+                        || (i.contains("master_link_status:up")
+                            && i.contains("master_sync_in_progress:0"))
+                })
+            })
+        });
+        if synced {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the replicas did not finish their first sync within {SETTLE_LIMIT:?}"),
+            ))
+        }
+    }
+
     /// `CLUSTER INFO` of the node on `port`.
     pub fn info(&self, port: u16) -> Option<String> {
         info(port)

@@ -193,6 +193,7 @@ where
                     .arg(item.charged)
                     .arg(item.billed);
             }
+            cmd.arg(session);
             prev = batch.seq;
         }
         let replies: Vec<Vec<i64>> = self.pipeline(&pipe, &[&self.scripts.recon_report]).await?;

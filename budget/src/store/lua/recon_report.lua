@@ -3,7 +3,9 @@
 -- KEYS[1]: the session's last applied batch number, KEYS[2]: the bucket size the store uses,
 -- KEYS[3]: the sorted set of open buckets; then per item the campaign hash and the bucket hash.
 -- ARGV: seq, prev, bucket_ms, settle_after_ms, retain_ms, now_ms; then per item: bucket start,
--- charged, billed (integer strings).
+-- charged, billed (integer strings); last, the session. What a session reported charged is
+-- also kept in the campaign hash (`node:SESSION:rc_charged`), so a reap counts as spent what
+-- a dead node's budget reports never carried but settlement will credit against.
 -- Reply {code, absent, late}: code 1 applied, 0 duplicate, -1 blocked (the batch before it in
 -- the call was not applied), -2 bucket size mismatch (then absent holds the store's size).
 local seq = tonumber(ARGV[1])
@@ -32,6 +34,7 @@ end
 local absent = 0
 local late = 0
 local n = (#KEYS - 3) / 2
+local fc = 'node:' .. ARGV[7 + 3 * n] .. ':rc_charged'
 for i = 1, n do
   local ck = KEYS[2 + 2 * i]
   local bk = KEYS[3 + 2 * i]
@@ -56,6 +59,9 @@ for i = 1, n do
       redis.call('HINCRBY', bk, 'charged', charged)
       redis.call('HINCRBY', bk, 'billed', billed)
       redis.call('HINCRBY', ck, 'rc:charged', charged)
+      if charged ~= '0' then
+        redis.call('HINCRBY', ck, fc, charged)
+      end
       redis.call('HINCRBY', ck, 'rc:billed', billed)
     end
   end
