@@ -191,7 +191,7 @@ async fn dashboard_and_alerts_name_only_exported_metrics() {
         .lines()
         .filter(|l| l.trim_start().starts_with("- alert:"))
         .count();
-    assert_eq!(rules, 7);
+    assert_eq!(rules, 9);
     assert_eq!(alerts.matches("\n        expr:").count(), rules);
 
     let text = exposition().await;
