@@ -191,6 +191,19 @@ pub(crate) fn charged(book: &Book, lease: u64) -> u64 {
         .saturating_sub(lease)
 }
 
+/// A report that asks for nothing: the session's books as they stand (at release, or from a
+/// node going silent). Its spend counts in the store's current day.
+pub(crate) fn final_report(c: &Campaign, book: &Book) -> crate::store::SyncItem {
+    crate::store::SyncItem {
+        key: c.key().clone(),
+        granted: book.credited,
+        spent: charged(book, c.lease()),
+        returned: book.returned,
+        want: 0,
+        day: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

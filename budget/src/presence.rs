@@ -16,8 +16,8 @@
 //! first, see `identity.rs` `start_afresh`), so it never spends the lease that was returned.
 
 use crate::budgets::{lock, new_session, Budgets};
-use crate::campaign::charged;
-use crate::store::{Presence, Reap, SyncItem};
+use crate::campaign::final_report;
+use crate::store::{Presence, Reap};
 use crate::Error;
 use futures::future::join_all;
 use std::collections::HashMap;
@@ -87,15 +87,7 @@ impl Budgets {
             let taken = c.take_above(0);
             book.returned += taken;
             if book.sent {
-                items.push(SyncItem {
-                    key: c.key().clone(),
-                    granted: book.credited,
-                    spent: charged(&book, c.lease()),
-                    returned: book.returned,
-                    want: 0,
-                    // Spend reported by a node going silent counts in the store's current day.
-                    day: None,
-                });
+                items.push(final_report(c, &book));
             }
         }
         if items.is_empty() {

@@ -3,7 +3,7 @@
 //! shutdown; and the task that runs it beside the reconcile round.
 
 use crate::budgets::Budgets;
-use crate::campaign::{charged, Campaign, CampaignHandle, Remote};
+use crate::campaign::{charged, final_report, Campaign, CampaignHandle, Remote};
 use crate::daily::DayWindow;
 use crate::index::FastMap;
 use crate::key::CampaignKey;
@@ -294,21 +294,7 @@ impl Budgets {
         let session = self.session.load_full();
         let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown_timeout_ms);
         loop {
-            let items: Vec<SyncItem> = touched
-                .iter()
-                .map(|c| {
-                    let book = c.book();
-                    SyncItem {
-                        key: c.key().clone(),
-                        granted: book.credited,
-                        spent: charged(&book, c.lease()),
-                        returned: book.returned,
-                        want: 0,
-                        // Spend reported at release counts in the store's current day.
-                        day: None,
-                    }
-                })
-                .collect();
+            let items: Vec<SyncItem> = touched.iter().map(|c| final_report(c, &c.book())).collect();
             if items.is_empty() {
                 break;
             }
