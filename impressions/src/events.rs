@@ -5,7 +5,9 @@
 //! Billing events are never dropped: the queue in front of the writer is bounded, and a full
 //! queue makes `append` wait (backpressure reaches the event endpoints, which have their own
 //! in-flight bound) instead of discarding. A failed file write is cut back and retried until it
-//! succeeds. The stream mirrors the file when both are on, so a stream outage only counts
+//! succeeds. The stream mirrors the file when both are on: a batch Redis does not take waits
+//! in a bounded backlog and is retried without holding up the file (`events_stream`), and
+//! only events pushed out of a full backlog are dropped, counted in
 //! `impressions_stream_dropped_total`; when the stream is the only sink it is retried instead.
 //!
 //! The file is rotated by size and age between batches (`events_rotate`), closed files are
@@ -28,6 +30,7 @@ use crate::events_housekeep::{Housekeeper, Retention, SweepStats};
 use crate::events_rotate::{RotatePolicy, Rotated, Rotation};
 pub use crate::events_sample::SampleRates;
 use crate::events_sample::Sampler;
+use crate::events_stream::{StreamSide, StreamSink};
 use crate::journal::{retry_blocking, scan_lines, AppendFile, Line};
 use crate::markup::AdFormat;
 use crate::metrics::TrackerMetrics;
@@ -237,6 +240,9 @@ pub struct EventLogConfig {
     pub stream_registry: Option<String>,
     /// `XADD ... MAXLEN ~ cap`.
     pub stream_maxlen: u64,
+    /// Beside a file: events Redis has not taken yet, kept and retried oldest first, at
+    /// most; past it the oldest are dropped (counted). Default 100 000.
+    pub stream_backlog: usize,
     /// Events waiting for the writer; `append` waits when it is full. Default 65 536.
     pub queue: usize,
     /// Most events written in one batch. Default 4 096.
@@ -271,6 +277,7 @@ impl Default for EventLogConfig {
             stream_key: "exchange:events".to_owned(),
             stream_registry: None,
             stream_maxlen: 1_000_000,
+            stream_backlog: 100_000,
             queue: 65_536,
             batch_max: 4_096,
             fsync_interval: Duration::from_millis(200),
@@ -381,12 +388,15 @@ impl EventLog {
         }
         let queue = config.queue.max(1);
         let (tx, rx) = mpsc::channel(queue);
-        let stream = redis.map(|redis| StreamSink {
-            redis,
-            key: config.stream_key.clone(),
-            maxlen: config.stream_maxlen,
-            registry: config.stream_registry.clone(),
-            registered: std::sync::atomic::AtomicBool::new(false),
+        let stream = redis.map(|redis| {
+            let sink = StreamSink::new(
+                redis,
+                config.stream_key.clone(),
+                config.stream_maxlen,
+                config.stream_registry.clone(),
+                metrics.clone(),
+            );
+            StreamSide::new(sink, file.is_some(), config.stream_backlog, clock.clone())
         });
         let sampler = Sampler::new(config.sample);
         let writer = Writer {
@@ -470,7 +480,9 @@ impl EventLog {
             })
     }
 
-    /// Returns once every event appended before it is durable in every sink.
+    /// Returns once every event appended before it is durable in the file (and, without a
+    /// file, in the stream). Beside a file, events Redis did not take may still wait in the
+    /// stream's backlog.
     pub async fn flush(&self) -> Result<(), Error> {
         let (ack, done) = oneshot::channel();
         self.tx
@@ -525,48 +537,10 @@ impl EventLog {
     }
 }
 
-struct StreamSink {
-    redis: RedisHandle,
-    key: String,
-    maxlen: u64,
-    registry: Option<String>,
-    /// The stream is listed in `registry`.
-    registered: std::sync::atomic::AtomicBool,
-}
-
-impl StreamSink {
-    async fn send(&self, batch: &Batch) -> bool {
-        use std::sync::atomic::Ordering;
-        if let (Some(registry), false) = (&self.registry, self.registered.load(Ordering::Relaxed)) {
-            // Its own call: on a cluster the set and the stream are keys of different slots.
-            let sadd = redis::cmd("SADD").arg(registry).arg(&self.key).clone();
-            if self.redis.query::<()>(&sadd).await.is_err() {
-                return false;
-            }
-            self.registered.store(true, Ordering::Relaxed);
-        }
-        let mut pipe = redis::pipe();
-        for (kind, json) in batch.lines() {
-            pipe.cmd("XADD")
-                .arg(&self.key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.maxlen)
-                .arg("*")
-                .arg("type")
-                .arg(kind.as_str())
-                .arg("event")
-                .arg(json)
-                .ignore();
-        }
-        self.redis.query_pipeline::<()>(&pipe).await.is_ok()
-    }
-}
-
 /// Events on their way to the sinks: the file's bytes (one JSON line each) and where each
 /// line is, for the stream.
 #[derive(Default)]
-struct Batch {
+pub(crate) struct Batch {
     buf: Vec<u8>,
     lines: Vec<(EventType, std::ops::Range<usize>)>,
     /// Holds a billing event: written without lingering.
@@ -574,7 +548,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lines.len()
     }
 
@@ -582,7 +556,7 @@ impl Batch {
         self.lines.is_empty()
     }
 
-    fn push_json(&mut self, kind: EventType, json: &[u8]) {
+    pub(crate) fn push_json(&mut self, kind: EventType, json: &[u8]) {
         let start = self.buf.len();
         self.buf.extend_from_slice(json);
         self.end_line(kind, start);
@@ -606,7 +580,7 @@ impl Batch {
         self.buf.push(b'\n');
     }
 
-    fn lines(&self) -> impl Iterator<Item = (EventType, &[u8])> {
+    pub(crate) fn lines(&self) -> impl Iterator<Item = (EventType, &[u8])> {
         self.lines
             .iter()
             .map(|(kind, range)| (*kind, &self.buf[range.clone()]))
@@ -616,7 +590,7 @@ impl Batch {
 struct Writer {
     rx: mpsc::Receiver<Cmd>,
     file: Option<AppendFile>,
-    stream: Option<StreamSink>,
+    stream: Option<StreamSide>,
     config: EventLogConfig,
     metrics: TrackerMetrics,
     /// Some when the file rotates by size or age.
@@ -661,6 +635,9 @@ impl Writer {
                 // Every handle is gone, or shutdown drained the queue: make what was written
                 // durable and stop.
                 self.sync_file().await;
+                if let Some(stream) = &mut self.stream {
+                    stream.close().await;
+                }
                 if let Some(ack) = closing {
                     let _ = ack.send(());
                 }
@@ -724,7 +701,7 @@ impl Writer {
                         let _ = ack.send(());
                     }
                 }
-                self.write_stream(&batch).await;
+                self.write_stream(batch).await;
                 for ack in written {
                     let _ = ack.send(());
                 }
@@ -853,21 +830,9 @@ impl Writer {
         );
     }
 
-    async fn write_stream(&mut self, batch: &Batch) {
-        let Some(stream) = &self.stream else { return };
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            if stream.send(batch).await {
-                return;
-            }
-            if self.file.is_some() {
-                // The file holds every event; the stream is its mirror.
-                self.metrics.stream_dropped.increment(batch.len() as u64);
-                return;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            stream.redis.ping().await;
+    async fn write_stream(&mut self, batch: Arc<Batch>) {
+        if let Some(stream) = &mut self.stream {
+            stream.write(batch).await;
         }
     }
 }

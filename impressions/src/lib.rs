@@ -18,6 +18,7 @@ pub mod events_files;
 mod events_housekeep;
 mod events_rotate;
 mod events_sample;
+mod events_stream;
 mod journal;
 pub mod keys;
 pub mod markup;

@@ -313,6 +313,10 @@ pub struct EventsConfig {
     pub redis_stream: Option<String>,
     /// `MAXLEN ~` of that stream. Default 1 000 000.
     pub stream_maxlen: u64,
+    /// Beside the file: events the stream has not taken yet (Redis down, a failover), kept
+    /// and retried oldest first, at most; past it the oldest are dropped and counted.
+    /// Default 100 000.
+    pub stream_backlog: usize,
     /// Longest time a written event waits for its fsync. Default 200 ms.
     pub fsync_interval_ms: u64,
     /// Win, loss and late-answer events waiting to be written, at most; past it they are
@@ -347,6 +351,7 @@ impl Default for EventsConfig {
             file: Some("events.jsonl".into()),
             redis_stream: None,
             stream_maxlen: 1_000_000,
+            stream_backlog: 100_000,
             fsync_interval_ms: 200,
             max_pending: 65_536,
             linger_ms: 5,
@@ -827,6 +832,7 @@ impl Config {
                 .clone()
                 .unwrap_or(defaults.stream_key.clone()),
             stream_maxlen: self.events.stream_maxlen,
+            stream_backlog: self.events.stream_backlog,
             fsync_interval: std::time::Duration::from_millis(self.events.fsync_interval_ms),
             linger: std::time::Duration::from_millis(self.events.linger_ms),
             // Non-billing events may fill half the queue at most; billing events always

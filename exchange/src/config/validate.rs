@@ -383,6 +383,9 @@ impl Config {
         if self.events.max_pending == 0 || self.events.fsync_interval_ms == 0 {
             errors.push("events.max_pending and events.fsync_interval_ms must be above 0".into());
         }
+        if self.events.stream_backlog == 0 {
+            errors.push("events.stream_backlog must be above 0".into());
+        }
         let o = &self.overload;
         if o.probe_interval_ms == 0 || o.window_ms < o.probe_interval_ms * 2 {
             errors.push(format!(
@@ -432,6 +435,19 @@ mod tests {
             Err(Error::Config(e)) => e,
             other => panic!("expected config errors, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_empty_stream_backlog_is_refused() {
+        assert_eq!(
+            errors("[events]\nstream_backlog = 0\n"),
+            ["events.stream_backlog must be above 0"]
+        );
+        let ok = Config::from_toml("[events]\nstream_backlog = 5\n").unwrap();
+        let (tracker, _) = ok
+            .tracker_config("127.0.0.1:8080".parse().unwrap())
+            .unwrap();
+        assert_eq!(tracker.events.stream_backlog, 5);
     }
 
     #[test]
