@@ -52,7 +52,10 @@ fn settings(cluster: &RedisCluster, dsp: &MockDspHandle, budget: f64, name: &str
         dsp_url: dsp.url().to_owned(),
         campaigns: CIDS.iter().map(|c| ((*c).to_owned(), budget)).collect(),
         sync_ms: SYNC_MS,
-        node_ttl_ms: 500,
+        // Well above a loaded test machine's stalls: these tests are about load and failover,
+        // and a live node declared dead would start a fresh session mid-count. The node-death
+        // test sets its own, short TTL for the node it kills.
+        node_ttl_ms: 3_000,
         extra_budget: String::new(),
         extra_tracking: String::new(),
     }
