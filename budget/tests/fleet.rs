@@ -10,7 +10,7 @@
 
 mod common;
 
-use budget::{BudgetConfig, Budgets, CampaignKey, Lookup, SyncTask};
+use budget::{BudgetConfig, Budgets, CampaignKey, Lookup, Store, SyncTask};
 use common::{cluster_store, DurableBilling, PATIENCE};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::ready;
@@ -36,6 +36,34 @@ fn config(budget_micros: u64) -> BudgetConfig {
 
 fn key() -> CampaignKey {
     CampaignKey::new("acme", "c1")
+}
+
+/// Nodes that take 60 000 micros a lease, so a dead node's hold is easy to see.
+fn leased(budget_micros: u64) -> BudgetConfig {
+    BudgetConfig {
+        min_lease_micros: 60_000,
+        ..config(budget_micros)
+    }
+}
+
+/// The campaign `acme/c1` on `node`.
+fn c1(node: &Budgets) -> budget::CampaignHandle {
+    let Lookup::Found(c) = node.lookup("acme", Some("c1")) else {
+        panic!("seeded campaign is known");
+    };
+    c
+}
+
+/// Polls until `session` is declared dead and its lease is back; false if it never is.
+async fn reaped(admin: &Arc<dyn Store>, session: &str, within: Duration) -> bool {
+    eventually(within, || async {
+        let state = admin.state(&key()).await.unwrap().unwrap();
+        state
+            .nodes
+            .iter()
+            .any(|n| n.session == session && n.reclaimed && n.held == 0)
+    })
+    .await
 }
 
 fn prometheus() -> (budget::metrics::SharedRecorder, PrometheusHandle) {
@@ -175,10 +203,7 @@ async fn nodes_on_a_cluster_never_spend_past_the_budget() {
 async fn a_dead_node_has_its_leases_back_once_within_the_ttl() {
     let cluster = RedisCluster::start(3, 0).expect("start a redis cluster");
     let budget = 1_000_000;
-    let cfg = BudgetConfig {
-        min_lease_micros: 60_000,
-        ..config(budget)
-    };
+    let cfg = leased(budget);
     // The victim first, so the live nodes' first look at the listed sessions finds it; the
     // live nodes' own presence lasts longer than the victim's, so a live node starved of CPU
     // by the other tests is not declared dead too (which would blur the counts below).
@@ -189,9 +214,7 @@ async fn a_dead_node_has_its_leases_back_once_within_the_ttl() {
     };
     let (a, task_a, metrics_a) = live(&cluster, &live_cfg, "a").await;
     let (b, task_b, metrics_b) = live(&cluster, &live_cfg, "b").await;
-    let Lookup::Found(c) = victim.lookup("acme", Some("c1")) else {
-        panic!("seeded campaign is known");
-    };
+    let c = c1(&victim);
     assert!(c.try_charge(10_000));
     victim.sync_once().await.unwrap(); // reports the spend, tops the lease up
     let session = victim.session();
@@ -212,15 +235,7 @@ async fn a_dead_node_has_its_leases_back_once_within_the_ttl() {
     let limit = Duration::from_millis(TTL_MS + SYNC_MS);
     // Allowance for two busy cores scheduling the reaper, not part of the rule.
     let slack = Duration::from_millis(300);
-    let back = eventually(limit + slack, || async {
-        let state = admin.state(&key()).await.unwrap().unwrap();
-        state
-            .nodes
-            .iter()
-            .find(|n| n.session == session)
-            .is_some_and(|n| n.reclaimed && n.held == 0)
-    })
-    .await;
+    let back = reaped(&admin, &session, limit + slack).await;
     let took = died.elapsed();
     assert!(back, "leases not back after {took:?}");
     eprintln!("a dead node's leases came back {took:?} after it died (ttl {TTL_MS} ms, sync {SYNC_MS} ms)");
@@ -267,19 +282,14 @@ async fn a_dead_node_has_its_leases_back_once_within_the_ttl() {
 async fn a_dead_nodes_charges_reported_to_reconciliation_stay_spent() {
     let cluster = RedisCluster::start(3, 0).expect("start a redis cluster");
     let budget = 1_000_000;
-    let cfg = BudgetConfig {
-        min_lease_micros: 60_000,
-        ..config(budget)
-    };
+    let cfg = leased(budget);
     let victim = manual(&cluster, &cfg).await;
     let live_cfg = BudgetConfig {
         node_ttl_ms: 1_500,
         ..cfg.clone()
     };
     let (a, task_a, _) = live(&cluster, &live_cfg, "a").await;
-    let Lookup::Found(c) = victim.lookup("acme", Some("c1")) else {
-        panic!("seeded campaign is known");
-    };
+    let c = c1(&victim);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -291,15 +301,10 @@ async fn a_dead_nodes_charges_reported_to_reconciliation_stay_spent() {
     drop(c);
     drop(victim);
     let admin = cluster_store(&cluster.seeds(), &cfg).await;
-    let reaped = eventually(PATIENCE, || async {
-        let state = admin.state(&key()).await.unwrap().unwrap();
-        state
-            .nodes
-            .iter()
-            .any(|n| n.session == session && n.reclaimed && n.held == 0)
-    })
-    .await;
-    assert!(reaped, "the dead session was never reaped");
+    assert!(
+        reaped(&admin, &session, PATIENCE).await,
+        "the dead session was never reaped"
+    );
     let state = admin.state(&key()).await.unwrap().unwrap();
     let dead = state.nodes.iter().find(|n| n.session == session).unwrap();
     assert_eq!(
@@ -317,30 +322,20 @@ async fn a_dead_nodes_charges_reported_to_reconciliation_stay_spent() {
 async fn a_node_declared_dead_comes_back_under_a_fresh_session() {
     let cluster = RedisCluster::start(3, 0).expect("start a redis cluster");
     let budget = 1_000_000;
-    let cfg = BudgetConfig {
-        min_lease_micros: 60_000,
-        ..config(budget)
-    };
+    let cfg = leased(budget);
     let (a, task_a, _) = live(&cluster, &cfg, "a").await;
     let zombie = manual(&cluster, &cfg).await;
-    let Lookup::Found(old) = zombie.lookup("acme", Some("c1")) else {
-        panic!("seeded campaign is known");
-    };
+    let old = c1(&zombie);
     assert!(old.try_charge(5_000));
     zombie.sync_once().await.unwrap();
     assert_eq!(old.available(), 60_000);
     let dead = zombie.session();
     let admin = cluster_store(&cluster.seeds(), &cfg).await;
     // Paused past the TTL: the live node declares it dead and takes its lease back.
-    let reaped = eventually(PATIENCE, || async {
-        let state = admin.state(&key()).await.unwrap().unwrap();
-        state
-            .nodes
-            .iter()
-            .any(|n| n.session == dead && n.reclaimed && n.held == 0)
-    })
-    .await;
-    assert!(reaped, "the silent session was never reaped");
+    assert!(
+        reaped(&admin, &dead, PATIENCE).await,
+        "the silent session was never reaped"
+    );
 
     // It resumes: its next round finds its session dead and starts afresh.
     zombie.sync_once().await.unwrap();
@@ -441,9 +436,7 @@ async fn rendered_impressions_are_never_credited_back_when_their_node_is_gone() 
     let durable = DurableBilling::cluster(&cluster.seeds(), &cfg);
     // Node a wins 8 auctions in bucket T0; 5 impressions render on node b, which bills them
     // (durably, in the claim, as the tracker does) and dies before it reports its counts.
-    let Lookup::Found(c) = a.lookup("acme", Some("c1")) else {
-        panic!("seeded campaign is known");
-    };
+    let c = c1(&a);
     for i in 0..8 {
         assert!(c.try_charge(PRICE));
         a.record_charge("acme", "c1", T0 + i, PRICE);
