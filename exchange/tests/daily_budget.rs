@@ -142,19 +142,24 @@ async fn at(hand: &ManualClock, ms: u64) {
     hand.set(ms);
 }
 
+/// 1.00 in all, 0.10 a day in New York time: 50 impressions a day at 2000 micros.
+fn capped_in_new_york() -> CampaignConfig {
+    CampaignConfig {
+        id: "capped".into(),
+        budget: 1.00,
+        daily_budget: Some(0.10),
+        timezone: Some("America/New_York".into()),
+        ..CampaignConfig::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daily_cap_stops_spend_to_the_micro_and_reopens_after_midnight_in_its_zone() {
     let redis = RedisServer::start().unwrap();
     let dsp = bidder("d1-dsp", "capped").await;
     // 10:00 in New York on 7 December (UTC-5).
     let (clock, hand) = Clock::manual(DEC7_UTC + 15 * HOUR);
-    let c = CampaignConfig {
-        id: "capped".into(),
-        budget: 1.00,
-        daily_budget: Some(0.10),
-        timezone: Some("America/New_York".into()),
-        ..CampaignConfig::default()
-    };
+    let c = capped_in_new_york();
     let ex = TestExchange::start(node_config(&dsp, &redis, &clock, c)).await;
 
     // 0.10 a day is 50 impressions at 2000 micros.
@@ -201,13 +206,7 @@ async fn two_nodes_sharing_a_daily_cap_never_pass_it() {
     let redis = RedisServer::start().unwrap();
     let dsp = bidder("dc-dsp", "capped").await;
     let (clock, hand) = Clock::manual(DEC7_UTC + 15 * HOUR);
-    let c = CampaignConfig {
-        id: "capped".into(),
-        budget: 1.00,
-        daily_budget: Some(0.10),
-        timezone: Some("America/New_York".into()),
-        ..CampaignConfig::default()
-    };
+    let c = capped_in_new_york();
     let one = TestExchange::start(node_config(&dsp, &redis, &clock, c.clone())).await;
     let two = TestExchange::start(node_config(&dsp, &redis, &clock, c)).await;
     let nodes = [&one, &two];
