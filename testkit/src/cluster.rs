@@ -103,52 +103,38 @@ impl RedisCluster {
     /// Waits until every running node reports `cluster_state:ok` (after a failover: once a
     /// replica has taken over the dead master's slots).
     pub fn wait_ok(&self) -> io::Result<()> {
-        let ports: Vec<u16> = self
-            .nodes
-            .iter()
-            .filter(|n| n.pid().is_some())
-            .map(RedisServer::port)
-            .collect();
-        let ok = eventually_blocking(SETTLE_LIMIT, || {
-            ports
-                .iter()
-                .all(|p| info(*p).is_some_and(|i| i.contains("cluster_state:ok")))
-        });
-        if ok {
-            Ok(())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the cluster did not reach cluster_state:ok within {SETTLE_LIMIT:?}"),
-            ))
-        }
+        self.wait_all("reach cluster_state:ok", |p| {
+            info(p).is_some_and(|i| i.contains("cluster_state:ok"))
+        })
     }
 
     /// Waits until every running replica's link to its master is up and its first full sync
     /// is done. A replica promoted before that holds nothing, and a failover to it is a store
     /// that lost its data (the budget store fences itself); a failover test waits here first.
     pub fn wait_replicas_synced(&self) -> io::Result<()> {
+        self.wait_all("finish their first replica sync", |p| {
+            cli(p, &["INFO", "replication"]).is_some_and(|i| {
+                i.contains("role:master")
+                    || (i.contains("master_link_status:up")
+                        && i.contains("master_sync_in_progress:0"))
+            })
+        })
+    }
+
+    /// Waits until `done` holds for every running node's port, within [`SETTLE_LIMIT`].
+    fn wait_all(&self, what: &str, done: impl Fn(u16) -> bool) -> io::Result<()> {
         let ports: Vec<u16> = self
             .nodes
             .iter()
             .filter(|n| n.pid().is_some())
             .map(RedisServer::port)
             .collect();
-        let synced = eventually_blocking(SETTLE_LIMIT, || {
-            ports.iter().all(|p| {
-                cli(*p, &["INFO", "replication"]).is_some_and(|i| {
-                    i.contains("role:master")
-                        || (i.contains("master_link_status:up")
-                            && i.contains("master_sync_in_progress:0"))
-                })
-            })
-        });
-        if synced {
+        if eventually_blocking(SETTLE_LIMIT, || ports.iter().all(|p| done(*p))) {
             Ok(())
         } else {
             Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("the replicas did not finish their first sync within {SETTLE_LIMIT:?}"),
+                format!("the cluster's nodes did not {what} within {SETTLE_LIMIT:?}"),
             ))
         }
     }
