@@ -1,6 +1,7 @@
 //! Impression tracking: the impression id, signing and verifying tracking URLs, and dedup
-//! throughput against a real local Redis (one `SET NX` per event, many in flight at once on
-//! one multiplexed connection, plus writing the billing event to the log).
+//! throughput against a real local Redis (one claim per event: the `SET NX` and the durable
+//! billed count in one script, many in flight at once on one multiplexed connection, plus
+//! writing the billing event to the log and waiting until it is written).
 //!
 //! Run: `cargo bench -p benches --bench tracking` (needs `redis-server` on PATH)
 //!
@@ -14,9 +15,11 @@
 //!   tracking/verify_impression_url                      1.24 µs (before 1.59 µs)
 //!   markup/wrap_clicks_banner_handwritten               0.72 µs (lol_html 2.62 µs)
 //!   markup/wrap_clicks_rich_banner_handwritten          3.62 µs (lol_html 7.23 µs)
-//!   dedup_redis/record_impression_1_in_flight      57 µs per event (~17 600/s)
-//!   dedup_redis/record_impression_64_in_flight     18 µs per event (~55 800/s)
-//!   dedup_redis/record_impression_256_in_flight    17 µs per event (~58 700/s)
+//!   dedup_redis/record_impression_1_in_flight      190–198 µs per event (before 121–131)
+//!   dedup_redis/record_impression_64_in_flight     19.1–19.6 µs per event (before 10.2–13.3)
+//!   dedup_redis/record_impression_256_in_flight    14.3–15.6 µs per event (before 9.7–12.4)
+//!   (dedup_redis: machine B, 2026-12-07, two alternating runs each of this tree and of
+//!   6b1fbdc, before issue 12 and 13's claim script, sale fields and written-before-answer)
 
 // A benchmark is a harness like a test: a broken setup should stop it loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
