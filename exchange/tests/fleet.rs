@@ -9,6 +9,7 @@
 // `#[test]` functions; this covers the helpers beside them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod fleet_node;
 
 use std::collections::{BTreeMap, HashMap};

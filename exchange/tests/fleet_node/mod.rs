@@ -13,6 +13,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+pub use super::common::{sample, Answer};
+
 pub const ADMIN_TOKEN: &str = "fleet-admin-token-0123456789";
 pub const SECRET: &str = "fleet-tracking-secret-0123456789";
 
@@ -43,22 +45,6 @@ pub struct Node {
     pub addr: String,
     pub dir: PathBuf,
     client: Client<HttpConnector, Full<Bytes>>,
-}
-
-pub struct Answer {
-    pub status: StatusCode,
-    pub body: Bytes,
-}
-
-impl Answer {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "answer is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
 }
 
 fn config_toml(s: &NodeSettings, dir: &Path) -> String {
@@ -221,13 +207,18 @@ impl Node {
             .map_err(|_| format!("no answer within {CALL_LIMIT:?}"))?
             .map_err(|e| e.to_string())?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 
     pub async fn try_auction(&self, body: String) -> Result<Answer, String> {
@@ -259,17 +250,8 @@ impl Node {
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         let text = self.get("/metrics").await;
         let text = String::from_utf8_lossy(&text.body).into_owned();
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|line| {
-                let (key, value) = line.rsplit_once(' ')?;
-                let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
-                let all = labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-                (metric == name && all).then(|| value.parse::<f64>().ok())?
-            })
-            .sum::<f64>() as u64
+        // Counters: whole numbers, so the cast loses nothing.
+        sample(&text, name, labels).unwrap_or(0.0) as u64
     }
 }
 
