@@ -197,7 +197,7 @@ impl Publishers {
 
 /// The field a request's publisher id is in and the id (empty when absent): the object of
 /// `site`, `app` or `dooh` it has (validation allows one at most).
-fn claimed<'r>(req: &'r BidRequest<'_>) -> (&'static str, &'r str) {
+pub(crate) fn claimed<'r>(req: &'r BidRequest<'_>) -> (&'static str, &'r str) {
     let (field, publisher) = if let Some(site) = &req.site {
         ("site.publisher.id", site.publisher.as_ref())
     } else if let Some(app) = &req.app {

@@ -53,7 +53,7 @@ impl<'a> Bodies<'a> {
         if let Some(sc) = supply_chain {
             let node = Node {
                 asi: &sc.asi,
-                sid: publisher_id(req),
+                sid: crate::publishers::claimed(req).1,
                 rid: &req.id,
             };
             bodies.base = bodies.doc().map(|d| d.schain(node)).unwrap_or_default();
@@ -134,16 +134,4 @@ impl<'a> Bodies<'a> {
         outbound.render(tmax_ms, &mut out);
         Bytes::from(out)
     }
-}
-
-/// The seller's account id: the publisher's id of the site, app or screen; empty when the
-/// publisher sent none.
-fn publisher_id<'r>(req: &'r BidRequest<'_>) -> &'r str {
-    let site = req.site.as_ref().and_then(|s| s.publisher.as_ref());
-    let app = req.app.as_ref().and_then(|a| a.publisher.as_ref());
-    let dooh = req.dooh.as_ref().and_then(|d| d.publisher.as_ref());
-    site.or(app)
-        .or(dooh)
-        .and_then(|p| p.id.as_deref())
-        .unwrap_or_default()
 }
