@@ -91,12 +91,14 @@ async fn main() -> anyhow::Result<()> {
     if demo.is_some() {
         announce_demo(&config);
     }
-    // The last line at start: scripts and tests read the address from it.
-    println!("listening on http://{}", listener.local_addr()?);
-
+    // The signal handlers are in place before the address is announced: a SIGHUP or SIGUSR1
+    // (logrotate's) that arrives once the node looks started must never meet the default
+    // action, which ends the process.
     let (reload, reloads) = exchange::reload::reload_channel();
     let on_usr1 = tokio::spawn(reopen_on_usr1(reload.clone()));
     let on_hup = tokio::spawn(reload_on_hangup(args.config.clone(), args.listen, reload));
+    // The last line at start: scripts and tests read the address from it.
+    println!("listening on http://{}", listener.local_addr()?);
     exchange::run_with(listener, config, shutdown_signal(), reloads).await?;
     on_hup.abort();
     on_usr1.abort();
@@ -180,67 +182,77 @@ fn init_logging() {
 /// Re-reads `path` on each SIGHUP (with the same `--listen` override) and hands it to the
 /// server, which logs and counts the outcome. Without a config file there is nothing to
 /// re-read: the signal is logged and ignored.
-async fn reload_on_hangup(
+/// The handler is registered when this is called, not when the task first runs.
+fn reload_on_hangup(
     path: Option<PathBuf>,
     listen: Option<SocketAddr>,
     reload: exchange::reload::ReloadHandle,
-) {
+) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; live reload is off");
-                return;
-            }
-        };
-        while hup.recv().await.is_some() {
-            let Some(path) = &path else {
-                tracing::warn!("SIGHUP ignored: no --config file to reload (the embedded demo)");
-                continue;
-            };
-            tracing::info!(file = %path.display(), "SIGHUP: reloading the config");
-            let config = Config::from_file(path).map(|mut config| {
-                if let Some(listen) = listen {
-                    config.server.listen = listen;
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let mut hup = match hup {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; live reload is off");
+                    return;
                 }
-                config
-            });
-            // The server has logged and counted a refusal already.
-            let _ = reload.reload(config).await;
+            };
+            while hup.recv().await.is_some() {
+                let Some(path) = &path else {
+                    tracing::warn!(
+                        "SIGHUP ignored: no --config file to reload (the embedded demo)"
+                    );
+                    continue;
+                };
+                tracing::info!(file = %path.display(), "SIGHUP: reloading the config");
+                let config = Config::from_file(path).map(|mut config| {
+                    if let Some(listen) = listen {
+                        config.server.listen = listen;
+                    }
+                    config
+                });
+                // The server has logged and counted a refusal already.
+                let _ = reload.reload(config).await;
+            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (path, listen, reload);
+        #[cfg(not(unix))]
+        {
+            let _ = (path, listen, reload);
+        }
     }
 }
 
 /// Reopens the event log file on each SIGUSR1: `logrotate` (or any tool) moves the file away,
 /// then signals; events written before the signal are in the moved file, the rest in a new
 /// one at `events.file`. The outcome is logged (and counted by the tracker).
-async fn reopen_on_usr1(reload: exchange::reload::ReloadHandle) {
+/// The handler is registered when this is called, not when the task first runs.
+fn reopen_on_usr1(reload: exchange::reload::ReloadHandle) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut usr1 = match signal(SignalKind::user_defined1()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGUSR1; the event log cannot be reopened on a signal");
-                return;
-            }
-        };
-        while usr1.recv().await.is_some() {
-            tracing::info!("SIGUSR1: reopening the event log");
-            if let Err(e) = reload.reopen_event_log().await {
-                tracing::error!(error = %e, "could not reopen the event log; still writing the old file");
+    let usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
+    async move {
+        #[cfg(unix)]
+        {
+            let mut usr1 = match usr1 {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGUSR1; the event log cannot be reopened on a signal");
+                    return;
+                }
+            };
+            while usr1.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening the event log");
+                if let Err(e) = reload.reopen_event_log().await {
+                    tracing::error!(error = %e, "could not reopen the event log; still writing the old file");
+                }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = reload;
+        #[cfg(not(unix))]
+        {
+            let _ = reload;
+        }
     }
 }
 
