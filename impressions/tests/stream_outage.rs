@@ -73,6 +73,13 @@ async fn in_stream(url: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// The stream's auction ids once it holds at least `n` entries (or after PATIENCE): the stream
+/// is sent by a task of its own, so a flush guarantees the file, not the stream.
+async fn stream_of(url: &str, key: &str, n: usize) -> Vec<String> {
+    testkit::eventually(PATIENCE, || async { in_stream(url, key).await.len() >= n }).await;
+    in_stream(url, key).await
+}
+
 fn reqs(range: std::ops::Range<u32>) -> Vec<String> {
     range.map(|n| format!("req-{n}")).collect()
 }
@@ -93,7 +100,7 @@ async fn events_written_during_an_outage_reach_the_stream_once_in_order() {
         tracker.record_event(&loss(n)).await.unwrap();
     }
     tracker.flush().await.unwrap();
-    assert_eq!(in_stream(&url, &key).await, reqs(0..3));
+    assert_eq!(stream_of(&url, &key, 3).await, reqs(0..3));
 
     redis.kill();
     for n in 3..8 {
@@ -111,7 +118,7 @@ async fn events_written_during_an_outage_reach_the_stream_once_in_order() {
         tracker.record_event(&loss(n)).await.unwrap();
     }
     tracker.flush().await.unwrap();
-    assert_eq!(in_stream(&url, &key).await, reqs(0..10));
+    assert_eq!(stream_of(&url, &key, 10).await, reqs(0..10));
     assert_eq!(dropped(&metrics), 0.0);
     tracker.shutdown().await.unwrap();
     let mut in_file = Vec::new();
@@ -131,7 +138,7 @@ async fn a_full_backlog_drops_its_oldest_events_and_counts_them() {
     let key = tracker.stream_key().unwrap().to_owned();
     tracker.record_event(&loss(0)).await.unwrap();
     tracker.flush().await.unwrap();
-    assert_eq!(in_stream(&url, &key).await, reqs(0..1));
+    assert_eq!(stream_of(&url, &key, 1).await, reqs(0..1));
 
     redis.kill();
     for n in 1..8 {
